@@ -1,0 +1,281 @@
+package dev.xinfer.runtime;
+
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.UncheckedIOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.checkerframework.checker.nullness.qual.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The Python expansion service and worker pool that xinfer starts and owns.
+ *
+ * <p>One process ({@code python -m xinfer.services}) serves both on 127.0.0.1, on ports it
+ * picks and reports. It is started once per JVM ({@link #shared}), stopped by a shutdown hook,
+ * and it stops itself if this JVM dies without running the hook.
+ */
+public final class PythonServices implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(PythonServices.class);
+  private static final String READY_PREFIX = "XINFER_READY ";
+  private static final Pattern ADDRESS_FIELD =
+      Pattern.compile("\"(expansion_service|worker_pool)\":\\s*\"([^\"]+)\"");
+  private static final int LOG_TAIL_LINES = 30;
+
+  private static @Nullable PythonServices shared;
+
+  private final Process process;
+  private final Path logFile;
+  private final String expansionService;
+  private final String workerPool;
+
+  private PythonServices(Process process, Path logFile, String expansionService, String workerPool) {
+    this.process = process;
+    this.logFile = logFile;
+    this.expansionService = expansionService;
+    this.workerPool = workerPool;
+  }
+
+  /** The services for this JVM, started on first use with the options' Python interpreter. */
+  public static synchronized PythonServices shared(XinferOptions options) {
+    if (shared == null || !shared.process.isAlive()) {
+      String python = resolvePython(options.getXinferPython());
+      shared =
+          start(python, Duration.ofSeconds(options.getXinferServiceStartTimeoutSeconds()));
+      PythonServices started = shared;
+      Runtime.getRuntime()
+          .addShutdownHook(new Thread(started::close, "xinfer-python-services-stop"));
+    }
+    return shared;
+  }
+
+  /** Starts the services with {@code python} and waits until they report ready. */
+  public static PythonServices start(String python, Duration readyTimeout) {
+    List<String> command =
+        List.of(
+            python,
+            "-m",
+            "xinfer.services",
+            "--parent-pid",
+            Long.toString(ProcessHandle.current().pid()));
+    Path logFile;
+    Process process;
+    try {
+      logFile = Files.createTempFile("xinfer-python-services-", ".log");
+      ProcessBuilder builder =
+          new ProcessBuilder(command)
+              .redirectError(ProcessBuilder.Redirect.appendTo(logFile.toFile()))
+              .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
+      Map<String, String> env = builder.environment();
+      env.putIfAbsent("TF_CPP_MIN_LOG_LEVEL", "2");
+      env.put("PYTHONUNBUFFERED", "1");
+      process = builder.start();
+    } catch (IOException e) {
+      throw new IllegalStateException(
+          String.format(
+              "xinfer could not start the Python services: tried `%s` and got %s. Install "
+                  + "xinfer's Python package (./xinfer setup, or pip install ./python-expansion) "
+                  + "and point --xinferPython or $XINFER_PYTHON at that interpreter.",
+              String.join(" ", command), e.getMessage()),
+          e);
+    }
+    LOG.info("Starting xinfer Python services: {} (log: {})", String.join(" ", command), logFile);
+    CompletableFuture<String> ready = new CompletableFuture<>();
+    Thread reader =
+        new Thread(
+            () -> readStdout(process, ready), "xinfer-python-services-stdout");
+    reader.setDaemon(true);
+    reader.start();
+    String line;
+    try {
+      line = ready.get(readyTimeout.toMillis(), TimeUnit.MILLISECONDS);
+    } catch (TimeoutException e) {
+      destroy(process);
+      throw new IllegalStateException(
+          String.format(
+              "xinfer's Python services did not report ready within %d s (`%s`). Raise "
+                  + "--xinferServiceStartTimeoutSeconds on a slow machine. Log %s ends:%n%s",
+              readyTimeout.toSeconds(), String.join(" ", command), logFile, tail(logFile)));
+    } catch (ExecutionException | InterruptedException e) {
+      destroy(process);
+      throw new IllegalStateException(
+          String.format(
+              "xinfer's Python services exited before they were ready (`%s`, exit code %s). "
+                  + "If the log says \"No module named xinfer\", install the package into that "
+                  + "interpreter (./xinfer setup, or pip install ./python-expansion), or point "
+                  + "--xinferPython or $XINFER_PYTHON at one that has it. Log %s ends:%n%s",
+              String.join(" ", command),
+              process.isAlive() ? "none yet" : Integer.toString(process.exitValue()),
+              logFile,
+              tail(logFile)),
+          e);
+    }
+    String expansionService = null;
+    String workerPool = null;
+    Matcher m = ADDRESS_FIELD.matcher(line);
+    while (m.find()) {
+      if (m.group(1).equals("expansion_service")) {
+        expansionService = m.group(2);
+      } else {
+        workerPool = m.group(2);
+      }
+    }
+    if (expansionService == null || workerPool == null) {
+      destroy(process);
+      throw new IllegalStateException(
+          "xinfer's Python services reported an unexpected ready line: "
+              + line
+              + ". The Java and Python halves of xinfer are from different versions; "
+              + "re-run ./xinfer setup.");
+    }
+    LOG.info("xinfer Python services ready: expansion service {}, worker pool {}",
+        expansionService, workerPool);
+    return new PythonServices(process, logFile, expansionService, workerPool);
+  }
+
+  private static void readStdout(Process process, CompletableFuture<String> ready) {
+    try (BufferedReader out =
+        new BufferedReader(
+            new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8))) {
+      String line;
+      while ((line = out.readLine()) != null) {
+        if (line.startsWith(READY_PREFIX)) {
+          ready.complete(line.substring(READY_PREFIX.length()));
+        } else {
+          LOG.debug("python: {}", line);
+        }
+      }
+    } catch (IOException e) {
+      ready.completeExceptionally(e);
+    }
+    ready.completeExceptionally(new IOException("the process closed its output"));
+  }
+
+  /**
+   * The Python interpreter to use: the given one, else {@code $XINFER_PYTHON}, else {@code
+   * .venv/bin/python} in the working directory or a parent, else {@code python3}.
+   */
+  public static String resolvePython(@Nullable String configured) {
+    if (configured != null && !configured.isEmpty()) {
+      return configured;
+    }
+    String env = System.getenv("XINFER_PYTHON");
+    if (env != null && !env.isEmpty()) {
+      return env;
+    }
+    for (Path dir = Paths.get("").toAbsolutePath(); dir != null; dir = dir.getParent()) {
+      Path candidate = dir.resolve(".venv/bin/python");
+      if (Files.isExecutable(candidate)) {
+        return candidate.toString();
+      }
+    }
+    return "python3";
+  }
+
+  /**
+   * Fails with a message naming the address and how to start a service there when nothing
+   * answers at {@code hostPort}.
+   */
+  public static void checkReachable(String hostPort, Duration timeout) {
+    int colon = hostPort.lastIndexOf(':');
+    if (colon <= 0 || colon == hostPort.length() - 1) {
+      throw new IllegalArgumentException(
+          "Expansion service address '" + hostPort + "' is not HOST:PORT, e.g. 127.0.0.1:8097.");
+    }
+    String host = hostPort.substring(0, colon);
+    int port;
+    try {
+      port = Integer.parseInt(hostPort.substring(colon + 1));
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException(
+          "Expansion service address '" + hostPort + "' has no numeric port; use HOST:PORT.", e);
+    }
+    long deadline = System.nanoTime() + timeout.toNanos();
+    IOException last;
+    do {
+      try (Socket socket = new Socket()) {
+        socket.connect(new InetSocketAddress(host, port), 1000);
+        return;
+      } catch (IOException e) {
+        last = e;
+      }
+      try {
+        Thread.sleep(200);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        break;
+      }
+    } while (System.nanoTime() < deadline);
+    throw new IllegalStateException(
+        String.format(
+            "No expansion service answers at %s (tried for %d s: %s). Start one with "
+                + "`.venv/bin/xinfer-expansion-service --port %d`, or drop "
+                + "withExpansionService(...) to let xinfer start its own.",
+            hostPort, timeout.toSeconds(), last.getMessage(), port));
+  }
+
+  public String expansionServiceAddress() {
+    return expansionService;
+  }
+
+  public String workerPoolAddress() {
+    return workerPool;
+  }
+
+  public Path logFile() {
+    return logFile;
+  }
+
+  public boolean isAlive() {
+    return process.isAlive();
+  }
+
+  @Override
+  public void close() {
+    destroy(process);
+  }
+
+  private static void destroy(Process process) {
+    if (!process.isAlive()) {
+      return;
+    }
+    process.destroy();
+    try {
+      if (!process.waitFor(10, TimeUnit.SECONDS)) {
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        process.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      process.destroyForcibly();
+    }
+  }
+
+  static String tail(Path file) {
+    try {
+      List<String> lines = Files.readAllLines(file, StandardCharsets.UTF_8);
+      return String.join(
+          System.lineSeparator(),
+          new ArrayList<>(lines.subList(Math.max(0, lines.size() - LOG_TAIL_LINES), lines.size())));
+    } catch (IOException | UncheckedIOException e) {
+      return "(log unreadable: " + e.getMessage() + ")";
+    }
+  }
+}

@@ -1,0 +1,79 @@
+package dev.xinfer.runtime;
+
+import java.util.Locale;
+import java.util.Set;
+import org.apache.beam.sdk.PipelineRunner;
+import org.apache.beam.sdk.options.PipelineOptions;
+
+/**
+ * Makes the runner the user chose able to run xinfer's Python transforms.
+ *
+ * <p>The classic Flink runner rejects cross-language transforms. When a pipeline that holds
+ * xinfer's {@code RunInference} is built with {@code --runner=FlinkRunner}, this swaps the
+ * options' runner for {@link XinferRunner}, which runs the same pipeline through Beam's
+ * portable Flink runner. {@link org.apache.beam.sdk.Pipeline#run()} picks the runner from the
+ * options when it runs, so the user's code does not change.
+ */
+public final class RunnerBootstrap {
+  /** Runners xinfer runs RunInference on in this version. */
+  public static final Set<String> SUPPORTED_RUNNERS = Set.of("FlinkRunner");
+
+  /** Portable runners that already execute cross-language transforms as they are. */
+  private static final Set<String> PORTABLE_RUNNERS =
+      Set.of("PortableRunner", "TestPortableRunner", "XinferRunner");
+
+  private RunnerBootstrap() {}
+
+  /**
+   * Fails with a message naming the supported runners when {@code runnerName} cannot run
+   * RunInference; accepts simple names ({@code FlinkRunner}) and class names.
+   */
+  public static void checkSupported(String runnerName) {
+    String simple = simpleName(runnerName);
+    if (SUPPORTED_RUNNERS.contains(simple) || PORTABLE_RUNNERS.contains(simple)) {
+      return;
+    }
+    String hint;
+    switch (simple) {
+      case "DirectRunner":
+        hint = " DirectRunner support is planned (xinfer issue #4).";
+        break;
+      case "SparkRunner":
+        hint = " SparkRunner support is planned (xinfer issue #3).";
+        break;
+      default:
+        hint = "";
+    }
+    throw new IllegalArgumentException(
+        String.format(
+            "xinfer's RunInference cannot run on %s in this version: it runs on %s.%s "
+                + "Pass --runner=FlinkRunner (embedded Flink with --flinkMaster=[local], the "
+                + "default).",
+            simple, String.join(", ", SUPPORTED_RUNNERS), hint));
+  }
+
+  /**
+   * Prepares {@code options} so that the pipeline runs its Python transforms: called by
+   * RunInference while the pipeline is built.
+   */
+  public static void prepare(PipelineOptions options) {
+    Class<? extends PipelineRunner<?>> runner = options.getRunner();
+    String simple = runner.getSimpleName();
+    checkSupported(simple);
+    if (SUPPORTED_RUNNERS.contains(simple)) {
+      options.as(XinferOptions.class).setXinferRequestedRunner(simple);
+      options.setRunner(XinferRunner.class);
+    }
+  }
+
+  private static String simpleName(String runnerName) {
+    String name = runnerName.substring(runnerName.lastIndexOf('.') + 1);
+    for (String known : SUPPORTED_RUNNERS) {
+      if (known.toLowerCase(Locale.ROOT).equals(name.toLowerCase(Locale.ROOT))
+          || known.toLowerCase(Locale.ROOT).equals(name.toLowerCase(Locale.ROOT) + "runner")) {
+        return known;
+      }
+    }
+    return name;
+  }
+}

@@ -1,0 +1,34 @@
+package dev.xinfer.runtime;
+
+import org.apache.beam.sdk.options.Default;
+import org.apache.beam.sdk.options.Description;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.checkerframework.checker.nullness.qual.Nullable;
+
+/** Options for the Python services xinfer starts and the runner it runs on. */
+public interface XinferOptions extends PipelineOptions {
+
+  @Description(
+      "Python interpreter with the xinfer-expansion package installed, used to start the "
+          + "expansion service and worker pool. Default: $XINFER_PYTHON, else .venv/bin/python "
+          + "in the working directory or a parent, else python3 on PATH.")
+  @Nullable
+  String getXinferPython();
+
+  void setXinferPython(@Nullable String value);
+
+  @Description("Seconds to wait for the Python services to report ready before failing.")
+  @Default.Integer(120)
+  int getXinferServiceStartTimeoutSeconds();
+
+  void setXinferServiceStartTimeoutSeconds(int value);
+
+  @Description(
+      "Set by xinfer: the runner the user asked for (e.g. FlinkRunner), which xinfer runs "
+          + "through Beam's portable runner because the classic one cannot run Python "
+          + "transforms.")
+  @Nullable
+  String getXinferRequestedRunner();
+
+  void setXinferRequestedRunner(@Nullable String value);
+}

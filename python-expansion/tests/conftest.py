@@ -1,0 +1,19 @@
+import os
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def digits_dir(tmp_path_factory):
+  """The demo's data, model and reference (reused from XINFER_MODELS_DIR if set)."""
+  from xinfer import digits
+  out = os.environ.get('XINFER_MODELS_DIR') or str(
+      tmp_path_factory.mktemp('models'))
+  digits.prepare(out)
+  return out
+
+
+@pytest.fixture(scope='session')
+def model_dir(digits_dir):
+  from xinfer import digits
+  return os.path.join(digits_dir, digits.MODEL_NAME)
