@@ -100,3 +100,8 @@ def test_describe_record_truncates_long_values():
   text = convert.describe_record(
       beam.Row(name='x' * 100, features=[1.0]), 'features')
   assert 'features' not in text and '...' in text
+
+
+def test_check_feature_field_accepts_a_nullable_numeric_array():
+  convert.check_feature_field(
+      [('features', Optional[Sequence[np.float32]])], 'features')

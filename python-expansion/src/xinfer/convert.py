@@ -53,7 +53,8 @@ def _element_type_of_array(field_type) -> Optional[Any]:
   if origin is None:
     return None
   if origin is typing.Union:
-    return None
+    non_null = [a for a in typing.get_args(field_type) if a is not type(None)]
+    return _element_type_of_array(non_null[0]) if len(non_null) == 1 else None
   if isinstance(origin, type) and issubclass(
       origin, collections.abc.Iterable) and not issubclass(origin, (str, bytes)):
     args = typing.get_args(field_type)

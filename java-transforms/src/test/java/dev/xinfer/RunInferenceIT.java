@@ -1,0 +1,181 @@
+package dev.xinfer;
+
+import static org.hamcrest.MatcherAssert.assertThat;
+import static org.hamcrest.Matchers.containsString;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
+
+import dev.xinfer.runtime.PythonServices;
+import dev.xinfer.runtime.XinferOptions;
+import dev.xinfer.testing.Digits;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.HashMap;
+import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.schemas.Schema;
+import org.apache.beam.sdk.schemas.Schema.FieldType;
+import org.apache.beam.sdk.testing.PAssert;
+import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.values.PCollection;
+import org.apache.beam.sdk.values.Row;
+import org.junit.Test;
+import org.junit.runner.RunWith;
+import org.junit.runners.JUnit4;
+
+/**
+ * RunInference end to end on the embedded portable Flink runner, with the real Python
+ * expansion service and worker pool and the real TensorFlow model. The services are started
+ * once for this JVM and shared by every test.
+ */
+@RunWith(JUnit4.class)
+public class RunInferenceIT {
+  private static final Schema EXAMPLE =
+      Schema.builder()
+          .addInt64Field("id")
+          .addInt64Field("label")
+          .addArrayField("features", FieldType.FLOAT)
+          .build();
+  private static final Schema NULLABLE_EXAMPLE =
+      Schema.builder()
+          .addInt64Field("id")
+          .addNullableField("features", FieldType.array(FieldType.FLOAT))
+          .build();
+
+  private static Pipeline flinkPipeline() {
+    PipelineOptions options =
+        PipelineOptionsFactory.fromArgs("--runner=FlinkRunner", "--parallelism=1").create();
+    options
+        .as(XinferOptions.class)
+        .setXinferPython(System.getProperty("xinfer.python"));
+    return Pipeline.create(options);
+  }
+
+  private static List<Row> examples(int n) {
+    List<Row> rows = new ArrayList<>();
+    for (Digits.Example e : Digits.examples().subList(0, n)) {
+      rows.add(Row.withSchema(EXAMPLE).addValues(e.id, e.label, e.features).build());
+    }
+    return rows;
+  }
+
+  @Test
+  public void everyPredictionMatchesTheModelRunInPlainPython() {
+    HashMap<Long, Digits.Expected> reference = Digits.reference();
+    Pipeline p = flinkPipeline();
+    List<Row> input = examples(300);
+    PCollection<Row> out =
+        p.apply(Create.of(input).withRowSchema(EXAMPLE))
+            .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(64));
+    assertEquals(RunInference.outputSchema(EXAMPLE), out.getSchema());
+    PAssert.that(out)
+        .satisfies(
+            rows -> {
+              List<Long> ids = new ArrayList<>();
+              long correct = 0;
+              for (Row row : rows) {
+                long id = row.getInt64("id");
+                ids.add(id);
+                Digits.Expected expected = reference.get(id);
+                assertEquals("class of record " + id, expected.predictedClass,
+                    (long) row.getInt64("predicted_class"));
+                List<Float> scores = new ArrayList<>(row.getArray("scores"));
+                assertTrue(
+                    "scores of record " + id + ": " + scores,
+                    Digits.sameScores(expected.scores, scores));
+                assertEquals(Digits.MODEL_NAME, row.getString("model_id"));
+                assertEquals(Digits.FEATURES, row.getArray("features").size());
+                if (row.getInt64("label").equals(row.getInt64("predicted_class"))) {
+                  correct++;
+                }
+              }
+              Collections.sort(ids);
+              List<Long> expectedIds = new ArrayList<>();
+              for (long i = 0; i < 300; i++) {
+                expectedIds.add(i);
+              }
+              assertEquals("one output per input", expectedIds, ids);
+              assertTrue("accuracy " + correct / 300.0, correct / 300.0 >= 0.9);
+              return null;
+            });
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+  }
+
+  @Test
+  public void wrongFeatureLengthFailsTheRunNamingRecordFieldAndShape() {
+    Pipeline p = flinkPipeline();
+    List<Row> input = new ArrayList<>(examples(5));
+    input.add(
+        Row.withSchema(EXAMPLE)
+            .addValues(9001L, 3L, Collections.nCopies(63, 1.0f))
+            .build());
+    p.apply(Create.of(input).withRowSchema(EXAMPLE))
+        .apply(RunInference.withModel(Digits.model().toString()));
+    PipelineExecutionException e =
+        assertThrows(PipelineExecutionException.class, () -> p.run().waitUntilFinish());
+    assertThat(e.getMessage(), containsString("The pipeline failed on FlinkRunner"));
+    assertThat(e.getMessage(), containsString("record {id=9001, label=3}: field 'features' has 63 values"));
+    assertThat(e.getMessage(), containsString("the model input (None, 64) needs 64 per record"));
+  }
+
+  @Test
+  public void nullFeaturesFailTheRunNamingTheRecord() {
+    Pipeline p = flinkPipeline();
+    List<Row> input =
+        List.of(
+            Row.withSchema(NULLABLE_EXAMPLE)
+                .addValues(1L, Collections.nCopies(64, 0.0f))
+                .build(),
+            Row.withSchema(NULLABLE_EXAMPLE).addValues(2L, null).build());
+    p.apply(Create.of(input).withRowSchema(NULLABLE_EXAMPLE))
+        .apply(RunInference.withModel(Digits.model().toString()));
+    PipelineExecutionException e =
+        assertThrows(PipelineExecutionException.class, () -> p.run().waitUntilFinish());
+    assertThat(e.getMessage(), containsString("record {id=2}: field 'features' is null"));
+  }
+
+  @Test
+  public void missingModelFailsAtConstructionWithItsPath() {
+    Pipeline p = flinkPipeline();
+    PCollection<Row> rows = p.apply(Create.of(examples(1)).withRowSchema(EXAMPLE));
+    RuntimeException e =
+        assertThrows(
+            RuntimeException.class,
+            () -> rows.apply(RunInference.withModel("/nonexistent/model")));
+    assertThat(e.getMessage(), containsString("no model at '/nonexistent/model'"));
+  }
+
+  @Test
+  public void anExpansionServiceAlreadyRunningCanBeNamed() {
+    String address =
+        PythonServices.shared(
+                PipelineOptionsFactory.fromArgs(
+                        "--xinferPython=" + System.getProperty("xinfer.python"))
+                    .as(XinferOptions.class))
+            .expansionServiceAddress();
+    Pipeline p = flinkPipeline();
+    PCollection<Row> out =
+        p.apply(Create.of(examples(20)).withRowSchema(EXAMPLE))
+            .apply(
+                RunInference.withModel(Digits.model().toString())
+                    .withExpansionService(address)
+                    .withModelId("digits-v2"));
+    PAssert.that(out)
+        .satisfies(
+            rows -> {
+              int n = 0;
+              for (Row row : rows) {
+                assertEquals("digits-v2", row.getString("model_id"));
+                n++;
+              }
+              assertEquals(20, n);
+              return null;
+            });
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+  }
+}
