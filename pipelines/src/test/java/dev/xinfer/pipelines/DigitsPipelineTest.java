@@ -1,0 +1,49 @@
+package dev.xinfer.pipelines;
+
+import static org.hamcrest.MatcherAssert.assertThat;
+import static org.hamcrest.Matchers.containsString;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertThrows;
+
+import java.util.Collections;
+import java.util.List;
+import org.apache.beam.sdk.values.Row;
+import org.junit.Test;
+import org.junit.runner.RunWith;
+import org.junit.runners.JUnit4;
+
+@RunWith(JUnit4.class)
+public class DigitsPipelineTest {
+  @Test
+  public void parsesALabelledLine() {
+    Row row = DigitsPipeline.parse("12,7,0.0,16.0,3.5");
+    assertEquals(12L, (long) row.getInt64("id"));
+    assertEquals(7L, (long) row.getInt64("label"));
+    assertEquals(List.of(0.0f, 16.0f, 3.5f), row.getArray("features"));
+  }
+
+  @Test
+  public void badCellsNameTheRecordFieldAndValue() {
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,1.0,,2.0"))
+            .getMessage(),
+        containsString("Record id=5: field 'features' value 1 ('', column 4) is not a number"));
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("x,1,1.0"))
+            .getMessage(),
+        containsString("field 'id' is 'x', not a whole number"));
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5"))
+            .getMessage(),
+        containsString("has 1 cells; expected id,label,p0,..."));
+  }
+
+  @Test
+  public void formatsAPrediction() {
+    Row prediction =
+        Row.withSchema(dev.xinfer.RunInference.outputSchema(DigitsPipeline.EXAMPLE_SCHEMA))
+            .addValues(3L, 1L, Collections.nCopies(2, 0f), List.of(0.25f, 0.75f), 1L, "m")
+            .build();
+    assertEquals("3,1,1,m,0.25,0.75", DigitsPipeline.format(prediction));
+  }
+}
