@@ -43,6 +43,11 @@ def test_binds_loopback_by_default(expansion_service):
   assert expansion_service['worker_pool'].startswith('127.0.0.1:')
 
 
+def test_ready_line_reports_the_versions(expansion_service):
+  assert expansion_service['beam_version'] == beam.__version__
+  assert expansion_service['xinfer_version']
+
+
 def test_refuses_names_off_the_allowlist(expansion_service):
   with pytest.raises(Exception, match='"os.system" is not on the allowlist'):
     _expand(expansion_service['expansion_service'], 'os.system', command='true')

@@ -179,6 +179,11 @@ def _watch_parent(parent_pid: Optional[int], stop: threading.Event):
 
 
 def _announce(**addresses):
+  """The ready line: addresses, and the versions the Java side checks against its own."""
+  import apache_beam
+  import xinfer
+  addresses.update(
+      beam_version=apache_beam.__version__, xinfer_version=xinfer.__version__)
   print(READY_PREFIX + json.dumps(addresses), flush=True)
 
 

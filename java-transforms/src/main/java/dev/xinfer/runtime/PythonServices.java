@@ -13,6 +13,7 @@ import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -21,6 +22,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.apache.beam.sdk.util.ReleaseInfo;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -35,8 +37,8 @@ import org.slf4j.LoggerFactory;
 public final class PythonServices implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(PythonServices.class);
   private static final String READY_PREFIX = "XINFER_READY ";
-  private static final Pattern ADDRESS_FIELD =
-      Pattern.compile("\"(expansion_service|worker_pool)\":\\s*\"([^\"]+)\"");
+  private static final Pattern READY_FIELD =
+      Pattern.compile("\"(expansion_service|worker_pool|beam_version)\":\\s*\"([^\"]+)\"");
   private static final int LOG_TAIL_LINES = 30;
 
   private static @Nullable PythonServices shared;
@@ -127,15 +129,24 @@ public final class PythonServices implements AutoCloseable {
               tail(logFile)),
           e);
     }
-    String expansionService = null;
-    String workerPool = null;
-    Matcher m = ADDRESS_FIELD.matcher(line);
+    Map<String, String> fields = new HashMap<>();
+    Matcher m = READY_FIELD.matcher(line);
     while (m.find()) {
-      if (m.group(1).equals("expansion_service")) {
-        expansionService = m.group(2);
-      } else {
-        workerPool = m.group(2);
-      }
+      fields.put(m.group(1), m.group(2));
+    }
+    String expansionService = fields.get("expansion_service");
+    String workerPool = fields.get("worker_pool");
+    String javaBeam = ReleaseInfo.getReleaseInfo().getSdkVersion();
+    String pythonBeam = fields.get("beam_version");
+    if (pythonBeam != null && !pythonBeam.equals(javaBeam)) {
+      destroy(process);
+      throw new IllegalStateException(
+          String.format(
+              "Version mismatch: the Java pipeline uses Beam %s but `%s` has apache-beam %s; "
+                  + "both halves of a cross-language pipeline must run the same Beam version. "
+                  + "Install apache-beam==%s there (./xinfer setup does), or point "
+                  + "--xinferPython or $XINFER_PYTHON at an interpreter that has it.",
+              javaBeam, python, pythonBeam, javaBeam));
     }
     if (expansionService == null || workerPool == null) {
       destroy(process);

@@ -3,17 +3,26 @@ package dev.xinfer.runtime;
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
 
 import java.net.ServerSocket;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
+import org.apache.beam.sdk.util.ReleaseInfo;
+import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.TemporaryFolder;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
 /** How the Python services fail for an operator: fast, naming what was tried and the fix. */
 @RunWith(JUnit4.class)
 public class PythonServicesTest {
+  @Rule public final TemporaryFolder tmp = new TemporaryFolder();
+
   @Test
   public void unreachableExpansionServiceNamesAddressAndCommand() throws Exception {
     int port;
@@ -64,6 +73,48 @@ public class PythonServicesTest {
             () -> PythonServices.start("/bin/false", Duration.ofSeconds(30)));
     assertThat(e.getMessage(), containsString("exited before they were ready"));
     assertThat(e.getMessage(), containsString("pip install ./python-expansion"));
+  }
+
+  /** A stand-in interpreter that prints a ready line and waits, as xinfer.services does. */
+  private Path fakePython(String beamVersion) throws Exception {
+    Path script = tmp.newFile("fake-python").toPath();
+    Files.writeString(
+        script,
+        "#!/bin/sh\n"
+            + "echo 'XINFER_READY {\"expansion_service\": \"127.0.0.1:1111\", "
+            + "\"worker_pool\": \"127.0.0.1:2222\", \"beam_version\": \""
+            + beamVersion
+            + "\"}'\n"
+            + "exec sleep 60\n");
+    script.toFile().setExecutable(true);
+    return script;
+  }
+
+  @Test
+  public void readyLineGivesTheAddressesAndCloseStopsTheProcess() throws Exception {
+    String beam = ReleaseInfo.getReleaseInfo().getSdkVersion();
+    PythonServices services =
+        PythonServices.start(fakePython(beam).toString(), Duration.ofSeconds(10));
+    assertEquals("127.0.0.1:1111", services.expansionServiceAddress());
+    assertEquals("127.0.0.1:2222", services.workerPoolAddress());
+    assertTrue(services.isAlive());
+    services.close();
+    assertFalse(services.isAlive());
+  }
+
+  @Test
+  public void aPythonWithAnotherBeamVersionFailsFastNamingBoth() throws Exception {
+    IllegalStateException e =
+        assertThrows(
+            IllegalStateException.class,
+            () -> PythonServices.start(fakePython("2.70.0").toString(), Duration.ofSeconds(10)));
+    assertThat(
+        e.getMessage(),
+        containsString(
+            "Version mismatch: the Java pipeline uses Beam "
+                + ReleaseInfo.getReleaseInfo().getSdkVersion()));
+    assertThat(e.getMessage(), containsString("has apache-beam 2.70.0"));
+    assertThat(e.getMessage(), containsString("./xinfer setup"));
   }
 
   @Test
