@@ -86,3 +86,28 @@ def test_missing_model_fails_expansion_with_its_path(expansion_service, tmp_path
         'xinfer.transforms.RowInference',
         model_uri=str(tmp_path / 'missing'),
         feature_field='features')
+
+
+def test_stop_all_stops_the_sdk_workers():
+  pool = services.WorkerPool()
+  worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  pool._worker_processes['w1'] = worker
+  pool.stop_all()
+  assert worker.poll() is not None
+  assert not pool._worker_processes
+
+
+def test_services_exit_when_their_parent_is_gone():
+  parent = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1)'])
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'xinfer.services', '--parent-pid', str(parent.pid)],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True)
+  try:
+    assert process.stdout.readline().startswith(services.READY_PREFIX)
+    parent.wait()
+    assert process.wait(timeout=30) == 0
+    assert 'is gone; stopping' in process.stderr.read()
+  finally:
+    process.kill()

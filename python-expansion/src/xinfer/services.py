@@ -35,7 +35,7 @@ from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.portability.api import beam_fn_api_pb2_grpc
 from apache_beam.runners.portability import artifact_service
 from apache_beam.runners.portability import expansion_service
-from apache_beam.runners.worker import worker_pool_main
+from apache_beam.runners.worker import worker_pool_main as beam_worker_pool
 from apache_beam.transforms import fully_qualified_named_transform
 from apache_beam.utils import thread_pool_executor
 
@@ -81,7 +81,7 @@ def _install_exact_allowlist(names: Sequence[str]):
   cls._check_allowed = classmethod(check_allowed)
 
 
-class WorkerPool(worker_pool_main.BeamFnExternalWorkerPoolServicer):
+class WorkerPool(beam_worker_pool.BeamFnExternalWorkerPoolServicer):
   """Beam's worker pool, starting SDK workers with this interpreter.
 
   Beam's pool runs ``python`` from PATH and pipes stdout nowhere (a chatty worker
@@ -109,7 +109,7 @@ class WorkerPool(worker_pool_main.BeamFnExternalWorkerPoolServicer):
 
   def stop_all(self):
     for process in list(self._worker_processes.values()):
-      worker_pool_main.kill_process_gracefully(process)
+      beam_worker_pool.kill_process_gracefully(process, timeout=5)
     self._worker_processes.clear()
 
 
