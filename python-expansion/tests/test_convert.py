@@ -42,8 +42,9 @@ def test_null_features_are_named():
 
 
 def test_non_numeric_value_names_its_index():
-  with pytest.raises(convert.RecordError,
-                     match=r"'features'\[2\] is 'x'; every value must be a number"):
+  with pytest.raises(
+      convert.RecordError,
+      match=r"'features'\[2\] is 'x'; every value must be a number"):
     convert.row_to_array(row(features=[1.0, 2.0, 'x', 4.0]), 'features',
                          (None, 4))
 
@@ -60,8 +61,8 @@ def test_text_instead_of_array():
 
 
 def test_check_feature_field_missing_names_fields_and_fix():
-  with pytest.raises(ValueError,
-                     match=r"no field 'pixels' \(fields: id, label, features\)"):
+  with pytest.raises(
+      ValueError, match=r"no field 'pixels' \(fields: id, label, features\)"):
     convert.check_feature_field(FIELDS, 'pixels')
 
 
@@ -74,8 +75,8 @@ def test_check_feature_field_rejects_non_numeric_arrays():
 
 def test_check_feature_field_rejects_clashing_output_names():
   with pytest.raises(ValueError, match='already has field.*scores'):
-    convert.check_feature_field(
-        FIELDS + [('scores', Sequence[np.float32])], 'features')
+    convert.check_feature_field(FIELDS + [('scores', Sequence[np.float32])],
+                                'features')
 
 
 def test_output_type_appends_inference_fields():
@@ -86,9 +87,9 @@ def test_output_type_appends_inference_fields():
 
 
 def test_to_output_row_keeps_input_and_adds_inference():
-  result = PredictionResult(
-      example=row(), inference=np.array([0.1, 0.7, 0.2], np.float32),
-      model_id='m1')
+  result = PredictionResult(example=row(),
+                            inference=np.array([0.1, 0.7, 0.2], np.float32),
+                            model_id='m1')
   out = convert.to_output_row(result, ['id', 'label', 'features'])
   assert out.id == 1 and out.label == 7 and out.features == (1.0, 2.0, 3.0, 4.0)
   assert out.predicted_class == 1
@@ -97,11 +98,11 @@ def test_to_output_row_keeps_input_and_adds_inference():
 
 
 def test_describe_record_truncates_long_values():
-  text = convert.describe_record(
-      beam.Row(name='x' * 100, features=[1.0]), 'features')
+  text = convert.describe_record(beam.Row(name='x' * 100, features=[1.0]),
+                                 'features')
   assert 'features' not in text and '...' in text
 
 
 def test_check_feature_field_accepts_a_nullable_numeric_array():
-  convert.check_feature_field(
-      [('features', Optional[Sequence[np.float32]])], 'features')
+  convert.check_feature_field([('features', Optional[Sequence[np.float32]])],
+                              'features')

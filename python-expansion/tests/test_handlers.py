@@ -9,14 +9,12 @@ from xinfer import handlers
 class FakeHandler(handlers.RowModelHandler):
   """Sums each record's features into a one-score output: no framework."""
   def load_model(self):
-    return handlers.LoadedModel(
-        lambda x: x.sum(axis=1, keepdims=True), (None, 3))
+    return handlers.LoadedModel(lambda x: x.sum(axis=1, keepdims=True),
+                                (None, 3))
 
 
 def rows(n, width=3):
-  return [
-      beam.Row(id=i, features=[float(i)] * width) for i in range(n)
-  ]
+  return [beam.Row(id=i, features=[float(i)] * width) for i in range(n)]
 
 
 def test_row_handler_runs_a_batch_and_keeps_each_example():
@@ -41,12 +39,16 @@ def test_bad_record_fails_the_batch_with_its_description():
 
 
 def test_batch_bounds_are_validated_and_passed_to_beam():
-  handler = FakeHandler(
-      'm', feature_field='f', min_batch_size=4, max_batch_size=16)
+  handler = FakeHandler('m',
+                        feature_field='f',
+                        min_batch_size=4,
+                        max_batch_size=16)
   assert handler.batch_elements_kwargs() == {
-      'min_batch_size': 4, 'max_batch_size': 16
+      'min_batch_size': 4,
+      'max_batch_size': 16
   }
-  with pytest.raises(ValueError, match='max_batch_size \\(2\\) must be at least'):
+  with pytest.raises(ValueError,
+                     match='max_batch_size \\(2\\) must be at least'):
     FakeHandler('m', feature_field='f', min_batch_size=4, max_batch_size=2)
   with pytest.raises(ValueError, match='min_batch_size must be at least 1'):
     FakeHandler('m', feature_field='f', min_batch_size=0)
@@ -65,13 +67,16 @@ def test_missing_model_names_path_and_fix(tmp_path):
 
 def test_tensorflow_handler_matches_plain_tensorflow(digits_dir, model_dir):
   features, _ = digits.load_digits()
-  handler = handlers.tensorflow_handler(
-      model_dir, feature_field='features', max_batch_size=64)
+  handler = handlers.tensorflow_handler(model_dir,
+                                        feature_field='features',
+                                        max_batch_size=64)
   model = handler.load_model()
   assert model.input_shape == (None, 64)
   batch = [beam.Row(id=i, features=list(features[i])) for i in range(50)]
   results = handler.run_inference(batch, model)
   expected = digits.reference_scores(model_dir, features[:50])
-  np.testing.assert_allclose(
-      np.stack([r.inference for r in results]), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.stack([r.inference for r in results]),
+                             expected,
+                             rtol=1e-5,
+                             atol=1e-6)
   assert {r.model_id for r in results} == {digits.MODEL_NAME}

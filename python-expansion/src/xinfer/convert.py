@@ -23,9 +23,8 @@ INFERENCE_FIELDS: Tuple[Tuple[str, Any], ...] = (
     (MODEL_ID_FIELD, str),
 )
 
-_NUMERIC_TYPES = (
-    np.float16, np.float32, np.float64, float,
-    np.int8, np.int16, np.int32, np.int64, int)
+_NUMERIC_TYPES = (np.float16, np.float32, np.float64, float, np.int8, np.int16,
+                  np.int32, np.int64, int)
 
 # How much of a record an error message shows.
 _MAX_SHOWN_FIELDS = 6
@@ -56,7 +55,8 @@ def _element_type_of_array(field_type) -> Optional[Any]:
     non_null = [a for a in typing.get_args(field_type) if a is not type(None)]
     return _element_type_of_array(non_null[0]) if len(non_null) == 1 else None
   if isinstance(origin, type) and issubclass(
-      origin, collections.abc.Iterable) and not issubclass(origin, (str, bytes)):
+      origin,
+      collections.abc.Iterable) and not issubclass(origin, (str, bytes)):
     args = typing.get_args(field_type)
     return args[0] if args else None
   return None
@@ -84,7 +84,8 @@ def check_feature_field(fields: Sequence[Tuple[str, Any]], feature_field: str):
         'the output adds. Rename or drop them before RunInference.')
 
 
-def output_type(fields: Sequence[Tuple[str, Any]]) -> row_type.RowTypeConstraint:
+def output_type(
+    fields: Sequence[Tuple[str, Any]]) -> row_type.RowTypeConstraint:
   """The output Row type: the input fields, then the inference fields."""
   return row_type.RowTypeConstraint.from_fields(
       list(fields) + list(INFERENCE_FIELDS))
@@ -117,9 +118,10 @@ def _expected_size(input_shape: Sequence[Optional[int]]) -> Optional[int]:
   return int(np.prod(dims)) if dims else 1
 
 
-def row_to_array(
-    row, feature_field: str, input_shape: Sequence[Optional[int]],
-    dtype=np.float32) -> np.ndarray:
+def row_to_array(row,
+                 feature_field: str,
+                 input_shape: Sequence[Optional[int]],
+                 dtype=np.float32) -> np.ndarray:
   """One record's features as an array of the model's per-example shape.
 
   ``input_shape`` is the model's input shape including the batch dimension,
@@ -127,9 +129,8 @@ def row_to_array(
   expected shape and what was found.
   """
   values = getattr(row, feature_field, None)
-  where = (
-      f"RunInference: record {describe_record(row, feature_field)}: field "
-      f"'{feature_field}'")
+  where = (f"RunInference: record {describe_record(row, feature_field)}: field "
+           f"'{feature_field}'")
   shape_text = tuple(input_shape)
   if values is None:
     raise RecordError(
@@ -141,8 +142,8 @@ def row_to_array(
         f'numbers of shape {shape_text}.')
   values = list(values)
   for i, v in enumerate(values):
-    if v is None or isinstance(v, (str, bytes, bool)) or not isinstance(
-        v, (int, float, np.number)):
+    if v is None or isinstance(
+        v, (str, bytes, bool)) or not isinstance(v, (int, float, np.number)):
       raise RecordError(
           f'{where}[{i}] is {v!r}; every value must be a number (model input '
           f'shape {shape_text}).')
@@ -159,17 +160,20 @@ def row_to_array(
   return array
 
 
-def rows_to_batch(
-    rows: Sequence[Any], feature_field: str,
-    input_shape: Sequence[Optional[int]], dtype=np.float32) -> np.ndarray:
+def rows_to_batch(rows: Sequence[Any],
+                  feature_field: str,
+                  input_shape: Sequence[Optional[int]],
+                  dtype=np.float32) -> np.ndarray:
   """A batch of records as one model input tensor (batch dimension first)."""
-  return np.stack([
-      row_to_array(row, feature_field, input_shape, dtype) for row in rows])
+  return np.stack(
+      [row_to_array(row, feature_field, input_shape, dtype) for row in rows])
 
 
-def scores_to_result(row, scores: np.ndarray, model_id: str) -> PredictionResult:
-  return PredictionResult(
-      example=row, inference=np.asarray(scores).reshape(-1), model_id=model_id)
+def scores_to_result(row, scores: np.ndarray,
+                     model_id: str) -> PredictionResult:
+  return PredictionResult(example=row,
+                          inference=np.asarray(scores).reshape(-1),
+                          model_id=model_id)
 
 
 def to_output_row(result: PredictionResult, field_names: Iterable[str]):

@@ -34,7 +34,8 @@ def load_digits():
 def write_dataset(path: str, features: np.ndarray, labels: np.ndarray):
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow(['id', 'label'] + [f'p{i}' for i in range(features.shape[1])])
+    writer.writerow(['id', 'label'] +
+                    [f'p{i}' for i in range(features.shape[1])])
     for i, (x, y) in enumerate(zip(features, labels)):
       writer.writerow([i, int(y)] + [repr(float(v)) for v in x])
 
@@ -53,16 +54,14 @@ def train(features: np.ndarray, labels: np.ndarray, export_dir: str) -> float:
       keras.layers.Dense(64, activation='relu'),
       keras.layers.Dense(10, activation='softmax'),
   ])
-  model.compile(
-      optimizer=keras.optimizers.Adam(0.01),
-      loss='sparse_categorical_crossentropy',
-      metrics=['accuracy'])
-  model.fit(
-      features[train_idx],
-      labels[train_idx],
-      epochs=40,
-      batch_size=64,
-      verbose=0)
+  model.compile(optimizer=keras.optimizers.Adam(0.01),
+                loss='sparse_categorical_crossentropy',
+                metrics=['accuracy'])
+  model.fit(features[train_idx],
+            labels[train_idx],
+            epochs=40,
+            batch_size=64,
+            verbose=0)
   _, accuracy = model.evaluate(features[test_idx], labels[test_idx], verbose=0)
   if os.path.exists(export_dir):
     shutil.rmtree(export_dir)

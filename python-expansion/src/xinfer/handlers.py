@@ -20,11 +20,10 @@ DEFAULT_MAX_BATCH_SIZE = 256
 
 class LoadedModel:
   """A model as xinfer calls it: a batch function and its input signature."""
-  def __init__(
-      self,
-      predict: Callable[[np.ndarray], np.ndarray],
-      input_shape: Sequence[Optional[int]],
-      input_dtype=np.float32):
+  def __init__(self,
+               predict: Callable[[np.ndarray], np.ndarray],
+               input_shape: Sequence[Optional[int]],
+               input_dtype=np.float32):
     self.predict = predict
     self.input_shape = tuple(input_shape)
     self.input_dtype = input_dtype
@@ -46,7 +45,8 @@ def check_model_uri(model_uri: str):
 def check_batch_sizes(min_batch_size: int, max_batch_size: int):
   if min_batch_size < 1:
     raise ValueError(
-        f'RunInference: min_batch_size must be at least 1, got {min_batch_size}.')
+        f'RunInference: min_batch_size must be at least 1, got {min_batch_size}.'
+    )
   if max_batch_size < min_batch_size:
     raise ValueError(
         f'RunInference: max_batch_size ({max_batch_size}) must be at least '
@@ -55,14 +55,13 @@ def check_batch_sizes(min_batch_size: int, max_batch_size: int):
 
 class RowModelHandler(ModelHandler[Any, PredictionResult, LoadedModel]):
   """Runs a model on batches of Rows; subclasses say how to load the model."""
-  def __init__(
-      self,
-      model_uri: str,
-      *,
-      feature_field: str,
-      model_id: Optional[str] = None,
-      min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
-      max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
+  def __init__(self,
+               model_uri: str,
+               *,
+               feature_field: str,
+               model_id: Optional[str] = None,
+               min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
+               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
     super().__init__()
     check_batch_sizes(min_batch_size, max_batch_size)
     self._model_uri = model_uri
@@ -84,8 +83,8 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, LoadedModel]):
       model: LoadedModel,
       inference_args: Optional[Dict[str, Any]] = None
   ) -> Sequence[PredictionResult]:
-    tensor = convert.rows_to_batch(
-        batch, self._feature_field, model.input_shape, model.input_dtype)
+    tensor = convert.rows_to_batch(batch, self._feature_field,
+                                   model.input_shape, model.input_dtype)
     outputs = np.asarray(model.predict(tensor))
     if outputs.shape[:1] != (len(batch), ):
       raise ValueError(
@@ -126,8 +125,8 @@ class TensorFlowRowHandler(RowModelHandler):
       import keras
       model = keras.models.load_model(self._model_uri)
       shape = tuple(model.inputs[0].shape)
-      return LoadedModel(
-          lambda x: np.asarray(model(x, training=False)), shape, np.float32)
+      return LoadedModel(lambda x: np.asarray(model(x, training=False)), shape,
+                         np.float32)
     loaded = tf.saved_model.load(self._model_uri)
     signatures = getattr(loaded, 'signatures', {})
     if 'serving_default' not in signatures:
@@ -181,10 +180,9 @@ def tensorflow_handler(
     min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> RowModelHandler:
   """A TensorFlow handler for Rows, from plain arguments."""
-  return create_handler(
-      'tensorflow',
-      model_uri,
-      feature_field=feature_field,
-      model_id=model_id,
-      min_batch_size=min_batch_size,
-      max_batch_size=max_batch_size)
+  return create_handler('tensorflow',
+                        model_uri,
+                        feature_field=feature_field,
+                        model_id=model_id,
+                        min_batch_size=min_batch_size,
+                        max_batch_size=max_batch_size)

@@ -58,11 +58,10 @@ class AllowlistedExpansionService(expansion_service.ExpansionServiceServicer):
   def Expand(self, request, context=None):
     urn = request.transform.spec.urn
     if urn != FULLY_QUALIFIED_NAMED_URN:
-      return beam_expansion_api_pb2.ExpansionResponse(
-          error=(
-              f'xinfer expansion service: transform URN {urn!r} is not served; '
-              f'it expands only {FULLY_QUALIFIED_NAMED_URN} for '
-              f'{", ".join(self._allowlist)}.'))
+      return beam_expansion_api_pb2.ExpansionResponse(error=(
+          f'xinfer expansion service: transform URN {urn!r} is not served; '
+          f'it expands only {FULLY_QUALIFIED_NAMED_URN} for '
+          f'{", ".join(self._allowlist)}.'))
     return super().Expand(request, context)
 
 
@@ -114,10 +113,9 @@ class WorkerPool(beam_worker_pool.BeamFnExternalWorkerPoolServicer):
 
 
 def _server():
-  return grpc.server(
-      thread_pool_executor.shared_unbounded_instance(),
-      options=[("grpc.http2.max_pings_without_data", 0),
-               ("grpc.http2.max_ping_strikes", 0)])
+  return grpc.server(thread_pool_executor.shared_unbounded_instance(),
+                     options=[("grpc.http2.max_pings_without_data", 0),
+                              ("grpc.http2.max_ping_strikes", 0)])
 
 
 def _bind(server, host: str, port: int, what: str) -> str:
@@ -153,8 +151,7 @@ def start_expansion_service(host: str, port: int, worker_pool_address: str):
       AllowlistedExpansionService(options, transforms.EXPANDABLE), server)
   beam_artifact_api_pb2_grpc.add_ArtifactRetrievalServiceServicer_to_server(
       artifact_service.ArtifactRetrievalService(
-          artifact_service.BeamFilesystemHandler(None).file_reader),
-      server)
+          artifact_service.BeamFilesystemHandler(None).file_reader), server)
   address = _bind(server, host, port, 'expansion service')
   server.start()
   return address, server
@@ -175,15 +172,16 @@ def _watch_parent(parent_pid: Optional[int], stop: threading.Event):
       except PermissionError:
         pass
 
-  threading.Thread(target=watch, name='xinfer-parent-watch', daemon=True).start()
+  threading.Thread(target=watch, name='xinfer-parent-watch',
+                   daemon=True).start()
 
 
 def _announce(**addresses):
   """The ready line: addresses, and the versions the Java side checks against its own."""
   import apache_beam
   import xinfer
-  addresses.update(
-      beam_version=apache_beam.__version__, xinfer_version=xinfer.__version__)
+  addresses.update(beam_version=apache_beam.__version__,
+                   xinfer_version=xinfer.__version__)
   print(READY_PREFIX + json.dumps(addresses), flush=True)
 
 
@@ -203,7 +201,8 @@ def _common_arguments(parser: argparse.ArgumentParser):
   parser.add_argument(
       '--host',
       default=DEFAULT_HOST,
-      help='address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)')
+      help=
+      'address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)')
   parser.add_argument(
       '--parent-pid',
       type=int,
@@ -216,8 +215,11 @@ def expansion_service_main(argv=None):
   parser = argparse.ArgumentParser(
       prog='xinfer-expansion-service',
       description='Beam expansion service for xinfer RunInference.')
-  parser.add_argument(
-      '-p', '--port', type=int, default=0, help='port (0: any free port)')
+  parser.add_argument('-p',
+                      '--port',
+                      type=int,
+                      default=0,
+                      help='port (0: any free port)')
   parser.add_argument(
       '--worker-pool',
       default=None,
@@ -230,23 +232,20 @@ def expansion_service_main(argv=None):
       help='port of the worker pool started in this process (0: any free port)')
   _common_arguments(parser)
   args = parser.parse_args(argv)
-  logging.basicConfig(
-      level=args.log_level, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+  logging.basicConfig(level=args.log_level,
+                      format='%(asctime)s %(name)s %(levelname)s %(message)s')
 
   servers, pools = [], []
   pool_address = args.worker_pool
   if not pool_address:
-    pool_address, pool_server, pool = start_worker_pool(
-        args.host, args.worker_pool_port)
+    pool_address, pool_server, pool = start_worker_pool(args.host,
+                                                        args.worker_pool_port)
     servers.append(pool_server)
     pools.append(pool)
   address, server = start_expansion_service(args.host, args.port, pool_address)
   servers.append(server)
-  _LOGGER.info(
-      'Expansion service on %s (allowlist: %s), worker pool %s',
-      address,
-      ', '.join(transforms.EXPANDABLE),
-      pool_address)
+  _LOGGER.info('Expansion service on %s (allowlist: %s), worker pool %s',
+               address, ', '.join(transforms.EXPANDABLE), pool_address)
   _announce(expansion_service=address, worker_pool=pool_address)
   _serve(servers, pools, args.parent_pid)
 
@@ -255,12 +254,15 @@ def worker_pool_main(argv=None):
   parser = argparse.ArgumentParser(
       prog='xinfer-worker-pool',
       description='Beam worker pool running Python SDK workers in this venv.')
-  parser.add_argument(
-      '-p', '--port', type=int, default=0, help='port (0: any free port)')
+  parser.add_argument('-p',
+                      '--port',
+                      type=int,
+                      default=0,
+                      help='port (0: any free port)')
   _common_arguments(parser)
   args = parser.parse_args(argv)
-  logging.basicConfig(
-      level=args.log_level, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+  logging.basicConfig(level=args.log_level,
+                      format='%(asctime)s %(name)s %(levelname)s %(message)s')
   address, server, pool = start_worker_pool(args.host, args.port)
   _LOGGER.info('Worker pool on %s', address)
   _announce(worker_pool=address)

@@ -30,11 +30,11 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * Runs a Python model (TensorFlow) on each {@link Row} of a {@link PCollection}, from a Java
  * pipeline.
  *
- * <p>The model runs in Python, in a worker pool that xinfer starts, through Beam's
- * cross-language expansion service. Each output Row holds every input field, then {@code
- * scores} ({@code ARRAY<FLOAT>}: the model's output for the record), {@code predicted_class}
- * ({@code INT64}: the index of the highest score) and {@code model_id} ({@code STRING}); see
- * {@link #outputSchema(Schema)}.
+ * <p>The model runs in Python, in a worker pool that xinfer starts, through Beam's cross-language
+ * expansion service. Each output Row holds every input field, then {@code scores} ({@code
+ * ARRAY<FLOAT>}: the model's output for the record), {@code predicted_class} ({@code INT64}: the
+ * index of the highest score) and {@code model_id} ({@code STRING}); see {@link
+ * #outputSchema(Schema)}.
  *
  * <pre>{@code
  * PipelineOptions options = PipelineOptionsFactory.fromArgs(args).create(); // --runner=FlinkRunner
@@ -48,14 +48,14 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * p.run().waitUntilFinish();
  * }</pre>
  *
- * <p>Without {@link #withExpansionService}, xinfer starts its Python services itself (see
- * {@link PythonServices}) with the interpreter named by {@code --xinferPython}, {@code
- * $XINFER_PYTHON}, or the nearest {@code .venv/bin/python}. With {@code --runner=FlinkRunner}
- * the pipeline runs on Beam's portable Flink runner; the user's code and flags stay as they are.
+ * <p>Without {@link #withExpansionService}, xinfer starts its Python services itself (see {@link
+ * PythonServices}) with the interpreter named by {@code --xinferPython}, {@code $XINFER_PYTHON}, or
+ * the nearest {@code .venv/bin/python}. With {@code --runner=FlinkRunner} the pipeline runs on
+ * Beam's portable Flink runner; the user's code and flags stay as they are.
  *
- * <p>A record the model cannot take (a feature array of the wrong length, a null, a value that
- * is not a number) fails the run with a message naming the record, the field, the expected
- * shape and what was found.
+ * <p>A record the model cannot take (a feature array of the wrong length, a null, a value that is
+ * not a number) fails the run with a message naming the record, the field, the expected shape and
+ * what was found.
  */
 @AutoValue
 public abstract class RunInference extends PTransform<PCollection<Row>, PCollection<Row>> {
@@ -144,20 +144,22 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
 
   /** The smallest batch Beam's batching forms when it can (default 1). */
   public RunInference withMinBatchSize(int minBatchSize) {
-    checkArgument(minBatchSize >= 1, "withMinBatchSize(%s) needs a size of at least 1", minBatchSize);
+    checkArgument(
+        minBatchSize >= 1, "withMinBatchSize(%s) needs a size of at least 1", minBatchSize);
     return toBuilder().setMinBatchSize(minBatchSize).build();
   }
 
   /** The largest batch handed to the model at once (default 256). */
   public RunInference withMaxBatchSize(int maxBatchSize) {
-    checkArgument(maxBatchSize >= 1, "withMaxBatchSize(%s) needs a size of at least 1", maxBatchSize);
+    checkArgument(
+        maxBatchSize >= 1, "withMaxBatchSize(%s) needs a size of at least 1", maxBatchSize);
     return toBuilder().setMaxBatchSize(maxBatchSize).build();
   }
 
   /**
    * Uses the xinfer expansion service already running at {@code hostPort} (e.g. {@code
-   * 127.0.0.1:8097}, started with {@code xinfer-expansion-service --port 8097}) instead of
-   * starting one.
+   * 127.0.0.1:8097}, started with {@code xinfer-expansion-service --port 8097}) instead of starting
+   * one.
    */
   public RunInference withExpansionService(String hostPort) {
     checkArgument(

@@ -11,8 +11,8 @@ import dev.xinfer.runtime.XinferOptions;
 import dev.xinfer.testing.Digits;
 import java.util.ArrayList;
 import java.util.Collections;
-import java.util.List;
 import java.util.HashMap;
+import java.util.List;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
@@ -29,9 +29,9 @@ import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
 /**
- * RunInference end to end on the embedded portable Flink runner, with the real Python
- * expansion service and worker pool and the real TensorFlow model. The services are started
- * once for this JVM and shared by every test.
+ * RunInference end to end on the embedded portable Flink runner, with the real Python expansion
+ * service and worker pool and the real TensorFlow model. The services are started once for this JVM
+ * and shared by every test.
  */
 @RunWith(JUnit4.class)
 public class RunInferenceIT {
@@ -50,9 +50,7 @@ public class RunInferenceIT {
   private static Pipeline flinkPipeline() {
     PipelineOptions options =
         PipelineOptionsFactory.fromArgs("--runner=FlinkRunner", "--parallelism=1").create();
-    options
-        .as(XinferOptions.class)
-        .setXinferPython(System.getProperty("xinfer.python"));
+    options.as(XinferOptions.class).setXinferPython(System.getProperty("xinfer.python"));
     return Pipeline.create(options);
   }
 
@@ -82,7 +80,9 @@ public class RunInferenceIT {
                 long id = row.getInt64("id");
                 ids.add(id);
                 Digits.Expected expected = reference.get(id);
-                assertEquals("class of record " + id, expected.predictedClass,
+                assertEquals(
+                    "class of record " + id,
+                    expected.predictedClass,
                     (long) row.getInt64("predicted_class"));
                 List<Float> scores = new ArrayList<>(row.getArray("scores"));
                 assertTrue(
@@ -110,16 +110,15 @@ public class RunInferenceIT {
   public void wrongFeatureLengthFailsTheRunNamingRecordFieldAndShape() {
     Pipeline p = flinkPipeline();
     List<Row> input = new ArrayList<>(examples(5));
-    input.add(
-        Row.withSchema(EXAMPLE)
-            .addValues(9001L, 3L, Collections.nCopies(63, 1.0f))
-            .build());
+    input.add(Row.withSchema(EXAMPLE).addValues(9001L, 3L, Collections.nCopies(63, 1.0f)).build());
     p.apply(Create.of(input).withRowSchema(EXAMPLE))
         .apply(RunInference.withModel(Digits.model().toString()));
     PipelineExecutionException e =
         assertThrows(PipelineExecutionException.class, () -> p.run().waitUntilFinish());
     assertThat(e.getMessage(), containsString("The pipeline failed on FlinkRunner"));
-    assertThat(e.getMessage(), containsString("record {id=9001, label=3}: field 'features' has 63 values"));
+    assertThat(
+        e.getMessage(),
+        containsString("record {id=9001, label=3}: field 'features' has 63 values"));
     assertThat(e.getMessage(), containsString("the model input (None, 64) needs 64 per record"));
   }
 
@@ -128,9 +127,7 @@ public class RunInferenceIT {
     Pipeline p = flinkPipeline();
     List<Row> input =
         List.of(
-            Row.withSchema(NULLABLE_EXAMPLE)
-                .addValues(1L, Collections.nCopies(64, 0.0f))
-                .build(),
+            Row.withSchema(NULLABLE_EXAMPLE).addValues(1L, Collections.nCopies(64, 0.0f)).build(),
             Row.withSchema(NULLABLE_EXAMPLE).addValues(2L, null).build());
     p.apply(Create.of(input).withRowSchema(NULLABLE_EXAMPLE))
         .apply(RunInference.withModel(Digits.model().toString()));
@@ -145,8 +142,7 @@ public class RunInferenceIT {
     PCollection<Row> rows = p.apply(Create.of(examples(1)).withRowSchema(EXAMPLE));
     RuntimeException e =
         assertThrows(
-            RuntimeException.class,
-            () -> rows.apply(RunInference.withModel("/nonexistent/model")));
+            RuntimeException.class, () -> rows.apply(RunInference.withModel("/nonexistent/model")));
     assertThat(e.getMessage(), containsString("no model at '/nonexistent/model'"));
   }
 

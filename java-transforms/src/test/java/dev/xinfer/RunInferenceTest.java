@@ -112,8 +112,11 @@ public class RunInferenceTest {
 
   @Test
   public void inputFieldsThatTheOutputAddsAreRejected() {
-    Schema clash = Schema.builder().addArrayField("features", FieldType.FLOAT)
-        .addStringField("model_id").build();
+    Schema clash =
+        Schema.builder()
+            .addArrayField("features", FieldType.FLOAT)
+            .addStringField("model_id")
+            .build();
     assertThat(
         expandFails(clash, RunInference.withModel("/m")).getMessage(),
         containsString("already has a field 'model_id'"));

@@ -30,9 +30,9 @@ import org.slf4j.LoggerFactory;
 /**
  * The Python expansion service and worker pool that xinfer starts and owns.
  *
- * <p>One process ({@code python -m xinfer.services}) serves both on 127.0.0.1, on ports it
- * picks and reports. It is started once per JVM ({@link #shared}), stopped by a shutdown hook,
- * and it stops itself if this JVM dies without running the hook.
+ * <p>One process ({@code python -m xinfer.services}) serves both on 127.0.0.1, on ports it picks
+ * and reports. It is started once per JVM ({@link #shared}), stopped by a shutdown hook, and it
+ * stops itself if this JVM dies without running the hook.
  */
 public final class PythonServices implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(PythonServices.class);
@@ -48,7 +48,8 @@ public final class PythonServices implements AutoCloseable {
   private final String expansionService;
   private final String workerPool;
 
-  private PythonServices(Process process, Path logFile, String expansionService, String workerPool) {
+  private PythonServices(
+      Process process, Path logFile, String expansionService, String workerPool) {
     this.process = process;
     this.logFile = logFile;
     this.expansionService = expansionService;
@@ -59,8 +60,7 @@ public final class PythonServices implements AutoCloseable {
   public static synchronized PythonServices shared(XinferOptions options) {
     if (shared == null || !shared.process.isAlive()) {
       String python = resolvePython(options.getXinferPython());
-      shared =
-          start(python, Duration.ofSeconds(options.getXinferServiceStartTimeoutSeconds()));
+      shared = start(python, Duration.ofSeconds(options.getXinferServiceStartTimeoutSeconds()));
       PythonServices started = shared;
       Runtime.getRuntime()
           .addShutdownHook(new Thread(started::close, "xinfer-python-services-stop"));
@@ -100,9 +100,7 @@ public final class PythonServices implements AutoCloseable {
     }
     LOG.info("Starting xinfer Python services: {} (log: {})", String.join(" ", command), logFile);
     CompletableFuture<String> ready = new CompletableFuture<>();
-    Thread reader =
-        new Thread(
-            () -> readStdout(process, ready), "xinfer-python-services-stdout");
+    Thread reader = new Thread(() -> readStdout(process, ready), "xinfer-python-services-stdout");
     reader.setDaemon(true);
     reader.start();
     String line;
@@ -156,8 +154,10 @@ public final class PythonServices implements AutoCloseable {
               + ". The Java and Python halves of xinfer are from different versions; "
               + "re-run ./xinfer setup.");
     }
-    LOG.info("xinfer Python services ready: expansion service {}, worker pool {}",
-        expansionService, workerPool);
+    LOG.info(
+        "xinfer Python services ready: expansion service {}, worker pool {}",
+        expansionService,
+        workerPool);
     return new PythonServices(process, logFile, expansionService, workerPool);
   }
 
@@ -201,8 +201,8 @@ public final class PythonServices implements AutoCloseable {
   }
 
   /**
-   * Fails with a message naming the address and how to start a service there when nothing
-   * answers at {@code hostPort}.
+   * Fails with a message naming the address and how to start a service there when nothing answers
+   * at {@code hostPort}.
    */
   public static void checkReachable(String hostPort, Duration timeout) {
     int colon = hostPort.lastIndexOf(':');

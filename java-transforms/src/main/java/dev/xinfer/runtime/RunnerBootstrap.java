@@ -9,10 +9,10 @@ import org.apache.beam.sdk.options.PipelineOptions;
  * Makes the runner the user chose able to run xinfer's Python transforms.
  *
  * <p>The classic Flink runner rejects cross-language transforms. When a pipeline that holds
- * xinfer's {@code RunInference} is built with {@code --runner=FlinkRunner}, this swaps the
- * options' runner for {@link XinferRunner}, which runs the same pipeline through Beam's
- * portable Flink runner. {@link org.apache.beam.sdk.Pipeline#run()} picks the runner from the
- * options when it runs, so the user's code does not change.
+ * xinfer's {@code RunInference} is built with {@code --runner=FlinkRunner}, this swaps the options'
+ * runner for {@link XinferRunner}, which runs the same pipeline through Beam's portable Flink
+ * runner. {@link org.apache.beam.sdk.Pipeline#run()} picks the runner from the options when it
+ * runs, so the user's code does not change.
  */
 public final class RunnerBootstrap {
   /** Runners xinfer runs RunInference on in this version. */

@@ -12,8 +12,7 @@ public interface XinferOptions extends PipelineOptions {
       "Python interpreter with the xinfer-expansion package installed, used to start the "
           + "expansion service and worker pool. Default: $XINFER_PYTHON, else .venv/bin/python "
           + "in the working directory or a parent, else python3 on PATH.")
-  @Nullable
-  String getXinferPython();
+  @Nullable String getXinferPython();
 
   void setXinferPython(@Nullable String value);
 
@@ -27,8 +26,7 @@ public interface XinferOptions extends PipelineOptions {
       "Set by xinfer: the runner the user asked for (e.g. FlinkRunner), which xinfer runs "
           + "through Beam's portable runner because the classic one cannot run Python "
           + "transforms.")
-  @Nullable
-  String getXinferRequestedRunner();
+  @Nullable String getXinferRequestedRunner();
 
   void setXinferRequestedRunner(@Nullable String value);
 }

@@ -28,12 +28,12 @@ import org.slf4j.LoggerFactory;
  * Runs a pipeline that holds Python transforms on the portable Flink runner, in this JVM.
  *
  * <p>Users do not name this runner: {@link RunnerBootstrap} puts it in place of {@code
- * --runner=FlinkRunner} when the pipeline holds xinfer's RunInference. It translates the
- * pipeline to its portable form and hands it to Beam's {@link FlinkPipelineRunner}, the runner
- * behind the portable Flink job server, without a job server process or ports of its own. The
- * Java stages run in an EMBEDDED SDK harness inside the Flink task (no Docker); the Python
- * stages run in the worker pool the expansion service named. {@code --flinkMaster} is honoured:
- * {@code [local]} (the default) runs an embedded Flink.
+ * --runner=FlinkRunner} when the pipeline holds xinfer's RunInference. It translates the pipeline
+ * to its portable form and hands it to Beam's {@link FlinkPipelineRunner}, the runner behind the
+ * portable Flink job server, without a job server process or ports of its own. The Java stages run
+ * in an EMBEDDED SDK harness inside the Flink task (no Docker); the Python stages run in the worker
+ * pool the expansion service named. {@code --flinkMaster} is honoured: {@code [local]} (the
+ * default) runs an embedded Flink.
  */
 public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   private static final Logger LOG = LoggerFactory.getLogger(XinferRunner.class);
@@ -71,8 +71,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
             ? List.of()
             : detectClassPathResourcesToStage(XinferRunner.class.getClassLoader(), options);
 
-    RunnerApi.Pipeline proto =
-        PipelineTranslation.toProto(pipeline, SdkComponents.create(options));
+    RunnerApi.Pipeline proto = PipelineTranslation.toProto(pipeline, SdkComponents.create(options));
     proto = DefaultArtifactResolver.INSTANCE.resolveArtifacts(proto);
     String jobName = options.getJobName();
     JobInfo jobInfo =
@@ -86,7 +85,9 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     LOG.info(
         "xinfer: running {} with Python transforms on Beam's portable Flink runner "
             + "(flinkMaster={}, streaming={})",
-        runnerName, master, flink.isStreaming());
+        runnerName,
+        master,
+        flink.isStreaming());
     ExecutorService executor =
         Executors.newSingleThreadExecutor(
             r -> {

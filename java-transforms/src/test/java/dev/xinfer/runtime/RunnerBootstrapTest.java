@@ -34,8 +34,9 @@ public class RunnerBootstrapTest {
         assertThrows(IllegalArgumentException.class, () -> RunnerBootstrap.prepare(options));
     assertThat(
         e.getMessage(),
-        containsString("RunInference cannot run on DirectRunner in this version: it runs on "
-            + "FlinkRunner"));
+        containsString(
+            "RunInference cannot run on DirectRunner in this version: it runs on "
+                + "FlinkRunner"));
     assertThat(e.getMessage(), containsString("Pass --runner=FlinkRunner"));
   }
 
@@ -43,8 +44,7 @@ public class RunnerBootstrapTest {
   public void runnerNamesAreCheckedBeforeTheyAreParsed() {
     assertThat(
         assertThrows(
-                IllegalArgumentException.class,
-                () -> RunnerBootstrap.checkSupported("SparkRunner"))
+                IllegalArgumentException.class, () -> RunnerBootstrap.checkSupported("SparkRunner"))
             .getMessage(),
         containsString("cannot run on SparkRunner"));
     RunnerBootstrap.checkSupported("flink");

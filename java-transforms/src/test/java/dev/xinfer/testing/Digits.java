@@ -10,11 +10,10 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
-import java.util.Map;
 
 /**
- * The demo data, model and reference predictions written by {@code ./xinfer setup} (Python's
- * {@code xinfer.digits prepare}), as tests read them.
+ * The demo data, model and reference predictions written by {@code ./xinfer setup} (Python's {@code
+ * xinfer.digits prepare}), as tests read them.
  */
 public final class Digits {
   public static final String MODEL_NAME = "digits-mlp";

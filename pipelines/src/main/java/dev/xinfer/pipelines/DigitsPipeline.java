@@ -71,14 +71,14 @@ public final class DigitsPipeline {
   }
 
   /** CSV lines to example Rows; the header line is skipped. */
-  public static final class ParseExamples extends PTransform<PCollection<String>, PCollection<Row>> {
+  public static final class ParseExamples
+      extends PTransform<PCollection<String>, PCollection<Row>> {
     @Override
     public PCollection<Row> expand(PCollection<String> lines) {
       return lines
-          .apply("SkipHeader", Filter.by((String line) -> !line.startsWith("id,") && !line.isBlank()))
           .apply(
-              "ToRow",
-              MapElements.into(TypeDescriptors.rows()).via(DigitsPipeline::parse))
+              "SkipHeader", Filter.by((String line) -> !line.startsWith("id,") && !line.isBlank()))
+          .apply("ToRow", MapElements.into(TypeDescriptors.rows()).via(DigitsPipeline::parse))
           .setRowSchema(EXAMPLE_SCHEMA);
     }
   }
@@ -89,8 +89,8 @@ public final class DigitsPipeline {
     if (cells.length < 3) {
       throw new IllegalArgumentException(
           String.format(
-              "Input line '%s' has %d cells; expected id,label,p0,...", abbreviate(line),
-              cells.length));
+              "Input line '%s' has %d cells; expected id,label,p0,...",
+              abbreviate(line), cells.length));
     }
     long id = parseLong(cells[0], "id", line);
     long label = parseLong(cells[1], "label", line);
@@ -117,8 +117,8 @@ public final class DigitsPipeline {
     } catch (NumberFormatException e) {
       throw new IllegalArgumentException(
           String.format(
-              "Input line '%s': field '%s' is '%s', not a whole number", abbreviate(line), field,
-              cell),
+              "Input line '%s': field '%s' is '%s', not a whole number",
+              abbreviate(line), field, cell),
           e);
     }
   }

@@ -28,9 +28,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * </pre>
  *
  * <p>Pipelines read labelled CSV ({@code id,label,...}) and write predictions as CSV ({@code
- * id,label,predicted_class,model_id,...}); the summary is computed from those files after the
- * run. Bad flags and unsupported runners end with one message on stderr and exit code 2; a
- * failed run with exit code 1.
+ * id,label,predicted_class,model_id,...}); the summary is computed from those files after the run.
+ * Bad flags and unsupported runners end with one message on stderr and exit code 2; a failed run
+ * with exit code 1.
  */
 public final class Launcher {
   /** Options every example pipeline shares. */
@@ -54,8 +54,7 @@ public final class Launcher {
     void setModelUri(String value);
 
     @Description("The id each prediction carries; default: the model's file name.")
-    @Nullable
-    String getModelId();
+    @Nullable String getModelId();
 
     void setModelId(String value);
   }
@@ -70,8 +69,14 @@ public final class Launcher {
     public final String mode;
     public final String model;
 
-    Summary(long records, long predictions, long correct, double seconds, String runner,
-        String mode, String model) {
+    Summary(
+        long records,
+        long predictions,
+        long correct,
+        double seconds,
+        String runner,
+        String mode,
+        String model) {
       this.records = records;
       this.predictions = predictions;
       this.correct = correct;
@@ -94,7 +99,12 @@ public final class Launcher {
       return String.format(
           Locale.ROOT,
           "records=%d failed=%d accuracy=%.3f throughput=%.0f/s runner=%s mode=%s model=%s",
-          records, failed(), accuracy(), seconds > 0 ? records / seconds : 0.0, runner, mode,
+          records,
+          failed(),
+          accuracy(),
+          seconds > 0 ? records / seconds : 0.0,
+          runner,
+          mode,
           model);
     }
   }

@@ -23,8 +23,8 @@ import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
 /**
- * The demo pipeline, as {@code ./xinfer demo} runs it: the real file, the real Python services
- * and TensorFlow model, the embedded portable Flink runner; every output is checked.
+ * The demo pipeline, as {@code ./xinfer demo} runs it: the real file, the real Python services and
+ * TensorFlow model, the embedded portable Flink runner; every output is checked.
  */
 @RunWith(JUnit4.class)
 public class DigitsPipelineIT {
@@ -73,7 +73,8 @@ public class DigitsPipelineIT {
     assertEquals(0, summary.failed());
     assertTrue("accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
     assertThat(summary.toString(), containsString("records=1797 failed=0 accuracy="));
-    assertThat(summary.toString(), containsString("runner=FlinkRunner mode=batch model=digits-mlp"));
+    assertThat(
+        summary.toString(), containsString("runner=FlinkRunner mode=batch model=digits-mlp"));
   }
 
   @Test

@@ -33,8 +33,7 @@ public class DigitsPipelineTest {
             .getMessage(),
         containsString("field 'id' is 'x', not a whole number"));
     assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5"))
-            .getMessage(),
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5")).getMessage(),
         containsString("has 1 cells; expected id,label,p0,..."));
   }
 
