@@ -9,10 +9,17 @@ import static org.junit.Assert.assertTrue;
 import dev.xinfer.runtime.PythonServices;
 import dev.xinfer.runtime.XinferOptions;
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.ListeningSockets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
@@ -104,6 +111,28 @@ public class RunInferenceIT {
               return null;
             });
     assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+  }
+
+  @Test
+  public void everyServerOfARunListensOnLoopbackOnly() throws Exception {
+    Pipeline p = flinkPipeline();
+    p.apply(Create.of(examples(500)).withRowSchema(EXAMPLE))
+        .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(8));
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    ScheduledExecutorService poller = Executors.newSingleThreadScheduledExecutor();
+    poller.scheduleWithFixedDelay(
+        () -> seen.addAll(ListeningSockets.ofThisJvmAndChildren()), 0, 50, TimeUnit.MILLISECONDS);
+    try {
+      assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+    } finally {
+      poller.shutdown();
+      poller.awaitTermination(10, TimeUnit.SECONDS);
+    }
+    Set<String> exposed =
+        seen.stream().filter(a -> !ListeningSockets.isLoopback(a)).collect(Collectors.toSet());
+    assertEquals("listening beyond loopback: " + exposed, Set.of(), exposed);
+    // The expansion service, worker pool and the job's Fn API servers were all seen.
+    assertTrue("servers seen during the run: " + seen, seen.size() >= 5);
   }
 
   @Test

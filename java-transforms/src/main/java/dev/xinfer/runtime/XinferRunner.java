@@ -2,6 +2,11 @@ package dev.xinfer.runtime;
 
 import static org.apache.beam.sdk.util.construction.resources.PipelineResources.detectClassPathResourcesToStage;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
@@ -81,7 +86,11 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
             "",
             PipelineOptionsTranslation.toProto(options));
 
-    FlinkPipelineRunner flinkRunner = new FlinkPipelineRunner(flink, null, jarsForCluster);
+    String confDir = flink.getFlinkConfDir();
+    if (local && confDir == null) {
+      confDir = loopbackFlinkConfDir();
+    }
+    FlinkPipelineRunner flinkRunner = new FlinkPipelineRunner(flink, confDir, jarsForCluster);
     LOG.info(
         "xinfer: running {} with Python transforms on Beam's portable Flink runner "
             + "(flinkMaster={}, streaming={})",
@@ -95,6 +104,9 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
               t.setDaemon(true);
               return t;
             });
+    if (local) {
+      LoopbackFnServers.registerForFlinkJob(jobInfo);
+    }
     RunnerApi.Pipeline portablePipeline = proto;
     CompletableFuture<PortablePipelineResult> job =
         CompletableFuture.supplyAsync(
@@ -106,8 +118,40 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
               }
             },
             executor);
-    job.whenComplete((r, e) -> executor.shutdown());
+    job.whenComplete(
+        (r, e) -> {
+          executor.shutdown();
+          LoopbackFnServers.unregisterFlinkJob(jobInfo);
+        });
     return new XinferPipelineResult(runnerName, job);
+  }
+
+  /**
+   * A Flink configuration for the embedded mini-cluster that binds its servers (blob server, RPC,
+   * REST) to 127.0.0.1 rather than all interfaces. {@code --flinkConfDir} replaces it.
+   */
+  static String loopbackFlinkConfDir() {
+    try {
+      Path dir = Files.createTempDirectory("xinfer-flink-conf-");
+      Files.writeString(
+          dir.resolve("config.yaml"),
+          String.join(
+              "\n",
+              "# Written by xinfer for the embedded Flink: every server on loopback.",
+              "jobmanager.bind-host: 127.0.0.1",
+              "jobmanager.rpc.address: 127.0.0.1",
+              "taskmanager.bind-host: 127.0.0.1",
+              "taskmanager.host: 127.0.0.1",
+              "rest.bind-address: 127.0.0.1",
+              "rest.address: 127.0.0.1",
+              ""),
+          StandardCharsets.UTF_8);
+      dir.toFile().deleteOnExit();
+      dir.resolve("config.yaml").toFile().deleteOnExit();
+      return dir.toString();
+    } catch (IOException e) {
+      throw new UncheckedIOException("xinfer could not write a Flink configuration", e);
+    }
   }
 
   @Override

@@ -1,0 +1,167 @@
+package dev.xinfer.runtime;
+
+import java.io.IOException;
+import java.lang.reflect.Field;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.TimeUnit;
+import org.apache.beam.model.pipeline.v1.Endpoints;
+import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
+import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
+import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
+import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
+import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
+import org.apache.beam.runners.fnexecution.control.ReferenceCountingExecutableStageContextFactory;
+import org.apache.beam.runners.fnexecution.control.StageBundleFactory;
+import org.apache.beam.runners.fnexecution.environment.DockerEnvironmentFactory;
+import org.apache.beam.runners.fnexecution.environment.EmbeddedEnvironmentFactory;
+import org.apache.beam.runners.fnexecution.environment.EnvironmentFactory;
+import org.apache.beam.runners.fnexecution.environment.ExternalEnvironmentFactory;
+import org.apache.beam.runners.fnexecution.environment.ProcessEnvironmentFactory;
+import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.sdk.fn.channel.SocketAddressFactory;
+import org.apache.beam.sdk.fn.server.GrpcContextHeaderAccessorProvider;
+import org.apache.beam.sdk.fn.server.ServerFactory;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.util.construction.BeamUrns;
+import org.apache.beam.sdk.util.construction.Environments;
+import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
+import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.BindableService;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Server;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerInterceptors;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
+
+/**
+ * Binds the Fn API servers of a job's Python stages (control, data, state, logging, provisioning,
+ * artifacts) to 127.0.0.1.
+ *
+ * <p>Beam 2.62's {@code ServerFactory.createDefault()}, which the EXTERNAL environment uses, binds
+ * them to all interfaces ({@code NettyServerBuilder.forPort}), and the Flink runner builds its
+ * bundle factory with no way to pass another. The Flink runner looks up the stage-context factory
+ * of a job by job id in a static map; registering one for our job id before the job starts gives
+ * the job bundle factories whose EXTERNAL environments serve on loopback. This works for the
+ * embedded Flink (same JVM and class loader); on a remote cluster the TaskManagers build their own.
+ */
+final class LoopbackFnServers {
+  private static final int KEEP_ALIVE_TIME_SEC = 20;
+
+  private LoopbackFnServers() {}
+
+  /** Makes the embedded Flink run job {@code jobInfo}'s stages with loopback Fn API servers. */
+  static void registerForFlinkJob(JobInfo jobInfo) {
+    ExecutableStageContext.Factory factory =
+        ReferenceCountingExecutableStageContextFactory.create(
+            LoopbackFnServers::createContext,
+            // As Flink's own factory does: release when the caller is not on Flink's loader.
+            caller ->
+                caller.getClass().getClassLoader()
+                    != org.apache.flink.api.java.ExecutionEnvironment.class.getClassLoader());
+    flinkJobFactories().put(jobInfo.jobId(), factory);
+  }
+
+  static void unregisterFlinkJob(JobInfo jobInfo) {
+    flinkJobFactories().remove(jobInfo.jobId());
+  }
+
+  @SuppressWarnings("unchecked")
+  private static ConcurrentMap<String, ExecutableStageContext.Factory> flinkJobFactories() {
+    try {
+      Field field = FlinkExecutableStageContextFactory.class.getDeclaredField("jobFactories");
+      field.setAccessible(true);
+      return (ConcurrentMap<String, ExecutableStageContext.Factory>) field.get(null);
+    } catch (ReflectiveOperationException | ClassCastException e) {
+      throw new IllegalStateException(
+          "xinfer cannot reach FlinkExecutableStageContextFactory.jobFactories; this xinfer "
+              + "version is built for Beam 2.62.0 and its Flink runner.",
+          e);
+    }
+  }
+
+  private static ExecutableStageContext createContext(JobInfo jobInfo) {
+    PipelineOptions options = PipelineOptionsTranslation.fromProto(jobInfo.pipelineOptions());
+    // Beam's default providers, with the EXTERNAL one on loopback.
+    Map<String, EnvironmentFactory.Provider> providers =
+        Map.of(
+            BeamUrns.getUrn(StandardEnvironments.Environments.DOCKER),
+            new DockerEnvironmentFactory.Provider(options),
+            BeamUrns.getUrn(StandardEnvironments.Environments.PROCESS),
+            new ProcessEnvironmentFactory.Provider(options),
+            BeamUrns.getUrn(StandardEnvironments.Environments.EXTERNAL),
+            new LoopbackExternalProvider(),
+            Environments.ENVIRONMENT_EMBEDDED,
+            new EmbeddedEnvironmentFactory.Provider(options));
+    return new Context(DefaultJobBundleFactory.create(jobInfo, providers));
+  }
+
+  /** The EXTERNAL (worker pool) environment, with its servers on loopback. */
+  private static final class LoopbackExternalProvider extends ExternalEnvironmentFactory.Provider {
+    @Override
+    public ServerFactory getServerFactory() {
+      return new LoopbackServerFactory();
+    }
+  }
+
+  /** A stage context over one job bundle factory, as Beam's default one. */
+  private static final class Context implements ExecutableStageContext, AutoCloseable {
+    private final JobBundleFactory jobBundleFactory;
+
+    Context(JobBundleFactory jobBundleFactory) {
+      this.jobBundleFactory = jobBundleFactory;
+    }
+
+    @Override
+    public StageBundleFactory getStageBundleFactory(ExecutableStage executableStage) {
+      return jobBundleFactory.forStage(executableStage);
+    }
+
+    @Override
+    public void close() throws Exception {
+      jobBundleFactory.close();
+    }
+  }
+
+  /** Beam's default gRPC server factory, bound to 127.0.0.1 instead of all interfaces. */
+  static final class LoopbackServerFactory extends ServerFactory {
+    private static final String HOST = "127.0.0.1";
+
+    @Override
+    public Server allocateAddressAndCreate(
+        List<BindableService> services, Endpoints.ApiServiceDescriptor.Builder descriptor)
+        throws IOException {
+      Server server =
+          start(services, new InetSocketAddress(InetAddress.getByName(HOST), /* any port */ 0));
+      descriptor.setUrl(HOST + ":" + server.getPort());
+      return server;
+    }
+
+    @Override
+    public Server create(List<BindableService> services, Endpoints.ApiServiceDescriptor descriptor)
+        throws IOException {
+      SocketAddress address = SocketAddressFactory.createFrom(descriptor.getUrl());
+      if (!(address instanceof InetSocketAddress)) {
+        throw new IllegalArgumentException(
+            "xinfer's loopback server factory needs a host:port URL, got " + descriptor.getUrl());
+      }
+      return start(services, (InetSocketAddress) address);
+    }
+
+    private static Server start(List<BindableService> services, InetSocketAddress address)
+        throws IOException {
+      NettyServerBuilder builder =
+          NettyServerBuilder.forAddress(address)
+              // As Beam's factory: message size is bounded by the layers above.
+              .maxInboundMessageSize(Integer.MAX_VALUE)
+              .permitKeepAliveTime(KEEP_ALIVE_TIME_SEC, TimeUnit.SECONDS);
+      for (BindableService service : services) {
+        builder.addService(
+            ServerInterceptors.intercept(service, GrpcContextHeaderAccessorProvider.interceptor()));
+      }
+      return builder.build().start();
+    }
+  }
+}
