@@ -11,7 +11,6 @@ import java.util.concurrent.ConcurrentMap;
 import java.util.concurrent.TimeUnit;
 import org.apache.beam.model.pipeline.v1.Endpoints;
 import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
-import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
 import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
 import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
@@ -27,6 +26,7 @@ import org.apache.beam.sdk.fn.channel.SocketAddressFactory;
 import org.apache.beam.sdk.fn.server.GrpcContextHeaderAccessorProvider;
 import org.apache.beam.sdk.fn.server.ServerFactory;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.transforms.SerializableFunction;
 import org.apache.beam.sdk.util.construction.BeamUrns;
 import org.apache.beam.sdk.util.construction.Environments;
 import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
@@ -41,43 +41,48 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
  * artifacts) to 127.0.0.1.
  *
  * <p>Beam 2.62's {@code ServerFactory.createDefault()}, which the EXTERNAL environment uses, binds
- * them to all interfaces ({@code NettyServerBuilder.forPort}), and the Flink runner builds its
- * bundle factory with no way to pass another. The Flink runner looks up the stage-context factory
+ * them to all interfaces ({@code NettyServerBuilder.forPort}), and the Flink and Spark runners
+ * build their bundle factories with no way to pass another. Both look up the stage-context factory
  * of a job by job id in a static map; registering one for our job id before the job starts gives
- * the job bundle factories whose EXTERNAL environments serve on loopback. This works for the
- * embedded Flink (same JVM and class loader); on a remote cluster the TaskManagers build their own.
+ * job bundle factories whose EXTERNAL environments serve on loopback. This works for embedded
+ * engines (same JVM and class loader); on a cluster the workers build their own.
  */
 final class LoopbackFnServers {
   private static final int KEEP_ALIVE_TIME_SEC = 20;
 
   private LoopbackFnServers() {}
 
-  /** Makes the embedded Flink run job {@code jobInfo}'s stages with loopback Fn API servers. */
-  static void registerForFlinkJob(JobInfo jobInfo) {
+  /**
+   * Makes the portable runner whose stage-context factory is {@code factoryClass} (Flink's or
+   * Spark's) run job {@code jobInfo}'s stages with loopback Fn API servers.
+   */
+  static void register(
+      Class<? extends ExecutableStageContext.Factory> factoryClass,
+      JobInfo jobInfo,
+      SerializableFunction<Object, Boolean> isReleaseSynchronous) {
     ExecutableStageContext.Factory factory =
         ReferenceCountingExecutableStageContextFactory.create(
-            LoopbackFnServers::createContext,
-            // As Flink's own factory does: release when the caller is not on Flink's loader.
-            caller ->
-                caller.getClass().getClassLoader()
-                    != org.apache.flink.api.java.ExecutionEnvironment.class.getClassLoader());
-    flinkJobFactories().put(jobInfo.jobId(), factory);
+            LoopbackFnServers::createContext, isReleaseSynchronous);
+    jobFactories(factoryClass).put(jobInfo.jobId(), factory);
   }
 
-  static void unregisterFlinkJob(JobInfo jobInfo) {
-    flinkJobFactories().remove(jobInfo.jobId());
+  static void unregister(
+      Class<? extends ExecutableStageContext.Factory> factoryClass, JobInfo jobInfo) {
+    jobFactories(factoryClass).remove(jobInfo.jobId());
   }
 
   @SuppressWarnings("unchecked")
-  private static ConcurrentMap<String, ExecutableStageContext.Factory> flinkJobFactories() {
+  private static ConcurrentMap<String, ExecutableStageContext.Factory> jobFactories(
+      Class<?> factoryClass) {
     try {
-      Field field = FlinkExecutableStageContextFactory.class.getDeclaredField("jobFactories");
+      Field field = factoryClass.getDeclaredField("jobFactories");
       field.setAccessible(true);
       return (ConcurrentMap<String, ExecutableStageContext.Factory>) field.get(null);
     } catch (ReflectiveOperationException | ClassCastException e) {
       throw new IllegalStateException(
-          "xinfer cannot reach FlinkExecutableStageContextFactory.jobFactories; this xinfer "
-              + "version is built for Beam 2.62.0 and its Flink runner.",
+          "xinfer cannot reach "
+              + factoryClass.getSimpleName()
+              + ".jobFactories; this xinfer version is built for Beam 2.62.0's runners.",
           e);
     }
   }

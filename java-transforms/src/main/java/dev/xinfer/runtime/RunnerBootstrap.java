@@ -2,21 +2,23 @@ package dev.xinfer.runtime;
 
 import java.util.Locale;
 import java.util.Set;
+import java.util.TreeSet;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.options.PipelineOptions;
 
 /**
  * Makes the runner the user chose able to run xinfer's Python transforms.
  *
- * <p>The classic Flink runner rejects cross-language transforms. When a pipeline that holds
- * xinfer's {@code RunInference} is built with {@code --runner=FlinkRunner}, this swaps the options'
- * runner for {@link XinferRunner}, which runs the same pipeline through Beam's portable Flink
- * runner. {@link org.apache.beam.sdk.Pipeline#run()} picks the runner from the options when it
- * runs, so the user's code does not change.
+ * <p>The classic Flink and Spark runners reject cross-language transforms. When a pipeline that
+ * holds xinfer's {@code RunInference} is built with {@code --runner=FlinkRunner} or {@code
+ * --runner=SparkRunner}, this swaps the options' runner for {@link XinferRunner}, which runs the
+ * same pipeline through Beam's portable runner for that engine. {@link
+ * org.apache.beam.sdk.Pipeline#run()} picks the runner from the options when it runs, so the user's
+ * code does not change.
  */
 public final class RunnerBootstrap {
   /** Runners xinfer runs RunInference on in this version. */
-  public static final Set<String> SUPPORTED_RUNNERS = Set.of("FlinkRunner");
+  public static final Set<String> SUPPORTED_RUNNERS = Set.of("FlinkRunner", "SparkRunner");
 
   /** Portable runners that already execute cross-language transforms as they are. */
   private static final Set<String> PORTABLE_RUNNERS =
@@ -38,18 +40,14 @@ public final class RunnerBootstrap {
       case "DirectRunner":
         hint = " DirectRunner support is planned (xinfer issue #4).";
         break;
-      case "SparkRunner":
-        hint = " SparkRunner support is planned (xinfer issue #3).";
-        break;
       default:
         hint = "";
     }
     throw new IllegalArgumentException(
         String.format(
             "xinfer's RunInference cannot run on %s in this version: it runs on %s.%s "
-                + "Pass --runner=FlinkRunner (embedded Flink with --flinkMaster=[local], the "
-                + "default).",
-            simple, String.join(", ", SUPPORTED_RUNNERS), hint));
+                + "Pass --runner=FlinkRunner or --runner=SparkRunner.",
+            simple, String.join(" and ", new TreeSet<>(SUPPORTED_RUNNERS)), hint));
   }
 
   /**

@@ -1,22 +1,14 @@
 package dev.xinfer.runtime;
 
-import static org.apache.beam.sdk.util.construction.resources.PipelineResources.detectClassPathResourcesToStage;
-
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
-import org.apache.beam.runners.flink.FlinkPipelineOptions;
-import org.apache.beam.runners.flink.FlinkPipelineRunner;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
+import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.options.PipelineOptions;
@@ -30,19 +22,19 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Runs a pipeline that holds Python transforms on the portable Flink runner, in this JVM.
+ * Runs a pipeline that holds Python transforms on a portable runner (Flink or Spark), in this JVM.
  *
  * <p>Users do not name this runner: {@link RunnerBootstrap} puts it in place of {@code
- * --runner=FlinkRunner} when the pipeline holds xinfer's RunInference. It translates the pipeline
- * to its portable form and hands it to Beam's {@link FlinkPipelineRunner}, the runner behind the
- * portable Flink job server, without a job server process or ports of its own. The Java stages run
- * in an EMBEDDED SDK harness inside the Flink task (no Docker); the Python stages run in the worker
- * pool the expansion service named. {@code --flinkMaster} is honoured: {@code [local]} (the
- * default) runs an embedded Flink.
+ * --runner=FlinkRunner} or {@code --runner=SparkRunner} when the pipeline holds xinfer's
+ * RunInference. It translates the pipeline to its portable form and hands it to the Beam runner
+ * that sits behind that engine's job server ({@code FlinkPipelineRunner}, {@code
+ * SparkPipelineRunner}), without a job server process or ports of its own. The Java stages run in
+ * an EMBEDDED SDK harness inside the engine's tasks (no Docker); the Python stages run in the
+ * worker pool the expansion service named. The engine's own flags ({@code --flinkMaster}, {@code
+ * --sparkMaster}, {@code --parallelism}, {@code --streaming}...) are honoured.
  */
 public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   private static final Logger LOG = LoggerFactory.getLogger(XinferRunner.class);
-  private static final String LOCAL = "[local]";
 
   private final PipelineOptions options;
 
@@ -58,26 +50,15 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   @Override
   public XinferPipelineResult run(Pipeline pipeline) {
     String requested = options.as(XinferOptions.class).getXinferRequestedRunner();
-    String runnerName = requested == null ? "FlinkRunner" : requested;
-    FlinkPipelineOptions flink = options.as(FlinkPipelineOptions.class);
-    String master = flink.getFlinkMaster();
-    if (master == null || FlinkPipelineOptions.AUTO.equals(master)) {
-      master = LOCAL;
-      flink.setFlinkMaster(master);
-    }
-    boolean local = LOCAL.equals(master);
+    Engine engine = Engine.forRunner(requested == null ? "FlinkRunner" : requested, options);
 
     PortablePipelineOptions portable = options.as(PortablePipelineOptions.class);
     portable.setDefaultEnvironmentType(Environments.ENVIRONMENT_EMBEDDED);
-    // In-process the Java harness shares this classpath: nothing to stage or hash.
+    // The Java harness shares this JVM's classpath (embedded) or the jars the engine ships.
     portable.setFilesToStage(List.of());
-    List<String> jarsForCluster =
-        local
-            ? List.of()
-            : detectClassPathResourcesToStage(XinferRunner.class.getClassLoader(), options);
 
     RunnerApi.Pipeline proto = PipelineTranslation.toProto(pipeline, SdkComponents.create(options));
-    proto = DefaultArtifactResolver.INSTANCE.resolveArtifacts(proto);
+    RunnerApi.Pipeline portablePipeline = DefaultArtifactResolver.INSTANCE.resolveArtifacts(proto);
     String jobName = options.getJobName();
     JobInfo jobInfo =
         JobInfo.create(
@@ -86,33 +67,26 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
             "",
             PipelineOptionsTranslation.toProto(options));
 
-    String confDir = flink.getFlinkConfDir();
-    if (local && confDir == null) {
-      confDir = loopbackFlinkConfDir();
-    }
-    FlinkPipelineRunner flinkRunner = new FlinkPipelineRunner(flink, confDir, jarsForCluster);
+    PortablePipelineRunner runner = engine.runner(jobInfo);
     LOG.info(
-        "xinfer: running {} with Python transforms on Beam's portable Flink runner "
-            + "(flinkMaster={}, streaming={})",
-        runnerName,
-        master,
-        flink.isStreaming());
+        "xinfer: running {} with Python transforms on Beam's portable {} runner ({}, streaming={})",
+        engine.runnerName(),
+        engine.runnerName().replace("Runner", ""),
+        engine.target(),
+        options.as(org.apache.beam.sdk.options.StreamingOptions.class).isStreaming());
     ExecutorService executor =
         Executors.newSingleThreadExecutor(
             r -> {
-              Thread t = new Thread(r, "xinfer-flink-job-" + jobName);
+              Thread t = new Thread(r, "xinfer-job-" + jobName);
               t.setDaemon(true);
               return t;
             });
-    if (local) {
-      LoopbackFnServers.registerForFlinkJob(jobInfo);
-    }
-    RunnerApi.Pipeline portablePipeline = proto;
+    engine.prepare(jobInfo);
     CompletableFuture<PortablePipelineResult> job =
         CompletableFuture.supplyAsync(
             () -> {
               try {
-                return flinkRunner.run(portablePipeline, jobInfo);
+                return runner.run(portablePipeline, jobInfo);
               } catch (Exception e) {
                 throw new RuntimeException(e);
               }
@@ -121,37 +95,9 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     job.whenComplete(
         (r, e) -> {
           executor.shutdown();
-          LoopbackFnServers.unregisterFlinkJob(jobInfo);
+          engine.release(jobInfo);
         });
-    return new XinferPipelineResult(runnerName, job);
-  }
-
-  /**
-   * A Flink configuration for the embedded mini-cluster that binds its servers (blob server, RPC,
-   * REST) to 127.0.0.1 rather than all interfaces. {@code --flinkConfDir} replaces it.
-   */
-  static String loopbackFlinkConfDir() {
-    try {
-      Path dir = Files.createTempDirectory("xinfer-flink-conf-");
-      Files.writeString(
-          dir.resolve("config.yaml"),
-          String.join(
-              "\n",
-              "# Written by xinfer for the embedded Flink: every server on loopback.",
-              "jobmanager.bind-host: 127.0.0.1",
-              "jobmanager.rpc.address: 127.0.0.1",
-              "taskmanager.bind-host: 127.0.0.1",
-              "taskmanager.host: 127.0.0.1",
-              "rest.bind-address: 127.0.0.1",
-              "rest.address: 127.0.0.1",
-              ""),
-          StandardCharsets.UTF_8);
-      dir.toFile().deleteOnExit();
-      dir.resolve("config.yaml").toFile().deleteOnExit();
-      return dir.toString();
-    } catch (IOException e) {
-      throw new UncheckedIOException("xinfer could not write a Flink configuration", e);
-    }
+    return new XinferPipelineResult(engine.runnerName(), job);
   }
 
   @Override

@@ -1,0 +1,44 @@
+package dev.xinfer.runtime;
+
+import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
+import org.apache.beam.sdk.options.PipelineOptions;
+
+/**
+ * A portable runner xinfer can run a pipeline on in this JVM: Beam's runner behind the engine's job
+ * server, without the job server.
+ */
+interface Engine {
+  /** The runner name users pass, e.g. {@code FlinkRunner}. */
+  String runnerName();
+
+  /** Where the job runs, for messages: e.g. {@code flinkMaster=[local]}. */
+  String target();
+
+  /** Whether the engine runs inside this JVM (embedded) rather than on a cluster. */
+  boolean embedded();
+
+  /**
+   * The runner for this job. Called once, after {@link #prepare}; the options are the pipeline's.
+   */
+  PortablePipelineRunner runner(JobInfo jobInfo);
+
+  /** Sets up what the job needs in this JVM before it starts. */
+  void prepare(JobInfo jobInfo);
+
+  /** Undoes {@link #prepare} when the job has ended. */
+  void release(JobInfo jobInfo);
+
+  /** The engine for the runner the user asked for. */
+  static Engine forRunner(String runnerName, PipelineOptions options) {
+    switch (runnerName) {
+      case "FlinkRunner":
+        return new FlinkEngine(options);
+      case "SparkRunner":
+        return new SparkEngine(options);
+      default:
+        throw new IllegalArgumentException(
+            "xinfer has no engine for " + runnerName + "; " + RunnerBootstrap.SUPPORTED_RUNNERS);
+    }
+  }
+}

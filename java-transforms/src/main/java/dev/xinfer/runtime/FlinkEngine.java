@@ -1,0 +1,113 @@
+package dev.xinfer.runtime;
+
+import static org.apache.beam.sdk.util.construction.resources.PipelineResources.detectClassPathResourcesToStage;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.apache.beam.runners.flink.FlinkPipelineOptions;
+import org.apache.beam.runners.flink.FlinkPipelineRunner;
+import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
+import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.flink.api.java.ExecutionEnvironment;
+
+/**
+ * Flink through Beam's {@link FlinkPipelineRunner}: {@code --flinkMaster=[local]} (the default)
+ * runs an embedded Flink, {@code host:port} submits to a running JobManager.
+ */
+final class FlinkEngine implements Engine {
+  private static final String LOCAL = "[local]";
+
+  private final PipelineOptions options;
+  private final FlinkPipelineOptions flink;
+
+  FlinkEngine(PipelineOptions options) {
+    this.options = options;
+    this.flink = options.as(FlinkPipelineOptions.class);
+    String master = flink.getFlinkMaster();
+    if (master == null || FlinkPipelineOptions.AUTO.equals(master)) {
+      flink.setFlinkMaster(LOCAL);
+    }
+  }
+
+  @Override
+  public String runnerName() {
+    return "FlinkRunner";
+  }
+
+  @Override
+  public String target() {
+    return "flinkMaster=" + flink.getFlinkMaster();
+  }
+
+  @Override
+  public boolean embedded() {
+    return LOCAL.equals(flink.getFlinkMaster());
+  }
+
+  @Override
+  public PortablePipelineRunner runner(JobInfo jobInfo) {
+    String confDir = flink.getFlinkConfDir();
+    if (embedded() && confDir == null) {
+      confDir = loopbackFlinkConfDir();
+    }
+    // A cluster's TaskManagers run the Java stages with the jars this JVM runs on.
+    List<String> jars =
+        embedded()
+            ? List.of()
+            : detectClassPathResourcesToStage(FlinkEngine.class.getClassLoader(), options);
+    return new FlinkPipelineRunner(flink, confDir, jars);
+  }
+
+  @Override
+  public void prepare(JobInfo jobInfo) {
+    if (embedded()) {
+      LoopbackFnServers.register(
+          FlinkExecutableStageContextFactory.class,
+          jobInfo,
+          // As Flink's own factory: release synchronously off Flink's parent class loader.
+          caller ->
+              caller.getClass().getClassLoader() != ExecutionEnvironment.class.getClassLoader());
+    }
+  }
+
+  @Override
+  public void release(JobInfo jobInfo) {
+    if (embedded()) {
+      LoopbackFnServers.unregister(FlinkExecutableStageContextFactory.class, jobInfo);
+    }
+  }
+
+  /**
+   * A Flink configuration for the embedded mini-cluster that binds its servers (blob server, RPC,
+   * REST) to 127.0.0.1 rather than all interfaces. {@code --flinkConfDir} replaces it.
+   */
+  static String loopbackFlinkConfDir() {
+    try {
+      Path dir = Files.createTempDirectory("xinfer-flink-conf-");
+      Files.writeString(
+          dir.resolve("config.yaml"),
+          String.join(
+              "\n",
+              "# Written by xinfer for the embedded Flink: every server on loopback.",
+              "jobmanager.bind-host: 127.0.0.1",
+              "jobmanager.rpc.address: 127.0.0.1",
+              "taskmanager.bind-host: 127.0.0.1",
+              "taskmanager.host: 127.0.0.1",
+              "rest.bind-address: 127.0.0.1",
+              "rest.address: 127.0.0.1",
+              ""),
+          StandardCharsets.UTF_8);
+      dir.toFile().deleteOnExit();
+      dir.resolve("config.yaml").toFile().deleteOnExit();
+      return dir.toString();
+    } catch (IOException e) {
+      throw new UncheckedIOException("xinfer could not write a Flink configuration", e);
+    }
+  }
+}

@@ -1,0 +1,121 @@
+package dev.xinfer.runtime;
+
+import java.util.List;
+import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
+import org.apache.beam.runners.spark.SparkPipelineOptions;
+import org.apache.beam.runners.spark.SparkPipelineRunner;
+import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
+import org.apache.beam.sdk.options.PipelineOptions;
+
+/**
+ * Spark through Beam's {@link SparkPipelineRunner}: {@code --sparkMaster=local[N]} (the default is
+ * {@code local[4]}) runs Spark inside this JVM, {@code spark://host:port} submits to a standalone
+ * master.
+ */
+final class SparkEngine implements Engine {
+  /**
+   * The JVM flags Spark 3.2 needs on Java 17 (Spark's own launcher adds them from 3.3 on). Checked
+   * before an embedded Spark starts: without them Spark fails deep inside its start-up.
+   */
+  static final List<String> JAVA17_OPENS =
+      List.of(
+          "java.base/java.lang",
+          "java.base/java.lang.invoke",
+          "java.base/java.lang.reflect",
+          "java.base/java.io",
+          "java.base/java.net",
+          "java.base/java.nio",
+          "java.base/java.util",
+          "java.base/java.util.concurrent",
+          "java.base/java.util.concurrent.atomic",
+          "java.base/sun.nio.ch",
+          "java.base/sun.nio.cs",
+          "java.base/sun.security.action",
+          "java.base/sun.util.calendar");
+
+  private final SparkPipelineOptions spark;
+
+  SparkEngine(PipelineOptions options) {
+    this.spark = options.as(SparkPipelineOptions.class);
+  }
+
+  @Override
+  public String runnerName() {
+    return "SparkRunner";
+  }
+
+  @Override
+  public String target() {
+    return "sparkMaster=" + spark.getSparkMaster();
+  }
+
+  @Override
+  public boolean embedded() {
+    return spark.getSparkMaster().startsWith("local");
+  }
+
+  @Override
+  public PortablePipelineRunner runner(JobInfo jobInfo) {
+    checkJavaOpens();
+    if (embedded()) {
+      bindEmbeddedSparkToLoopback();
+    }
+    return new SparkPipelineRunner(spark);
+  }
+
+  /**
+   * Keeps the embedded Spark's servers on 127.0.0.1: its driver RPC and block manager (Spark binds
+   * the host's address by default) and its web UI (all interfaces; Spark 3.2 binds it to
+   * $SPARK_LOCAL_IP only, which a running JVM cannot set, so it is off unless the user turns it on
+   * with -Dspark.ui.enabled=true). Beam's SparkContextFactory builds its SparkConf from {@code
+   * spark.*} system properties; ones the user set are kept.
+   */
+  static void bindEmbeddedSparkToLoopback() {
+    setIfAbsent("spark.driver.bindAddress", "127.0.0.1");
+    setIfAbsent("spark.driver.host", "127.0.0.1");
+    setIfAbsent("spark.ui.enabled", "false");
+  }
+
+  private static void setIfAbsent(String key, String value) {
+    if (System.getProperty(key) == null) {
+      System.setProperty(key, value);
+    }
+  }
+
+  @Override
+  public void prepare(JobInfo jobInfo) {
+    if (embedded()) {
+      // Spark's own factory always releases environments asynchronously.
+      LoopbackFnServers.register(
+          SparkExecutableStageContextFactory.class, jobInfo, caller -> false);
+    }
+  }
+
+  @Override
+  public void release(JobInfo jobInfo) {
+    if (embedded()) {
+      LoopbackFnServers.unregister(SparkExecutableStageContextFactory.class, jobInfo);
+    }
+  }
+
+  /** Fails with the flags to add when this JVM lacks what Spark needs on Java 17. */
+  static void checkJavaOpens() {
+    Module unnamed = SparkEngine.class.getModule();
+    StringBuilder missing = new StringBuilder();
+    for (String opens : JAVA17_OPENS) {
+      String pkg = opens.substring(opens.indexOf('/') + 1);
+      if (!Object.class.getModule().isOpen(pkg, unnamed)) {
+        missing.append(" --add-opens=").append(opens).append("=ALL-UNNAMED");
+      }
+    }
+    if (missing.length() > 0) {
+      throw new IllegalStateException(
+          "Spark 3.2 on Java "
+              + Runtime.version().feature()
+              + " needs JVM flags this JVM was started without. Add them to the java command (or "
+              + "to MAVEN_OPTS/surefire argLine for tests; ./xinfer adds them):"
+              + missing);
+    }
+  }
+}
