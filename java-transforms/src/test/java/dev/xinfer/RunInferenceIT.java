@@ -4,26 +4,17 @@ import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
-import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.runtime.PythonServices;
 import dev.xinfer.runtime.XinferOptions;
 import dev.xinfer.testing.Digits;
-import dev.xinfer.testing.ListeningSockets;
+import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.Collections;
-import java.util.HashMap;
 import java.util.List;
-import java.util.Set;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.TimeUnit;
-import java.util.stream.Collectors;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
-import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
@@ -42,12 +33,7 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class RunInferenceIT {
-  private static final Schema EXAMPLE =
-      Schema.builder()
-          .addInt64Field("id")
-          .addInt64Field("label")
-          .addArrayField("features", FieldType.FLOAT)
-          .build();
+  private static final Schema EXAMPLE = Digits.EXAMPLE_SCHEMA;
   private static final Schema NULLABLE_EXAMPLE =
       Schema.builder()
           .addInt64Field("id")
@@ -55,84 +41,11 @@ public class RunInferenceIT {
           .build();
 
   private static Pipeline flinkPipeline() {
-    PipelineOptions options =
-        PipelineOptionsFactory.fromArgs("--runner=FlinkRunner", "--parallelism=1").create();
-    options.as(XinferOptions.class).setXinferPython(System.getProperty("xinfer.python"));
-    return Pipeline.create(options);
+    return TestRunners.pipeline("FlinkRunner", "--parallelism=1");
   }
 
   private static List<Row> examples(int n) {
-    List<Row> rows = new ArrayList<>();
-    for (Digits.Example e : Digits.examples().subList(0, n)) {
-      rows.add(Row.withSchema(EXAMPLE).addValues(e.id, e.label, e.features).build());
-    }
-    return rows;
-  }
-
-  @Test
-  public void everyPredictionMatchesTheModelRunInPlainPython() {
-    HashMap<Long, Digits.Expected> reference = Digits.reference();
-    Pipeline p = flinkPipeline();
-    List<Row> input = examples(300);
-    PCollection<Row> out =
-        p.apply(Create.of(input).withRowSchema(EXAMPLE))
-            .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(64));
-    assertEquals(RunInference.outputSchema(EXAMPLE), out.getSchema());
-    PAssert.that(out)
-        .satisfies(
-            rows -> {
-              List<Long> ids = new ArrayList<>();
-              long correct = 0;
-              for (Row row : rows) {
-                long id = row.getInt64("id");
-                ids.add(id);
-                Digits.Expected expected = reference.get(id);
-                assertEquals(
-                    "class of record " + id,
-                    expected.predictedClass,
-                    (long) row.getInt64("predicted_class"));
-                List<Float> scores = new ArrayList<>(row.getArray("scores"));
-                assertTrue(
-                    "scores of record " + id + ": " + scores,
-                    Digits.sameScores(expected.scores, scores));
-                assertEquals(Digits.MODEL_NAME, row.getString("model_id"));
-                assertEquals(Digits.FEATURES, row.getArray("features").size());
-                if (row.getInt64("label").equals(row.getInt64("predicted_class"))) {
-                  correct++;
-                }
-              }
-              Collections.sort(ids);
-              List<Long> expectedIds = new ArrayList<>();
-              for (long i = 0; i < 300; i++) {
-                expectedIds.add(i);
-              }
-              assertEquals("one output per input", expectedIds, ids);
-              assertTrue("accuracy " + correct / 300.0, correct / 300.0 >= 0.9);
-              return null;
-            });
-    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
-  }
-
-  @Test
-  public void everyServerOfARunListensOnLoopbackOnly() throws Exception {
-    Pipeline p = flinkPipeline();
-    p.apply(Create.of(examples(500)).withRowSchema(EXAMPLE))
-        .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(8));
-    Set<String> seen = ConcurrentHashMap.newKeySet();
-    ScheduledExecutorService poller = Executors.newSingleThreadScheduledExecutor();
-    poller.scheduleWithFixedDelay(
-        () -> seen.addAll(ListeningSockets.ofThisJvmAndChildren()), 0, 50, TimeUnit.MILLISECONDS);
-    try {
-      assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
-    } finally {
-      poller.shutdown();
-      poller.awaitTermination(10, TimeUnit.SECONDS);
-    }
-    Set<String> exposed =
-        seen.stream().filter(a -> !ListeningSockets.isLoopback(a)).collect(Collectors.toSet());
-    assertEquals("listening beyond loopback: " + exposed, Set.of(), exposed);
-    // The expansion service, worker pool and the job's Fn API servers were all seen.
-    assertTrue("servers seen during the run: " + seen, seen.size() >= 5);
+    return Digits.exampleRows(n);
   }
 
   @Test

@@ -27,6 +27,14 @@ public class RunnerBootstrapTest {
   }
 
   @Test
+  public void sparkRunnerIsSwappedForXinferRunnerAndRemembered() {
+    PipelineOptions options = PipelineOptionsFactory.fromArgs("--runner=SparkRunner").create();
+    RunnerBootstrap.prepare(options);
+    assertEquals(XinferRunner.class, options.getRunner());
+    assertEquals("SparkRunner", options.as(XinferOptions.class).getXinferRequestedRunner());
+  }
+
+  @Test
   public void directRunnerGetsAClearMessage() {
     PipelineOptions options = PipelineOptionsFactory.create();
     options.setRunner(DirectRunner.class);
@@ -36,17 +44,19 @@ public class RunnerBootstrapTest {
         e.getMessage(),
         containsString(
             "RunInference cannot run on DirectRunner in this version: it runs on "
-                + "FlinkRunner"));
-    assertThat(e.getMessage(), containsString("Pass --runner=FlinkRunner"));
+                + "FlinkRunner and SparkRunner"));
+    assertThat(e.getMessage(), containsString("Pass --runner=FlinkRunner or --runner=SparkRunner"));
   }
 
   @Test
   public void runnerNamesAreCheckedBeforeTheyAreParsed() {
     assertThat(
         assertThrows(
-                IllegalArgumentException.class, () -> RunnerBootstrap.checkSupported("SparkRunner"))
+                IllegalArgumentException.class,
+                () -> RunnerBootstrap.checkSupported("DataflowRunner"))
             .getMessage(),
-        containsString("cannot run on SparkRunner"));
+        containsString("cannot run on DataflowRunner"));
+    RunnerBootstrap.checkSupported("SparkRunner");
     RunnerBootstrap.checkSupported("flink");
     RunnerBootstrap.checkSupported("org.apache.beam.runners.flink.FlinkRunner");
     RunnerBootstrap.checkSupported("PortableRunner");

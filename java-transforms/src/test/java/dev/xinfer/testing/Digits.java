@@ -1,5 +1,8 @@
 package dev.xinfer.testing;
 
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertTrue;
+
 import java.io.IOException;
 import java.io.Serializable;
 import java.io.UncheckedIOException;
@@ -8,8 +11,13 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashMap;
 import java.util.List;
+import org.apache.beam.sdk.schemas.Schema;
+import org.apache.beam.sdk.schemas.Schema.FieldType;
+import org.apache.beam.sdk.transforms.SerializableFunction;
+import org.apache.beam.sdk.values.Row;
 
 /**
  * The demo data, model and reference predictions written by {@code ./xinfer setup} (Python's {@code
@@ -43,7 +51,60 @@ public final class Digits {
     }
   }
 
+  /** The examples as Rows: {@code id INT64, label INT64, features ARRAY<FLOAT>}. */
+  public static final Schema EXAMPLE_SCHEMA =
+      Schema.builder()
+          .addInt64Field("id")
+          .addInt64Field("label")
+          .addArrayField("features", FieldType.FLOAT)
+          .build();
+
   private Digits() {}
+
+  /** The first {@code n} examples as Rows of {@link #EXAMPLE_SCHEMA}. */
+  public static List<Row> exampleRows(int n) {
+    List<Row> rows = new ArrayList<>();
+    for (Example e : examples().subList(0, n)) {
+      rows.add(Row.withSchema(EXAMPLE_SCHEMA).addValues(e.id, e.label, e.features).build());
+    }
+    return rows;
+  }
+
+  /**
+   * A check for {@code PAssert.satisfies}: exactly one prediction for each of ids {@code 0..n-1},
+   * each equal to what the model computes in plain Python, with accuracy at least 0.9.
+   */
+  public static SerializableFunction<Iterable<Row>, Void> matchesReference(int n) {
+    HashMap<Long, Expected> reference = reference();
+    return rows -> {
+      List<Long> ids = new ArrayList<>();
+      long correct = 0;
+      for (Row row : rows) {
+        long id = row.getInt64("id");
+        ids.add(id);
+        Expected expected = reference.get(id);
+        assertEquals(
+            "class of record " + id,
+            expected.predictedClass,
+            (long) row.getInt64("predicted_class"));
+        List<Float> scores = new ArrayList<>(row.getArray("scores"));
+        assertTrue("scores of record " + id + ": " + scores, sameScores(expected.scores, scores));
+        assertEquals(MODEL_NAME, row.getString("model_id"));
+        assertEquals(FEATURES, row.getArray("features").size());
+        if (row.getInt64("label").equals(row.getInt64("predicted_class"))) {
+          correct++;
+        }
+      }
+      Collections.sort(ids);
+      List<Long> expectedIds = new ArrayList<>();
+      for (long i = 0; i < n; i++) {
+        expectedIds.add(i);
+      }
+      assertEquals("one output per input", expectedIds, ids);
+      assertTrue("accuracy " + (double) correct / n, (double) correct / n >= 0.9);
+      return null;
+    };
+  }
 
   /** The folder holding the models: {@code -Dxinfer.home}/models, set by the build. */
   public static Path modelsDir() {

@@ -8,6 +8,7 @@ import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.TestRunners;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -43,11 +44,20 @@ public class DigitsPipelineIT {
   }
 
   @Test
-  public void everyRecordIsPredictedAsThePlainPythonModelDoes() throws Exception {
-    Path output = tmp.getRoot().toPath().resolve("predictions");
+  public void everyRecordIsPredictedAsThePlainPythonModelDoesOnEachRunner() throws Exception {
+    for (String[] runner : TestRunners.EMBEDDED) {
+      checkRun(runner);
+    }
+  }
+
+  private void checkRun(String[] runner) throws Exception {
+    String name = runner[0];
+    Path output = tmp.getRoot().toPath().resolve(name).resolve("predictions");
+    List<String> flags = new ArrayList<>(List.of(runner).subList(1, runner.length));
+    flags.add("--runner=" + name);
     Launcher.Summary summary =
         Launcher.run(
-            args(Digits.dataset(), output, "--runner=FlinkRunner"),
+            args(Digits.dataset(), output, flags.toArray(new String[0])),
             DigitsPipeline.Options.class,
             DigitsPipeline::build);
 
@@ -57,24 +67,25 @@ public class DigitsPipelineIT {
       for (String line : Files.readAllLines(shard, StandardCharsets.UTF_8)) {
         String[] cells = line.split(",");
         long id = Long.parseLong(cells[0]);
-        assertTrue("duplicate prediction for " + id, seen.add(id));
+        assertTrue(name + ": duplicate prediction for " + id, seen.add(id));
         Digits.Expected expected = reference.get(id);
-        assertEquals("class of record " + id, expected.predictedClass, Long.parseLong(cells[2]));
+        assertEquals(
+            name + ": class of record " + id, expected.predictedClass, Long.parseLong(cells[2]));
         assertEquals(Digits.MODEL_NAME, cells[3]);
         List<Float> scores = new ArrayList<>();
         for (int i = 4; i < cells.length; i++) {
           scores.add(Float.parseFloat(cells[i]));
         }
-        assertTrue("scores of record " + id, Digits.sameScores(expected.scores, scores));
+        assertTrue(name + ": scores of record " + id, Digits.sameScores(expected.scores, scores));
       }
     }
-    assertEquals("one prediction per record", reference.keySet(), seen);
+    assertEquals(name + ": one prediction per record", reference.keySet(), seen);
     assertEquals(1797, summary.records);
     assertEquals(0, summary.failed());
-    assertTrue("accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
+    assertTrue(name + ": accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
     assertThat(summary.toString(), containsString("records=1797 failed=0 accuracy="));
     assertThat(
-        summary.toString(), containsString("runner=FlinkRunner mode=batch model=digits-mlp"));
+        summary.toString(), containsString("runner=" + name + " mode=batch model=digits-mlp"));
   }
 
   @Test
@@ -97,7 +108,7 @@ public class DigitsPipelineIT {
 
   @Test
   public void unsupportedRunnersGetOneClearSentence() {
-    for (String runner : List.of("DirectRunner", "SparkRunner")) {
+    for (String runner : List.of("DirectRunner", "DataflowRunner")) {
       IllegalArgumentException e =
           assertThrows(
               IllegalArgumentException.class,

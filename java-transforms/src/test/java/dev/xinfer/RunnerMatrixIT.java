@@ -1,0 +1,85 @@
+package dev.xinfer;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertTrue;
+
+import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.ListeningSockets;
+import dev.xinfer.testing.TestRunners;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collection;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.testing.PAssert;
+import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.values.PCollection;
+import org.apache.beam.sdk.values.Row;
+import org.junit.Test;
+import org.junit.runner.RunWith;
+import org.junit.runners.Parameterized;
+import org.junit.runners.Parameterized.Parameters;
+
+/**
+ * The same RunInference on each embedded engine, with the real Python services and TensorFlow
+ * model: every prediction is checked, and every server of the run listens on loopback only.
+ */
+@RunWith(Parameterized.class)
+public class RunnerMatrixIT {
+  @Parameters(name = "{0}")
+  public static Collection<Object[]> runners() {
+    List<Object[]> params = new ArrayList<>();
+    for (String[] runner : TestRunners.EMBEDDED) {
+      params.add(new Object[] {runner[0], Arrays.copyOfRange(runner, 1, runner.length)});
+    }
+    return params;
+  }
+
+  private final String runner;
+  private final String[] flags;
+
+  public RunnerMatrixIT(String runner, String[] flags) {
+    this.runner = runner;
+    this.flags = flags;
+  }
+
+  @Test
+  public void everyPredictionMatchesTheModelRunInPlainPython() {
+    Pipeline p = TestRunners.pipeline(runner, flags);
+    PCollection<Row> out =
+        p.apply(Create.of(Digits.exampleRows(300)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+            .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(64));
+    assertEquals(RunInference.outputSchema(Digits.EXAMPLE_SCHEMA), out.getSchema());
+    PAssert.that(out).satisfies(Digits.matchesReference(300));
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+  }
+
+  @Test
+  public void everyServerOfARunListensOnLoopbackOnly() throws Exception {
+    Pipeline p = TestRunners.pipeline(runner, flags);
+    p.apply(Create.of(Digits.exampleRows(500)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+        .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(8));
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    ScheduledExecutorService poller = Executors.newSingleThreadScheduledExecutor();
+    poller.scheduleWithFixedDelay(
+        () -> seen.addAll(ListeningSockets.ofThisJvmAndChildren()), 0, 50, TimeUnit.MILLISECONDS);
+    try {
+      assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+    } finally {
+      poller.shutdown();
+      poller.awaitTermination(10, TimeUnit.SECONDS);
+    }
+    Set<String> exposed =
+        seen.stream().filter(a -> !ListeningSockets.isLoopback(a)).collect(Collectors.toSet());
+    assertEquals("listening beyond loopback: " + exposed, Set.of(), exposed);
+    // The expansion service, worker pool and the job's Fn API servers were all seen.
+    assertTrue("servers seen during the run: " + seen, seen.size() >= 5);
+  }
+}
