@@ -23,11 +23,27 @@ interface Engine {
    */
   PortablePipelineRunner runner(JobInfo jobInfo);
 
+  /** Rewrites the pipeline as the engine's classic runner would, before translation. */
+  void adjust(org.apache.beam.sdk.Pipeline pipeline);
+
   /** Sets up what the job needs in this JVM before it starts. */
   void prepare(JobInfo jobInfo);
 
   /** Undoes {@link #prepare} when the job has ended. */
   void release(JobInfo jobInfo);
+
+  /**
+   * Runs {@code runner} on the current thread until the job ends, and lets {@link #cancel} stop it
+   * meanwhile.
+   */
+  org.apache.beam.runners.jobsubmission.PortablePipelineResult run(
+      PortablePipelineRunner runner,
+      org.apache.beam.model.pipeline.v1.RunnerApi.Pipeline pipeline,
+      JobInfo jobInfo)
+      throws Exception;
+
+  /** Stops the job started by {@link #run}; returns whether a running job was asked to stop. */
+  boolean cancel();
 
   /** The engine for the runner the user asked for. */
   static Engine forRunner(String runnerName, PipelineOptions options) {

@@ -8,13 +8,20 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.runners.flink.FlinkPipelineRunner;
 import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
+import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.util.construction.SplittableParDo;
 import org.apache.flink.api.java.ExecutionEnvironment;
+import org.apache.flink.core.execution.JobClient;
 
 /**
  * Flink through Beam's {@link FlinkPipelineRunner}: {@code --flinkMaster=[local]} (the default)
@@ -25,6 +32,7 @@ final class FlinkEngine implements Engine {
 
   private final PipelineOptions options;
   private final FlinkPipelineOptions flink;
+  private final CompletableFuture<JobClient> jobClient = new CompletableFuture<>();
 
   FlinkEngine(PipelineOptions options) {
     this.options = options;
@@ -48,6 +56,21 @@ final class FlinkEngine implements Engine {
   @Override
   public boolean embedded() {
     return LOCAL.equals(flink.getFlinkMaster());
+  }
+
+  /**
+   * In streaming, unbounded reads (KafkaIO) run as native Flink sources, as with {@code
+   * --experiments=use_deprecated_read}: as splittable DoFns inside the portable runner's SDK
+   * harness they stall (the residual of a resumed read is not picked up again), so no records come
+   * through. {@code --experiments=use_sdf_read} keeps them splittable.
+   */
+  @Override
+  public void adjust(Pipeline pipeline) {
+    ExperimentalOptions experiments = options.as(ExperimentalOptions.class);
+    if (flink.isStreaming() && !ExperimentalOptions.hasExperiment(options, "use_sdf_read")) {
+      ExperimentalOptions.addExperiment(experiments, "use_deprecated_read");
+    }
+    SplittableParDo.convertReadBasedSplittableDoFnsToPrimitiveReadsIfNecessary(pipeline);
   }
 
   @Override
@@ -77,6 +100,34 @@ final class FlinkEngine implements Engine {
   }
 
   @Override
+  public PortablePipelineResult run(
+      PortablePipelineRunner runner, RunnerApi.Pipeline pipeline, JobInfo jobInfo)
+      throws Exception {
+    FlinkJobClients.expectOnThisThread()
+        .whenComplete(
+            (client, error) -> {
+              if (client != null) {
+                jobClient.complete(client);
+              }
+            });
+    try {
+      return runner.run(pipeline, jobInfo);
+    } finally {
+      FlinkJobClients.forgetThisThread();
+    }
+  }
+
+  @Override
+  public boolean cancel() {
+    JobClient client = jobClient.getNow(null);
+    if (client == null) {
+      return false;
+    }
+    client.cancel().join();
+    return true;
+  }
+
+  @Override
   public void release(JobInfo jobInfo) {
     if (embedded()) {
       LoopbackFnServers.unregister(FlinkExecutableStageContextFactory.class, jobInfo);
@@ -101,6 +152,8 @@ final class FlinkEngine implements Engine {
               "taskmanager.host: 127.0.0.1",
               "rest.bind-address: 127.0.0.1",
               "rest.address: 127.0.0.1",
+              "# Gives xinfer the job's client, so a streaming job can be cancelled.",
+              "execution.job-listeners: " + FlinkJobClients.class.getName(),
               ""),
           StandardCharsets.UTF_8);
       dir.toFile().deleteOnExit();

@@ -1,12 +1,17 @@
 package dev.xinfer.runtime;
 
 import java.util.List;
+import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.runners.spark.SparkPipelineOptions;
 import org.apache.beam.runners.spark.SparkPipelineRunner;
 import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
+import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.util.construction.SplittableParDo;
+import org.apache.spark.streaming.StreamingContext;
 
 /**
  * Spark through Beam's {@link SparkPipelineRunner}: {@code --sparkMaster=local[N]} (the default is
@@ -56,6 +61,11 @@ final class SparkEngine implements Engine {
   }
 
   @Override
+  public void adjust(Pipeline pipeline) {
+    SplittableParDo.convertReadBasedSplittableDoFnsToPrimitiveReadsIfNecessary(pipeline);
+  }
+
+  @Override
   public PortablePipelineRunner runner(JobInfo jobInfo) {
     checkJavaOpens();
     if (embedded()) {
@@ -90,6 +100,27 @@ final class SparkEngine implements Engine {
       LoopbackFnServers.register(
           SparkExecutableStageContextFactory.class, jobInfo, caller -> false);
     }
+  }
+
+  @Override
+  public PortablePipelineResult run(
+      PortablePipelineRunner runner, RunnerApi.Pipeline pipeline, JobInfo jobInfo)
+      throws Exception {
+    return runner.run(pipeline, jobInfo);
+  }
+
+  /**
+   * Stops the active streaming context (Beam's portable Spark runner holds it until it ends, so
+   * Spark's registry is the way to it). A batch job runs to its end.
+   */
+  @Override
+  public boolean cancel() {
+    scala.Option<StreamingContext> active = StreamingContext.getActive();
+    if (active.isEmpty()) {
+      return false;
+    }
+    active.get().stop(true, false);
+    return true;
   }
 
   @Override

@@ -6,6 +6,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.function.BooleanSupplier;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
@@ -17,10 +18,14 @@ import org.joda.time.Duration;
 public final class XinferPipelineResult implements PipelineResult {
   private final String runnerName;
   private final CompletableFuture<PortablePipelineResult> job;
+  private final BooleanSupplier stopJob;
+  private volatile boolean cancelled;
 
-  XinferPipelineResult(String runnerName, CompletableFuture<PortablePipelineResult> job) {
+  XinferPipelineResult(
+      String runnerName, CompletableFuture<PortablePipelineResult> job, BooleanSupplier stopJob) {
     this.runnerName = runnerName;
     this.job = job;
+    this.stopJob = stopJob;
   }
 
   @Override
@@ -28,7 +33,7 @@ public final class XinferPipelineResult implements PipelineResult {
     if (!job.isDone()) {
       return State.RUNNING;
     }
-    if (job.isCancelled()) {
+    if (cancelled) {
       return State.CANCELLED;
     }
     if (job.isCompletedExceptionally()) {
@@ -37,10 +42,27 @@ public final class XinferPipelineResult implements PipelineResult {
     return job.join().getState();
   }
 
+  /** Stops the running job (a streaming job runs until cancelled) and waits until it has ended. */
   @Override
   public State cancel() {
-    job.cancel(true);
-    return getState();
+    if (job.isDone()) {
+      return getState();
+    }
+    cancelled = true;
+    if (!stopJob.getAsBoolean()) {
+      throw new UnsupportedOperationException(
+          runnerName + " could not cancel this job: it was not running yet, or it is a batch job");
+    }
+    try {
+      job.get(60, TimeUnit.SECONDS);
+    } catch (ExecutionException | CancellationException e) {
+      // A cancelled job ends with an error on some engines: cancelling is what ended it.
+    } catch (TimeoutException e) {
+      throw new IllegalStateException(runnerName + " did not stop the job within 60 s", e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    return State.CANCELLED;
   }
 
   @Override
@@ -53,6 +75,9 @@ public final class XinferPipelineResult implements PipelineResult {
       Thread.currentThread().interrupt();
       return null;
     } catch (ExecutionException | CancellationException e) {
+      if (cancelled) {
+        return State.CANCELLED;
+      }
       throw failure(e);
     }
     return getState();
@@ -63,6 +88,9 @@ public final class XinferPipelineResult implements PipelineResult {
     try {
       job.join();
     } catch (CompletionException | CancellationException e) {
+      if (cancelled) {
+        return State.CANCELLED;
+      }
       throw failure(e);
     }
     return getState();

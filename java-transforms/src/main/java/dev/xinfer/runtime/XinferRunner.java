@@ -57,6 +57,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     // The Java harness shares this JVM's classpath (embedded) or the jars the engine ships.
     portable.setFilesToStage(List.of());
 
+    engine.adjust(pipeline);
     RunnerApi.Pipeline proto = PipelineTranslation.toProto(pipeline, SdkComponents.create(options));
     RunnerApi.Pipeline portablePipeline = DefaultArtifactResolver.INSTANCE.resolveArtifacts(proto);
     String jobName = options.getJobName();
@@ -86,7 +87,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
         CompletableFuture.supplyAsync(
             () -> {
               try {
-                return runner.run(portablePipeline, jobInfo);
+                return engine.run(runner, portablePipeline, jobInfo);
               } catch (Exception e) {
                 throw new RuntimeException(e);
               }
@@ -97,7 +98,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
           executor.shutdown();
           engine.release(jobInfo);
         });
-    return new XinferPipelineResult(engine.runnerName(), job);
+    return new XinferPipelineResult(engine.runnerName(), job, engine::cancel);
   }
 
   @Override

@@ -3,29 +3,39 @@ package dev.xinfer.pipelines;
 import dev.xinfer.RunInference;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.io.TextIO;
+import org.apache.beam.sdk.io.kafka.KafkaIO;
 import org.apache.beam.sdk.options.Default;
 import org.apache.beam.sdk.options.Description;
+import org.apache.beam.sdk.options.StreamingOptions;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
 import org.apache.beam.sdk.transforms.Filter;
 import org.apache.beam.sdk.transforms.MapElements;
 import org.apache.beam.sdk.transforms.PTransform;
+import org.apache.beam.sdk.transforms.Values;
+import org.apache.beam.sdk.values.KV;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.apache.beam.sdk.values.TypeDescriptors;
+import org.apache.kafka.common.serialization.LongDeserializer;
+import org.apache.kafka.common.serialization.LongSerializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
 
 /**
- * The demo's batch pipeline: labelled handwritten digits from a CSV file, classified by a
- * TensorFlow model running in Python, predictions written to CSV.
+ * The demo's pipeline: labelled handwritten digits classified by a TensorFlow model running in
+ * Python. The same code runs in batch and in streaming mode ({@code --streaming}):
  *
  * <pre>
- * Read CSV -> parse to Row(id, label, features) -> RunInference -> format -> write CSV
+ * batch:     CSV file    -> parse to Row(id, label, features) -> RunInference -> format -> CSV files
+ * streaming: Kafka topic -> parse to Row(id, label, features) -> RunInference -> format -> Kafka topic
  * </pre>
  *
- * <p>Input lines are {@code id,label,p0,...,p63}; output lines are {@code
- * id,label,predicted_class,model_id,s0,...,s9}.
+ * <p>Input lines (file lines or Kafka values) are {@code id,label,p0,...,p63}; output lines are
+ * {@code id,label,predicted_class,model_id,s0,...,s9} (Kafka: keyed by id).
  */
 public final class DigitsPipeline {
   /** Options of the digits pipeline. */
@@ -50,14 +60,44 @@ public final class DigitsPipeline {
     Launcher.launch(args, Options.class, DigitsPipeline::build);
   }
 
-  /** Wires the whole pipeline: file in, predictions out. */
+  /** Wires the whole pipeline: examples in, predictions out, from files or Kafka by mode. */
   public static Pipeline build(Pipeline pipeline, Options options) {
-    pipeline
-        .apply("ReadExamples", TextIO.read().from(options.getInput()))
-        .apply("ParseExamples", new ParseExamples())
-        .apply("Predict", predict(options))
-        .apply("Format", MapElements.into(TypeDescriptors.strings()).via(DigitsPipeline::format))
-        .apply("WritePredictions", TextIO.write().to(options.getOutput()).withSuffix(".csv"));
+    boolean streaming = options.as(StreamingOptions.class).isStreaming();
+    PCollection<String> lines =
+        streaming
+            ? pipeline
+                .apply(
+                    "ReadExamples",
+                    KafkaIO.<Long, String>read()
+                        .withBootstrapServers(options.getBootstrapServers())
+                        .withTopic(options.getInputTopic())
+                        .withKeyDeserializer(LongDeserializer.class)
+                        .withValueDeserializer(StringDeserializer.class)
+                        .withConsumerConfigUpdates(Map.of("auto.offset.reset", "earliest"))
+                        .withoutMetadata())
+                .apply("Lines", Values.create())
+            : pipeline.apply("ReadExamples", TextIO.read().from(options.getInput()));
+    PCollection<Row> predictions =
+        lines.apply("ParseExamples", new ParseExamples()).apply("Predict", predict(options));
+    if (streaming) {
+      predictions
+          .apply(
+              "Format",
+              MapElements.into(
+                      TypeDescriptors.kvs(TypeDescriptors.longs(), TypeDescriptors.strings()))
+                  .via(row -> KV.of(row.getInt64("id"), format(row))))
+          .apply(
+              "WritePredictions",
+              KafkaIO.<Long, String>write()
+                  .withBootstrapServers(options.getBootstrapServers())
+                  .withTopic(options.getOutputTopic())
+                  .withKeySerializer(LongSerializer.class)
+                  .withValueSerializer(StringSerializer.class));
+    } else {
+      predictions
+          .apply("Format", MapElements.into(TypeDescriptors.strings()).via(DigitsPipeline::format))
+          .apply("WritePredictions", TextIO.write().to(options.getOutput()).withSuffix(".csv"));
+    }
     return pipeline;
   }
 

@@ -12,13 +12,22 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
+import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.options.Default;
 import org.apache.beam.sdk.options.Description;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.options.StreamingOptions;
 import org.apache.beam.sdk.options.Validation;
 import org.checkerframework.checker.nullness.qual.Nullable;
+import org.joda.time.Duration;
 
 /**
  * Runs an example pipeline and prints the one-line summary scripts parse:
@@ -41,7 +50,9 @@ public final class Launcher {
 
     void setInput(String value);
 
-    @Description("Output path prefix; predictions go to PREFIX-SSSSS-of-NNNNN.csv.")
+    @Description(
+        "Output path prefix; predictions go to PREFIX-SSSSS-of-NNNNN.csv (streaming: the "
+            + "predictions read back from Kafka).")
     @Validation.Required
     String getOutput();
 
@@ -57,6 +68,45 @@ public final class Launcher {
     @Nullable String getModelId();
 
     void setModelId(String value);
+
+    @Description("Streaming: Kafka bootstrap servers.")
+    @Default.String("127.0.0.1:9092")
+    String getBootstrapServers();
+
+    void setBootstrapServers(String value);
+
+    @Description("Streaming: the topic examples are produced to; default: a new topic per run.")
+    @Nullable String getInputTopic();
+
+    void setInputTopic(String value);
+
+    @Description("Streaming: the topic predictions are written to; default: a new topic per run.")
+    @Nullable String getOutputTopic();
+
+    void setOutputTopic(String value);
+
+    @Description("Streaming: examples produced per second.")
+    @Default.Integer(500)
+    int getRate();
+
+    void setRate(int value);
+
+    @Description("Streaming: how many examples to produce (default: every line of --input).")
+    @Nullable Integer getRecords();
+
+    void setRecords(Integer value);
+
+    @Description("Streaming: seconds to wait for every prediction before giving up.")
+    @Default.Integer(300)
+    int getResultTimeoutSeconds();
+
+    void setResultTimeoutSeconds(int value);
+
+    @Description("Seconds between progress lines while a job runs.")
+    @Default.Integer(5)
+    int getProgressSeconds();
+
+    void setProgressSeconds(int value);
   }
 
   /** What a run did, read back from its input and output files. */
@@ -132,7 +182,7 @@ public final class Launcher {
     System.exit(0);
   }
 
-  /** Runs the pipeline to the end and returns its summary. */
+  /** Runs the pipeline to the end (streaming: until every prediction is back) and summarizes. */
   public static <T extends Options> Summary run(
       String[] args, Class<T> optionsClass, BiFunction<Pipeline, T, Pipeline> build) {
     String[] withRunner = withDefaultRunner(args);
@@ -142,21 +192,149 @@ public final class Launcher {
       }
     }
     T options = PipelineOptionsFactory.fromArgs(withRunner).withValidation().as(optionsClass);
-    String runner = options.getRunner().getSimpleName();
+    return options.as(StreamingOptions.class).isStreaming()
+        ? runStreaming(options, build)
+        : runBatch(options, build);
+  }
+
+  private static <T extends Options> Summary runBatch(
+      T options, BiFunction<Pipeline, T, Pipeline> build) {
     Pipeline pipeline = build.apply(Pipeline.create(options), options);
     long start = System.nanoTime();
-    pipeline.run().waitUntilFinish();
+    PipelineResult result = pipeline.run();
+    String runner = runnerName(options);
+    while (result.waitUntilFinish(Duration.standardSeconds(options.getProgressSeconds())) == null) {
+      progress("batch job running on %s for %.0f s", runner, (System.nanoTime() - start) / 1e9);
+    }
     double seconds = (System.nanoTime() - start) / 1e9;
-    String requested = options.getXinferRequestedRunner();
     return summarize(
         Paths.get(options.getInput()),
         options.getOutput(),
         seconds,
-        requested != null ? requested : runner,
+        runner,
         "batch",
-        options.getModelId() != null
-            ? options.getModelId()
-            : Paths.get(options.getModelUri()).getFileName().toString());
+        model(options));
+  }
+
+  /**
+   * Streaming: starts the job, produces the examples to Kafka at {@code --rate}, reads the
+   * predictions back until each example has one (or {@code --resultTimeoutSeconds} passes), cancels
+   * the job and writes what came back to {@code --output} for the summary.
+   */
+  private static <T extends Options> Summary runStreaming(
+      T options, BiFunction<Pipeline, T, Pipeline> build) {
+    String runName = "xinfer-" + UUID.randomUUID().toString().substring(0, 8);
+    if (options.getInputTopic() == null) {
+      options.setInputTopic(runName + "-in");
+    }
+    if (options.getOutputTopic() == null) {
+      options.setOutputTopic(runName + "-out");
+    }
+    List<String> examples = dataLines(Paths.get(options.getInput()));
+    if (options.getRecords() != null) {
+      examples = examples.subList(0, Math.min(options.getRecords(), examples.size()));
+    }
+    String runner = runnerName(options);
+    Map<Long, String> predictions = new TreeMap<>();
+    long start;
+    long firstArrival = 0;
+    long lastArrival;
+    try (KafkaDriver kafka = new KafkaDriver(options.getBootstrapServers())) {
+      kafka.createTopics(1, options.getInputTopic(), options.getOutputTopic());
+      kafka.subscribe(options.getOutputTopic());
+      Pipeline pipeline = build.apply(Pipeline.create(options), options);
+      PipelineResult result = pipeline.run();
+      try {
+        start = System.nanoTime();
+        lastArrival = start;
+        kafka.produceAtRate(options.getInputTopic(), examples, options.getRate());
+        long deadline = start + TimeUnit.SECONDS.toNanos(options.getResultTimeoutSeconds());
+        long nextProgress = start + TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
+        while (predictions.size() < examples.size() && System.nanoTime() < deadline) {
+          Map<Long, String> arrived = kafka.poll(java.time.Duration.ofMillis(200));
+          if (!arrived.isEmpty()) {
+            predictions.putAll(arrived);
+            lastArrival = System.nanoTime();
+            if (firstArrival == 0) {
+              firstArrival = lastArrival;
+            }
+          }
+          if (result.getState().isTerminal()) {
+            result.waitUntilFinish(); // throws the job's failure
+            throw new IllegalStateException(
+                runner + " ended the streaming job (" + result.getState() + ") before it was done");
+          }
+          if (System.nanoTime() >= nextProgress) {
+            double elapsed = (System.nanoTime() - start) / 1e9;
+            progress(
+                "streaming on %s: in=%d out=%d (%.0f/s) after %.0f s",
+                runner,
+                kafka.produced(),
+                predictions.size(),
+                predictions.size() / elapsed,
+                elapsed);
+            nextProgress += TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
+          }
+        }
+      } finally {
+        if (!result.getState().isTerminal()) {
+          try {
+            result.cancel();
+          } catch (IOException e) {
+            throw new UncheckedIOException("could not cancel the streaming job", e);
+          }
+        }
+      }
+    }
+    writePredictions(options.getOutput(), predictions.values());
+    Summary summary =
+        summarize(
+            examples.size(),
+            options.getOutput(),
+            // Throughput while predictions flowed: the job's start-up is not part of it.
+            firstArrival == 0 ? 0 : (lastArrival - firstArrival) / 1e9,
+            runner,
+            "streaming",
+            model(options));
+    if (summary.failed() > 0) {
+      progress(
+          "%d of %d predictions did not arrive within %d s",
+          summary.failed(), summary.records, options.getResultTimeoutSeconds());
+    }
+    return summary;
+  }
+
+  private static String runnerName(Options options) {
+    String requested = options.getXinferRequestedRunner();
+    return requested != null ? requested : options.getRunner().getSimpleName();
+  }
+
+  private static String model(Options options) {
+    return options.getModelId() != null
+        ? options.getModelId()
+        : Paths.get(options.getModelUri()).getFileName().toString();
+  }
+
+  private static void progress(String format, Object... args) {
+    System.err.println("xinfer: " + String.format(Locale.ROOT, format, args));
+  }
+
+  private static List<String> dataLines(Path input) {
+    try (Stream<String> lines = Files.lines(input, StandardCharsets.UTF_8)) {
+      return lines.filter(l -> !l.startsWith("id,") && !l.isBlank()).collect(Collectors.toList());
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+
+  private static void writePredictions(String outputPrefix, Iterable<String> lines) {
+    Path file = Paths.get(outputPrefix + "-00000-of-00001.csv").toAbsolutePath();
+    try {
+      Files.createDirectories(file.getParent());
+      Files.write(file, lines, StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
   }
 
   private static String[] withDefaultRunner(String[] args) {
@@ -174,12 +352,11 @@ public final class Launcher {
   /** Counts input records and reads every prediction shard written under {@code outputPrefix}. */
   public static Summary summarize(
       Path input, String outputPrefix, double seconds, String runner, String mode, String model) {
-    long records;
-    try (Stream<String> lines = Files.lines(input, StandardCharsets.UTF_8)) {
-      records = lines.filter(l -> !l.startsWith("id,") && !l.isBlank()).count();
-    } catch (IOException e) {
-      throw new UncheckedIOException(e);
-    }
+    return summarize(dataLines(input).size(), outputPrefix, seconds, runner, mode, model);
+  }
+
+  static Summary summarize(
+      long records, String outputPrefix, double seconds, String runner, String mode, String model) {
     long predictions = 0;
     long correct = 0;
     for (Path shard : outputShards(outputPrefix)) {

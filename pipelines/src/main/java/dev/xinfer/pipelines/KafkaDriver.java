@@ -1,0 +1,128 @@
+package dev.xinfer.pipelines;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicLong;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.LongDeserializer;
+import org.apache.kafka.common.serialization.LongSerializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+/**
+ * The streaming demo's side of Kafka: creates the topics, produces labelled examples at a fixed
+ * rate, and reads the predictions back.
+ */
+final class KafkaDriver implements AutoCloseable {
+  private final String bootstrapServers;
+  private final KafkaConsumer<Long, String> consumer;
+  private final AtomicLong produced = new AtomicLong();
+
+  KafkaDriver(String bootstrapServers) {
+    this.bootstrapServers = bootstrapServers;
+    Properties props = new Properties();
+    props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
+    props.put(ConsumerConfig.GROUP_ID_CONFIG, "xinfer-launcher-" + System.nanoTime());
+    props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+    this.consumer = new KafkaConsumer<>(props, new LongDeserializer(), new StringDeserializer());
+  }
+
+  /** Creates the topics, failing with the command that starts a broker if none answers. */
+  void createTopics(int partitions, String... topics) {
+    Properties props = new Properties();
+    props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
+    props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 15_000);
+    props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 10_000);
+    try (Admin admin = Admin.create(props)) {
+      List<NewTopic> newTopics = new ArrayList<>();
+      for (String topic : topics) {
+        newTopics.add(new NewTopic(topic, partitions, (short) 1));
+      }
+      admin.createTopics(newTopics).all().get(20, TimeUnit.SECONDS);
+    } catch (TimeoutException | ExecutionException e) {
+      throw new IllegalStateException(
+          String.format(
+              "No Kafka broker answers at %s (creating topics %s: %s). Start one with "
+                  + "`./xinfer cluster up kafka`, or pass --bootstrapServers=HOST:PORT.",
+              bootstrapServers, String.join(", ", topics), e.getMessage()),
+          e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException("interrupted while creating Kafka topics", e);
+    }
+  }
+
+  /**
+   * Sends {@code lines} to {@code topic} keyed by their first field, at {@code ratePerSecond}, on a
+   * background thread.
+   */
+  Thread produceAtRate(String topic, List<String> lines, int ratePerSecond) {
+    Thread thread =
+        new Thread(
+            () -> {
+              Properties props = new Properties();
+              props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
+              props.put(ProducerConfig.LINGER_MS_CONFIG, 5);
+              try (KafkaProducer<Long, String> producer =
+                  new KafkaProducer<>(props, new LongSerializer(), new StringSerializer())) {
+                long start = System.nanoTime();
+                for (int i = 0; i < lines.size(); i++) {
+                  long due = start + (long) (i * 1e9 / ratePerSecond);
+                  long wait = due - System.nanoTime();
+                  if (wait > 0) {
+                    TimeUnit.NANOSECONDS.sleep(wait);
+                  }
+                  String line = lines.get(i);
+                  long id = Long.parseLong(line.substring(0, line.indexOf(',')));
+                  producer.send(new ProducerRecord<>(topic, id, line));
+                  produced.incrementAndGet();
+                }
+                producer.flush();
+              } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+              }
+            },
+            "xinfer-kafka-producer");
+    thread.setDaemon(true);
+    thread.start();
+    return thread;
+  }
+
+  long produced() {
+    return produced.get();
+  }
+
+  void subscribe(String topic) {
+    consumer.subscribe(List.of(topic));
+  }
+
+  /** Reads what arrived within {@code timeout}: value by key, later duplicates replacing. */
+  Map<Long, String> poll(Duration timeout) {
+    Map<Long, String> received = new LinkedHashMap<>();
+    for (ConsumerRecord<Long, String> record : consumer.poll(timeout)) {
+      received.put(record.key(), record.value());
+    }
+    return received;
+  }
+
+  @Override
+  public void close() {
+    consumer.close(Duration.ofSeconds(5));
+  }
+}
