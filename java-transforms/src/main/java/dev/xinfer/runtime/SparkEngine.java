@@ -1,5 +1,6 @@
 package dev.xinfer.runtime;
 
+import java.util.ArrayList;
 import java.util.List;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
@@ -9,8 +10,10 @@ import org.apache.beam.runners.spark.SparkPipelineOptions;
 import org.apache.beam.runners.spark.SparkPipelineRunner;
 import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.io.Read;
 import org.apache.beam.sdk.options.PipelineOptions;
-import org.apache.beam.sdk.util.construction.SplittableParDo;
+import org.apache.beam.sdk.runners.TransformHierarchy;
+import org.apache.beam.sdk.util.ReleaseInfo;
 import org.apache.spark.streaming.StreamingContext;
 
 /**
@@ -60,9 +63,44 @@ final class SparkEngine implements Engine {
     return spark.getSparkMaster().startsWith("local");
   }
 
+  /**
+   * Fails at submission when a streaming pipeline reads an unbounded source: Beam 2.62's portable
+   * Spark runner translates no unbounded Read in streaming mode and cannot checkpoint splittable
+   * DoFns, so such a job would fail inside Spark or hang.
+   */
   @Override
   public void adjust(Pipeline pipeline) {
-    SplittableParDo.convertReadBasedSplittableDoFnsToPrimitiveReadsIfNecessary(pipeline);
+    if (!spark.isStreaming()) {
+      return;
+    }
+    List<String> unboundedSources = new ArrayList<>();
+    pipeline.traverseTopologically(
+        new Pipeline.PipelineVisitor.Defaults() {
+          @Override
+          public CompositeBehavior enterCompositeTransform(TransformHierarchy.Node node) {
+            if (node.getTransform() instanceof Read.Unbounded) {
+              unboundedSources.add(node.getFullName());
+              return CompositeBehavior.DO_NOT_ENTER_TRANSFORM;
+            }
+            return CompositeBehavior.ENTER_TRANSFORM;
+          }
+
+          @Override
+          public void visitPrimitiveTransform(TransformHierarchy.Node node) {
+            if (node.getTransform() instanceof Read.Unbounded) {
+              unboundedSources.add(node.getFullName());
+            }
+          }
+        });
+    if (!unboundedSources.isEmpty()) {
+      throw new IllegalArgumentException(
+          String.format(
+              "SparkRunner cannot run this streaming pipeline: Beam %s's portable Spark runner "
+                  + "has no unbounded reads in streaming mode (no native Read, no checkpointing of "
+                  + "splittable DoFns), so %s cannot run there; run it with --runner=FlinkRunner, "
+                  + "or on Spark in batch mode.",
+              ReleaseInfo.getReleaseInfo().getSdkVersion(), String.join(", ", unboundedSources)));
+    }
   }
 
   @Override

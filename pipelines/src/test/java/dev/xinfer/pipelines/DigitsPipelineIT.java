@@ -88,6 +88,118 @@ public class DigitsPipelineIT {
         summary.toString(), containsString("runner=" + name + " mode=batch model=digits-mlp"));
   }
 
+  /** Kafka of `./xinfer cluster up kafka`, as the build passes it (-Dxinfer.kafka). */
+  private static String kafka() {
+    String servers = System.getProperty("xinfer.kafka", "127.0.0.1:9092");
+    try (java.net.Socket socket = new java.net.Socket()) {
+      int colon = servers.lastIndexOf(':');
+      socket.connect(
+          new java.net.InetSocketAddress(
+              servers.substring(0, colon), Integer.parseInt(servers.substring(colon + 1))),
+          2000);
+    } catch (java.io.IOException e) {
+      throw new IllegalStateException(
+          "No Kafka broker at " + servers + ": start it with ./xinfer cluster up kafka", e);
+    }
+    return servers;
+  }
+
+  /** Every message on {@code topic}, read from its start. */
+  private static List<String> readTopic(String servers, String topic, int expected) {
+    java.util.Properties props = new java.util.Properties();
+    props.put("bootstrap.servers", servers);
+    props.put("group.id", "xinfer-it-" + System.nanoTime());
+    props.put("auto.offset.reset", "earliest");
+    List<String> values = new ArrayList<>();
+    try (org.apache.kafka.clients.consumer.KafkaConsumer<Long, String> consumer =
+        new org.apache.kafka.clients.consumer.KafkaConsumer<>(
+            props,
+            new org.apache.kafka.common.serialization.LongDeserializer(),
+            new org.apache.kafka.common.serialization.StringDeserializer())) {
+      consumer.subscribe(List.of(topic));
+      long deadline = System.nanoTime() + 30_000_000_000L;
+      int quietPolls = 0;
+      while (System.nanoTime() < deadline && (values.size() < expected || quietPolls < 3)) {
+        int before = values.size();
+        consumer.poll(java.time.Duration.ofMillis(500)).forEach(r -> values.add(r.value()));
+        quietPolls = values.size() == before ? quietPolls + 1 : 0;
+      }
+    }
+    return values;
+  }
+
+  @Test
+  public void streamingOnFlinkDeliversExactlyOnePredictionPerRecord() throws Exception {
+    String servers = kafka();
+    String run = "xinfer-it-" + System.nanoTime();
+    int records = 600;
+    Path output = tmp.getRoot().toPath().resolve("streaming").resolve("predictions");
+    Launcher.Summary summary =
+        Launcher.run(
+            args(
+                Digits.dataset(),
+                output,
+                "--runner=FlinkRunner",
+                "--streaming",
+                "--checkpointingInterval=5000",
+                "--bootstrapServers=" + servers,
+                "--inputTopic=" + run + "-in",
+                "--outputTopic=" + run + "-out",
+                "--records=" + records,
+                "--rate=400",
+                "--resultTimeoutSeconds=180"),
+            DigitsPipeline.Options.class,
+            DigitsPipeline::build);
+
+    // What the job wrote, read back independently of the launcher.
+    List<String> written = readTopic(servers, run + "-out", records);
+    assertEquals("predictions on the output topic", records, written.size());
+    Map<Long, Digits.Expected> reference = Digits.reference();
+    Set<Long> ids = new HashSet<>();
+    for (String line : written) {
+      String[] cells = line.split(",");
+      long id = Long.parseLong(cells[0]);
+      assertTrue("duplicate prediction for " + id, ids.add(id));
+      assertEquals(
+          "class of record " + id, reference.get(id).predictedClass, Long.parseLong(cells[2]));
+      List<Float> scores = new ArrayList<>();
+      for (int i = 4; i < cells.length; i++) {
+        scores.add(Float.parseFloat(cells[i]));
+      }
+      assertTrue("scores of record " + id, Digits.sameScores(reference.get(id).scores, scores));
+    }
+    assertEquals(records, summary.records);
+    assertEquals(0, summary.failed());
+    assertTrue("accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
+    assertThat(summary.toString(), containsString("runner=FlinkRunner mode=streaming"));
+  }
+
+  @Test
+  public void streamingOnSparkSaysAtSubmitWhyItCannotReadKafka() {
+    String servers = kafka();
+    IllegalArgumentException e =
+        assertThrows(
+            IllegalArgumentException.class,
+            () ->
+                Launcher.run(
+                    args(
+                        Digits.dataset(),
+                        tmp.getRoot().toPath().resolve("spark-streaming"),
+                        "--runner=SparkRunner",
+                        "--sparkMaster=local[2]",
+                        "--streaming",
+                        "--bootstrapServers=" + servers,
+                        "--records=10"),
+                    DigitsPipeline.Options.class,
+                    DigitsPipeline::build));
+    assertThat(
+        e.getMessage(),
+        containsString(
+            "SparkRunner cannot run this streaming pipeline: Beam 2.62.0's portable Spark runner "
+                + "has no unbounded reads in streaming mode"));
+    assertThat(e.getMessage(), containsString("run it with --runner=FlinkRunner"));
+  }
+
   @Test
   public void aNonNumericPixelFailsTheRunNamingRecordAndColumn() throws Exception {
     Path input = tmp.newFile("bad.csv").toPath();
