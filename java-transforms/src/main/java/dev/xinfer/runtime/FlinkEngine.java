@@ -66,11 +66,10 @@ final class FlinkEngine implements Engine {
    */
   @Override
   public void adjust(Pipeline pipeline) {
-    ExperimentalOptions experiments = options.as(ExperimentalOptions.class);
     if (flink.isStreaming() && !ExperimentalOptions.hasExperiment(options, "use_sdf_read")) {
-      ExperimentalOptions.addExperiment(experiments, "use_deprecated_read");
+      // Bounded reads become native too; Flink's streaming translator runs both kinds.
+      SplittableParDo.convertReadBasedSplittableDoFnsToPrimitiveReads(pipeline);
     }
-    SplittableParDo.convertReadBasedSplittableDoFnsToPrimitiveReadsIfNecessary(pipeline);
   }
 
   @Override

@@ -41,7 +41,8 @@ public final class PythonServices implements AutoCloseable {
       Pattern.compile("\"(expansion_service|worker_pool|beam_version)\":\\s*\"([^\"]+)\"");
   private static final int LOG_TAIL_LINES = 30;
 
-  private static @Nullable PythonServices shared;
+  /** Started services by the worker pool they use ("" for their own). */
+  private static final Map<String, PythonServices> SHARED = new HashMap<>();
 
   private final Process process;
   private final Path logFile;
@@ -56,27 +57,50 @@ public final class PythonServices implements AutoCloseable {
     this.workerPool = workerPool;
   }
 
-  /** The services for this JVM, started on first use with the options' Python interpreter. */
+  /**
+   * The services for this JVM, started on first use with the options' Python interpreter and worker
+   * pool ({@code --xinferWorkerPool}), then shared by every pipeline that asks for the same.
+   */
   public static synchronized PythonServices shared(XinferOptions options) {
-    if (shared == null || !shared.process.isAlive()) {
+    String pool = options.getXinferWorkerPool() == null ? "" : options.getXinferWorkerPool();
+    PythonServices services = SHARED.get(pool);
+    if (services == null || !services.process.isAlive()) {
       String python = resolvePython(options.getXinferPython());
-      shared = start(python, Duration.ofSeconds(options.getXinferServiceStartTimeoutSeconds()));
-      PythonServices started = shared;
+      services =
+          start(
+              python,
+              pool.isEmpty() ? null : pool,
+              Duration.ofSeconds(options.getXinferServiceStartTimeoutSeconds()));
+      SHARED.put(pool, services);
       Runtime.getRuntime()
-          .addShutdownHook(new Thread(started::close, "xinfer-python-services-stop"));
+          .addShutdownHook(new Thread(services::close, "xinfer-python-services-stop"));
     }
-    return shared;
+    return services;
   }
 
   /** Starts the services with {@code python} and waits until they report ready. */
   public static PythonServices start(String python, Duration readyTimeout) {
-    List<String> command =
+    return start(python, null, readyTimeout);
+  }
+
+  /**
+   * Starts the services with {@code python}; with {@code workerPool} (HOST:PORT) the expansion
+   * service sends the Python stages there instead of to a pool of its own.
+   */
+  public static PythonServices start(
+      String python, @Nullable String workerPool, Duration readyTimeout) {
+    List<String> command = new ArrayList<>();
+    command.addAll(
         List.of(
             python,
             "-m",
             "xinfer.services",
             "--parent-pid",
-            Long.toString(ProcessHandle.current().pid()));
+            Long.toString(ProcessHandle.current().pid())));
+    if (workerPool != null) {
+      checkReachable(workerPool, Duration.ofSeconds(5), "worker pool", "xinfer-worker-pool");
+      command.addAll(List.of("--worker-pool", workerPool));
+    }
     Path logFile;
     Process process;
     try {
@@ -133,7 +157,7 @@ public final class PythonServices implements AutoCloseable {
       fields.put(m.group(1), m.group(2));
     }
     String expansionService = fields.get("expansion_service");
-    String workerPool = fields.get("worker_pool");
+    String servedPool = fields.get("worker_pool");
     String javaBeam = ReleaseInfo.getReleaseInfo().getSdkVersion();
     String pythonBeam = fields.get("beam_version");
     if (pythonBeam != null && !pythonBeam.equals(javaBeam)) {
@@ -146,7 +170,7 @@ public final class PythonServices implements AutoCloseable {
                   + "--xinferPython or $XINFER_PYTHON at an interpreter that has it.",
               javaBeam, python, pythonBeam, javaBeam));
     }
-    if (expansionService == null || workerPool == null) {
+    if (expansionService == null || servedPool == null) {
       destroy(process);
       throw new IllegalStateException(
           "xinfer's Python services reported an unexpected ready line: "
@@ -157,8 +181,8 @@ public final class PythonServices implements AutoCloseable {
     LOG.info(
         "xinfer Python services ready: expansion service {}, worker pool {}",
         expansionService,
-        workerPool);
-    return new PythonServices(process, logFile, expansionService, workerPool);
+        servedPool);
+    return new PythonServices(process, logFile, expansionService, servedPool);
   }
 
   private static void readStdout(Process process, CompletableFuture<String> ready) {
@@ -205,10 +229,15 @@ public final class PythonServices implements AutoCloseable {
    * at {@code hostPort}.
    */
   public static void checkReachable(String hostPort, Duration timeout) {
+    checkReachable(hostPort, timeout, "expansion service", "xinfer-expansion-service");
+  }
+
+  private static void checkReachable(
+      String hostPort, Duration timeout, String what, String command) {
     int colon = hostPort.lastIndexOf(':');
     if (colon <= 0 || colon == hostPort.length() - 1) {
       throw new IllegalArgumentException(
-          "Expansion service address '" + hostPort + "' is not HOST:PORT, e.g. 127.0.0.1:8097.");
+          "The " + what + " address '" + hostPort + "' is not HOST:PORT, e.g. 127.0.0.1:8097.");
     }
     String host = hostPort.substring(0, colon);
     int port;
@@ -216,7 +245,7 @@ public final class PythonServices implements AutoCloseable {
       port = Integer.parseInt(hostPort.substring(colon + 1));
     } catch (NumberFormatException e) {
       throw new IllegalArgumentException(
-          "Expansion service address '" + hostPort + "' has no numeric port; use HOST:PORT.", e);
+          "The " + what + " address '" + hostPort + "' has no numeric port; use HOST:PORT.", e);
     }
     long deadline = System.nanoTime() + timeout.toNanos();
     IOException last;
@@ -236,10 +265,16 @@ public final class PythonServices implements AutoCloseable {
     } while (System.nanoTime() < deadline);
     throw new IllegalStateException(
         String.format(
-            "No expansion service answers at %s (tried for %d s: %s). Start one with "
-                + "`.venv/bin/xinfer-expansion-service --port %d`, or drop "
-                + "withExpansionService(...) to let xinfer start its own.",
-            hostPort, timeout.toSeconds(), last.getMessage(), port));
+            "No %s answers at %s (tried for %d s: %s). Start one with `.venv/bin/%s --port %d`%s.",
+            what,
+            hostPort,
+            timeout.toSeconds(),
+            last.getMessage(),
+            command,
+            port,
+            what.equals("expansion service")
+                ? ", or drop withExpansionService(...) to let xinfer start its own"
+                : " beside the cluster's workers (./xinfer cluster up starts one)"));
   }
 
   public String expansionServiceAddress() {

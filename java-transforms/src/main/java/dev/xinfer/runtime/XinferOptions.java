@@ -16,6 +16,14 @@ public interface XinferOptions extends PipelineOptions {
 
   void setXinferPython(@Nullable String value);
 
+  @Description(
+      "HOST:PORT of a running Python worker pool (xinfer-worker-pool) that runs the Python "
+          + "stages, e.g. the pool beside a cluster's workers. Default: xinfer starts one beside "
+          + "its expansion service, on this machine.")
+  @Nullable String getXinferWorkerPool();
+
+  void setXinferWorkerPool(@Nullable String value);
+
   @Description("Seconds to wait for the Python services to report ready before failing.")
   @Default.Integer(120)
   int getXinferServiceStartTimeoutSeconds();
