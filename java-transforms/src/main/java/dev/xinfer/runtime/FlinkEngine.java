@@ -20,6 +20,7 @@ import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
+import org.apache.beam.sdk.util.construction.resources.PipelineResources;
 import org.apache.flink.api.java.ExecutionEnvironment;
 import org.apache.flink.core.execution.JobClient;
 
@@ -74,16 +75,48 @@ final class FlinkEngine implements Engine {
 
   @Override
   public PortablePipelineRunner runner(JobInfo jobInfo) {
-    String confDir = flink.getFlinkConfDir();
-    if (embedded() && confDir == null) {
-      confDir = loopbackFlinkConfDir();
-    }
+    String confDir = xinferConfDir(flink.getFlinkConfDir(), embedded());
     // A cluster's TaskManagers run the Java stages with the jars this JVM runs on.
-    List<String> jars =
-        embedded()
-            ? List.of()
-            : detectClassPathResourcesToStage(FlinkEngine.class.getClassLoader(), options);
+    if (!embedded()) {
+      checkJobManager(flink.getFlinkMaster());
+    }
+    List<String> jars = embedded() ? List.of() : jarsForCluster();
     return new FlinkPipelineRunner(flink, confDir, jars);
+  }
+
+  /** Fails fast, with the command that starts one, when no JobManager answers at the master. */
+  static void checkJobManager(String master) {
+    String hostPort = master.replaceFirst("^https?://", "");
+    if (!hostPort.contains(":")) {
+      hostPort = hostPort + ":8081";
+    }
+    try {
+      PythonServices.checkReachable(hostPort, java.time.Duration.ofSeconds(5));
+    } catch (IllegalStateException e) {
+      throw new IllegalStateException(
+          String.format(
+              "No Flink JobManager answers at --flinkMaster=%s. Start the project's cluster with "
+                  + "`./xinfer cluster up flink`, or pass the REST address of yours "
+                  + "(--flinkMaster=[local] runs an embedded Flink).",
+              master),
+          e);
+    }
+  }
+
+  /**
+   * The jars a cluster's TaskManagers load the job's Java stages from: this JVM's classpath, with
+   * class directories packed into jars.
+   */
+  private List<String> jarsForCluster() {
+    try {
+      Path tmp = Files.createTempDirectory("xinfer-flink-jars-");
+      tmp.toFile().deleteOnExit();
+      return PipelineResources.prepareFilesForStaging(
+          detectClassPathResourcesToStage(FlinkEngine.class.getClassLoader(), options),
+          tmp.toString());
+    } catch (IOException e) {
+      throw new UncheckedIOException("xinfer could not prepare the jars to ship to Flink", e);
+    }
   }
 
   @Override
@@ -134,29 +167,47 @@ final class FlinkEngine implements Engine {
   }
 
   /**
-   * A Flink configuration for the embedded mini-cluster that binds its servers (blob server, RPC,
-   * REST) to 127.0.0.1 rather than all interfaces. {@code --flinkConfDir} replaces it.
+   * The Flink configuration the job is submitted with: the user's ({@code --flinkConfDir}), or for
+   * the embedded mini-cluster one that binds its servers (blob server, RPC, REST) to 127.0.0.1
+   * rather than all interfaces; either way with xinfer's job listener, which lets a running job be
+   * cancelled.
    */
-  static String loopbackFlinkConfDir() {
+  static String xinferConfDir(String userConfDir, boolean embedded) {
     try {
       Path dir = Files.createTempDirectory("xinfer-flink-conf-");
-      Files.writeString(
-          dir.resolve("config.yaml"),
-          String.join(
-              "\n",
-              "# Written by xinfer for the embedded Flink: every server on loopback.",
-              "jobmanager.bind-host: 127.0.0.1",
-              "jobmanager.rpc.address: 127.0.0.1",
-              "taskmanager.bind-host: 127.0.0.1",
-              "taskmanager.host: 127.0.0.1",
-              "rest.bind-address: 127.0.0.1",
-              "rest.address: 127.0.0.1",
-              "# Gives xinfer the job's client, so a streaming job can be cancelled.",
-              "execution.job-listeners: " + FlinkJobClients.class.getName(),
-              ""),
-          StandardCharsets.UTF_8);
       dir.toFile().deleteOnExit();
-      dir.resolve("config.yaml").toFile().deleteOnExit();
+      String fileName = "config.yaml";
+      StringBuilder config = new StringBuilder();
+      if (userConfDir != null) {
+        for (String name : List.of("config.yaml", "flink-conf.yaml")) {
+          Path file = Path.of(userConfDir, name);
+          if (Files.exists(file)) {
+            fileName = name;
+            config.append(Files.readString(file, StandardCharsets.UTF_8)).append('\n');
+            break;
+          }
+        }
+      } else if (embedded) {
+        config.append(
+            String.join(
+                "\n",
+                "# Written by xinfer for the embedded Flink: every server on loopback.",
+                "jobmanager.bind-host: 127.0.0.1",
+                "jobmanager.rpc.address: 127.0.0.1",
+                "taskmanager.bind-host: 127.0.0.1",
+                "taskmanager.host: 127.0.0.1",
+                "rest.bind-address: 127.0.0.1",
+                "rest.address: 127.0.0.1",
+                ""));
+      }
+      config
+          .append("# Added by xinfer: hands it the job's client, so a job can be cancelled.\n")
+          .append("execution.job-listeners: ")
+          .append(FlinkJobClients.class.getName())
+          .append('\n');
+      Path file = dir.resolve(fileName);
+      Files.writeString(file, config.toString(), StandardCharsets.UTF_8);
+      file.toFile().deleteOnExit();
       return dir.toString();
     } catch (IOException e) {
       throw new UncheckedIOException("xinfer could not write a Flink configuration", e);

@@ -277,13 +277,7 @@ public final class Launcher {
           }
         }
       } finally {
-        if (!result.getState().isTerminal()) {
-          try {
-            result.cancel();
-          } catch (IOException e) {
-            throw new UncheckedIOException("could not cancel the streaming job", e);
-          }
-        }
+        stop(result);
       }
     }
     writePredictions(options.getOutput(), predictions.values());
@@ -302,6 +296,18 @@ public final class Launcher {
           summary.failed(), summary.records, options.getResultTimeoutSeconds());
     }
     return summary;
+  }
+
+  /** Cancels a job that is still running; a failure to do so is reported, never thrown over. */
+  private static void stop(PipelineResult result) {
+    if (result.getState().isTerminal()) {
+      return;
+    }
+    try {
+      result.cancel();
+    } catch (IOException | RuntimeException e) {
+      progress("could not cancel the job (%s); stop it in the engine's UI", e.getMessage());
+    }
   }
 
   private static String runnerName(Options options) {
