@@ -14,6 +14,7 @@ import org.apache.beam.sdk.io.Read;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.runners.TransformHierarchy;
 import org.apache.beam.sdk.util.ReleaseInfo;
+import org.apache.beam.sdk.util.construction.resources.PipelineResources;
 import org.apache.spark.streaming.StreamingContext;
 
 /**
@@ -106,8 +107,9 @@ final class SparkEngine implements Engine {
   @Override
   public PortablePipelineRunner runner(JobInfo jobInfo) {
     checkJavaOpens();
-    if (embedded()) {
-      bindEmbeddedSparkToLoopback();
+    bindDriverToLoopback();
+    if (!embedded()) {
+      prepareForCluster();
     }
     return new SparkPipelineRunner(spark);
   }
@@ -119,10 +121,45 @@ final class SparkEngine implements Engine {
    * with -Dspark.ui.enabled=true). Beam's SparkContextFactory builds its SparkConf from {@code
    * spark.*} system properties; ones the user set are kept.
    */
-  static void bindEmbeddedSparkToLoopback() {
+  static void bindDriverToLoopback() {
     setIfAbsent("spark.driver.bindAddress", "127.0.0.1");
     setIfAbsent("spark.driver.host", "127.0.0.1");
     setIfAbsent("spark.ui.enabled", "false");
+  }
+
+  /**
+   * What a standalone cluster's executors need to run the job's Java stages: this JVM's jars
+   * (shipped with the job), the Java 17 flags, and Beam's Guava ahead of the Guava that Spark's own
+   * jars bring (Beam's dependencies call methods that old Guava lacks).
+   */
+  private void prepareForCluster() {
+    List<String> classpath =
+        PipelineResources.detectClassPathResourcesToStage(
+            SparkEngine.class.getClassLoader(), spark);
+    try {
+      java.nio.file.Path tmp = java.nio.file.Files.createTempDirectory("xinfer-spark-jars-");
+      tmp.toFile().deleteOnExit();
+      spark.setFilesToStage(PipelineResources.prepareFilesForStaging(classpath, tmp.toString()));
+    } catch (java.io.IOException e) {
+      throw new java.io.UncheckedIOException("xinfer could not prepare the jars for Spark", e);
+    }
+    StringBuilder opens = new StringBuilder();
+    for (String module : JAVA17_OPENS) {
+      opens
+          .append(opens.length() == 0 ? "" : " ")
+          .append("--add-opens=")
+          .append(module)
+          .append("=ALL-UNNAMED");
+    }
+    setIfAbsent("spark.executor.extraJavaOptions", opens.toString());
+    List<String> guava = new ArrayList<>();
+    for (String jar : classpath) {
+      String name = new java.io.File(jar).getName();
+      if (name.matches("guava-3\\d.*\\.jar") || name.matches("failureaccess-.*\\.jar")) {
+        guava.add(jar);
+      }
+    }
+    setIfAbsent("spark.executor.extraClassPath", String.join(java.io.File.pathSeparator, guava));
   }
 
   private static void setIfAbsent(String key, String value) {
