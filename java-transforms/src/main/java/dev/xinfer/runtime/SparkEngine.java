@@ -10,10 +10,8 @@ import org.apache.beam.runners.spark.SparkPipelineOptions;
 import org.apache.beam.runners.spark.SparkPipelineRunner;
 import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
 import org.apache.beam.sdk.Pipeline;
-import org.apache.beam.sdk.io.Read;
 import org.apache.beam.sdk.options.PipelineOptions;
-import org.apache.beam.sdk.runners.TransformHierarchy;
-import org.apache.beam.sdk.util.ReleaseInfo;
+import org.apache.beam.sdk.util.construction.SplittableParDo;
 import org.apache.beam.sdk.util.construction.resources.PipelineResources;
 import org.apache.spark.streaming.StreamingContext;
 
@@ -65,42 +63,14 @@ final class SparkEngine implements Engine {
   }
 
   /**
-   * Fails at submission when a streaming pipeline reads an unbounded source: Beam 2.62's portable
-   * Spark runner translates no unbounded Read in streaming mode and cannot checkpoint splittable
-   * DoFns, so such a job would fail inside Spark or hang.
+   * In streaming, reads become primitive reads, which {@link SparkStreamingRunner} runs as Spark
+   * input streams: Beam 2.62's portable Spark streaming runner has neither a native unbounded Read
+   * nor checkpointing of splittable DoFns.
    */
   @Override
   public void adjust(Pipeline pipeline) {
-    if (!spark.isStreaming()) {
-      return;
-    }
-    List<String> unboundedSources = new ArrayList<>();
-    pipeline.traverseTopologically(
-        new Pipeline.PipelineVisitor.Defaults() {
-          @Override
-          public CompositeBehavior enterCompositeTransform(TransformHierarchy.Node node) {
-            if (node.getTransform() instanceof Read.Unbounded) {
-              unboundedSources.add(node.getFullName());
-              return CompositeBehavior.DO_NOT_ENTER_TRANSFORM;
-            }
-            return CompositeBehavior.ENTER_TRANSFORM;
-          }
-
-          @Override
-          public void visitPrimitiveTransform(TransformHierarchy.Node node) {
-            if (node.getTransform() instanceof Read.Unbounded) {
-              unboundedSources.add(node.getFullName());
-            }
-          }
-        });
-    if (!unboundedSources.isEmpty()) {
-      throw new IllegalArgumentException(
-          String.format(
-              "SparkRunner cannot run this streaming pipeline: Beam %s's portable Spark runner "
-                  + "has no unbounded reads in streaming mode (no native Read, no checkpointing of "
-                  + "splittable DoFns), so %s cannot run there; run it with --runner=FlinkRunner, "
-                  + "or on Spark in batch mode.",
-              ReleaseInfo.getReleaseInfo().getSdkVersion(), String.join(", ", unboundedSources)));
+    if (spark.isStreaming()) {
+      SplittableParDo.convertReadBasedSplittableDoFnsToPrimitiveReads(pipeline);
     }
   }
 
@@ -111,7 +81,7 @@ final class SparkEngine implements Engine {
     if (!embedded()) {
       prepareForCluster();
     }
-    return new SparkPipelineRunner(spark);
+    return spark.isStreaming() ? new SparkStreamingRunner(spark) : new SparkPipelineRunner(spark);
   }
 
   /**
