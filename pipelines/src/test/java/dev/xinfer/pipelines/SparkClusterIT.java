@@ -2,9 +2,7 @@ package dev.xinfer.pipelines;
 
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
-import static org.junit.Assert.assertThrows;
 
-import dev.xinfer.testing.Digits;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
@@ -41,23 +39,12 @@ public class SparkClusterIT {
   }
 
   @Test
-  public void streamingOnTheClusterIsRefusedAtSubmitWithTheReason() {
-    IllegalArgumentException e =
-        assertThrows(
-            IllegalArgumentException.class,
-            () ->
-                Launcher.run(
-                    DemoRuns.args(
-                        Digits.dataset(),
-                        tmp.getRoot().toPath().resolve("streaming"),
-                        "--runner=SparkRunner",
-                        "--sparkMaster=" + master(),
-                        "--xinferWorkerPool=" + pool(),
-                        "--streaming",
-                        "--bootstrapServers=" + DemoRuns.kafka(),
-                        "--records=10"),
-                    DigitsPipeline.Options.class,
-                    DigitsPipeline::build));
-    assertThat(e.getMessage(), containsString("SparkRunner cannot run this streaming pipeline"));
+  public void streamingOnTheClusterDeliversExactlyOnePredictionPerRecord() throws Exception {
+    DemoRuns.streaming(
+        tmp.getRoot().toPath().resolve("streaming"),
+        "SparkRunner",
+        600,
+        "--sparkMaster=" + master(),
+        "--xinferWorkerPool=" + pool());
   }
 }
