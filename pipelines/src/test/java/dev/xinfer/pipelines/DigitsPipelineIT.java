@@ -43,25 +43,18 @@ public class DigitsPipelineIT {
   }
 
   @Test
-  public void streamingOnFlinkDeliversExactlyOnePredictionPerRecord() throws Exception {
-    Launcher.Summary summary =
-        DemoRuns.streaming(
-            tmp.getRoot().toPath().resolve("flink-streaming").resolve("predictions"),
-            "FlinkRunner",
-            600,
-            "--checkpointingInterval=5000");
-    assertTrue("accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
-  }
-
-  @Test
-  public void streamingOnSparkDeliversExactlyOnePredictionPerRecord() throws Exception {
-    Launcher.Summary summary =
-        DemoRuns.streaming(
-            tmp.getRoot().toPath().resolve("spark-streaming").resolve("predictions"),
-            "SparkRunner",
-            600,
-            "--sparkMaster=local[2]");
-    assertTrue("accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
+  public void streamingDeliversExactlyOnePredictionPerRecordOnEachRunner() throws Exception {
+    for (String[] runner : TestRunners.EMBEDDED) {
+      List<String> flags = new ArrayList<>(List.of(runner).subList(1, runner.length));
+      flags.add("--checkpointingInterval=5000");
+      Launcher.Summary summary =
+          DemoRuns.streaming(
+              tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions"),
+              runner[0],
+              600,
+              flags.toArray(new String[0]));
+      assertTrue(runner[0] + ": accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
+    }
   }
 
   @Test
