@@ -1,7 +1,10 @@
 package dev.xinfer.runtime;
 
+import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
+import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.options.PipelineOptions;
 
 /**
@@ -18,13 +21,14 @@ interface Engine {
   /** Whether the engine runs inside this JVM (embedded) rather than on a cluster. */
   boolean embedded();
 
+  /** Rewrites the pipeline as the engine's classic runner would, before translation. */
+  void adjust(Pipeline pipeline);
+
   /**
-   * The runner for this job. Called once, after {@link #prepare}; the options are the pipeline's.
+   * The runner for this job, on the submitting thread so that what is missing (JVM flags, a
+   * reachable master) fails {@code Pipeline.run()} itself. Called once, before {@link #prepare}.
    */
   PortablePipelineRunner runner(JobInfo jobInfo);
-
-  /** Rewrites the pipeline as the engine's classic runner would, before translation. */
-  void adjust(org.apache.beam.sdk.Pipeline pipeline);
 
   /** Sets up what the job needs in this JVM before it starts. */
   void prepare(JobInfo jobInfo);
@@ -36,11 +40,8 @@ interface Engine {
    * Runs {@code runner} on the current thread until the job ends, and lets {@link #cancel} stop it
    * meanwhile.
    */
-  org.apache.beam.runners.jobsubmission.PortablePipelineResult run(
-      PortablePipelineRunner runner,
-      org.apache.beam.model.pipeline.v1.RunnerApi.Pipeline pipeline,
-      JobInfo jobInfo)
-      throws Exception;
+  PortablePipelineResult run(
+      PortablePipelineRunner runner, RunnerApi.Pipeline pipeline, JobInfo jobInfo) throws Exception;
 
   /** Stops the job started by {@link #run}; returns whether a running job was asked to stop. */
   boolean cancel();
