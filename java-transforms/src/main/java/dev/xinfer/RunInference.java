@@ -3,6 +3,7 @@ package dev.xinfer;
 import static org.apache.beam.sdk.util.Preconditions.checkStateNotNull;
 
 import com.google.auto.value.AutoValue;
+import dev.xinfer.runtime.DirectStage;
 import dev.xinfer.runtime.PythonServices;
 import dev.xinfer.runtime.RunnerBootstrap;
 import dev.xinfer.runtime.XinferOptions;
@@ -203,12 +204,14 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
       PythonServices.checkReachable(address, REACHABLE_TIMEOUT);
     }
 
-    PCollection<Row> output =
-        input.apply(
-            "Python",
-            PythonExternalTransform.<PCollection<Row>, PCollection<Row>>from(
-                    PYTHON_TRANSFORM, address)
-                .withKwargs(kwargs()));
+    PythonExternalTransform<PCollection<Row>, PCollection<Row>> python =
+        PythonExternalTransform.<PCollection<Row>, PCollection<Row>>from(PYTHON_TRANSFORM, address)
+            .withKwargs(kwargs());
+    if (RunnerBootstrap.runsPythonStageInDoFn(options)) {
+      return DirectStage.apply(
+          input, "Python", python, expected, options.getRunner().getSimpleName());
+    }
+    PCollection<Row> output = input.apply("Python", python);
     checkStateNotNull(output.getSchema(), "the Python transform returned no schema");
     if (!sameFields(output.getSchema(), expected)) {
       throw new IllegalStateException(

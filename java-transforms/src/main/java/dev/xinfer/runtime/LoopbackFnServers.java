@@ -88,6 +88,11 @@ final class LoopbackFnServers {
   }
 
   private static ExecutableStageContext createContext(JobInfo jobInfo) {
+    return new Context(jobBundleFactory(jobInfo));
+  }
+
+  /** A job bundle factory whose EXTERNAL environments serve on loopback (Beam's providers else). */
+  static JobBundleFactory jobBundleFactory(JobInfo jobInfo) {
     PipelineOptions options = PipelineOptionsTranslation.fromProto(jobInfo.pipelineOptions());
     // Beam's default providers, with the EXTERNAL one on loopback.
     Map<String, EnvironmentFactory.Provider> providers =
@@ -100,7 +105,7 @@ final class LoopbackFnServers {
             new LoopbackExternalProvider(),
             Environments.ENVIRONMENT_EMBEDDED,
             new EmbeddedEnvironmentFactory.Provider(options));
-    return new Context(DefaultJobBundleFactory.create(jobInfo, providers));
+    return DefaultJobBundleFactory.create(jobInfo, providers);
   }
 
   /** The EXTERNAL (worker pool) environment, with its servers on loopback. */

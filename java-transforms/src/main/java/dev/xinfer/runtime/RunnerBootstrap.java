@@ -18,7 +18,11 @@ import org.apache.beam.sdk.options.PipelineOptions;
  */
 public final class RunnerBootstrap {
   /** Runners xinfer runs RunInference on in this version. */
-  public static final Set<String> SUPPORTED_RUNNERS = Set.of("FlinkRunner", "SparkRunner");
+  public static final Set<String> SUPPORTED_RUNNERS =
+      Set.of("FlinkRunner", "SparkRunner", "DirectRunner");
+
+  /** Runners that run the Python stage inside a Java DoFn ({@link DirectStage}). */
+  private static final Set<String> IN_DOFN_RUNNERS = Set.of("DirectRunner", "TestDirectRunner");
 
   /** Portable runners that already execute cross-language transforms as they are. */
   private static final Set<String> PORTABLE_RUNNERS =
@@ -35,19 +39,11 @@ public final class RunnerBootstrap {
     if (SUPPORTED_RUNNERS.contains(simple) || PORTABLE_RUNNERS.contains(simple)) {
       return;
     }
-    String hint;
-    switch (simple) {
-      case "DirectRunner":
-        hint = " DirectRunner support is planned (xinfer issue #4).";
-        break;
-      default:
-        hint = "";
-    }
     throw new IllegalArgumentException(
         String.format(
-            "xinfer's RunInference cannot run on %s in this version: it runs on %s.%s "
-                + "Pass --runner=FlinkRunner or --runner=SparkRunner.",
-            simple, String.join(" and ", new TreeSet<>(SUPPORTED_RUNNERS)), hint));
+            "xinfer's RunInference cannot run on %s in this version: it runs on %s. Pass "
+                + "--runner=FlinkRunner, --runner=SparkRunner or --runner=DirectRunner.",
+            simple, String.join(", ", new TreeSet<>(SUPPORTED_RUNNERS))));
   }
 
   /**
@@ -58,10 +54,18 @@ public final class RunnerBootstrap {
     Class<? extends PipelineRunner<?>> runner = options.getRunner();
     String simple = runner.getSimpleName();
     checkSupported(simple);
-    if (SUPPORTED_RUNNERS.contains(simple)) {
+    if (SUPPORTED_RUNNERS.contains(simple) && !IN_DOFN_RUNNERS.contains(simple)) {
       options.as(XinferOptions.class).setXinferRequestedRunner(simple);
       options.setRunner(XinferRunner.class);
     }
+  }
+
+  /**
+   * Whether RunInference must run its Python stage inside a Java DoFn for this pipeline's runner
+   * (the DirectRunner, which cannot execute external transforms).
+   */
+  public static boolean runsPythonStageInDoFn(PipelineOptions options) {
+    return IN_DOFN_RUNNERS.contains(options.getRunner().getSimpleName());
   }
 
   private static String simpleName(String runnerName) {

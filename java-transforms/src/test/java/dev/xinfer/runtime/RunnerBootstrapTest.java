@@ -3,7 +3,9 @@ package dev.xinfer.runtime;
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
 
 import org.apache.beam.runners.direct.DirectRunner;
 import org.apache.beam.runners.flink.FlinkRunner;
@@ -35,17 +37,29 @@ public class RunnerBootstrapTest {
   }
 
   @Test
-  public void directRunnerGetsAClearMessage() {
+  public void directRunnerStaysAndRunsThePythonStageInADoFn() {
     PipelineOptions options = PipelineOptionsFactory.create();
     options.setRunner(DirectRunner.class);
+    RunnerBootstrap.prepare(options);
+    assertEquals(DirectRunner.class, options.getRunner());
+    assertTrue(RunnerBootstrap.runsPythonStageInDoFn(options));
+    options.setRunner(FlinkRunner.class);
+    assertFalse(RunnerBootstrap.runsPythonStageInDoFn(options));
+  }
+
+  @Test
+  public void otherRunnersGetAClearMessage() {
     IllegalArgumentException e =
-        assertThrows(IllegalArgumentException.class, () -> RunnerBootstrap.prepare(options));
+        assertThrows(
+            IllegalArgumentException.class, () -> RunnerBootstrap.checkSupported("DataflowRunner"));
     assertThat(
         e.getMessage(),
         containsString(
-            "RunInference cannot run on DirectRunner in this version: it runs on "
-                + "FlinkRunner and SparkRunner"));
-    assertThat(e.getMessage(), containsString("Pass --runner=FlinkRunner or --runner=SparkRunner"));
+            "RunInference cannot run on DataflowRunner in this version: it runs on "
+                + "DirectRunner, FlinkRunner, SparkRunner"));
+    assertThat(
+        e.getMessage(),
+        containsString("Pass --runner=FlinkRunner, --runner=SparkRunner or --runner=DirectRunner"));
   }
 
   @Test

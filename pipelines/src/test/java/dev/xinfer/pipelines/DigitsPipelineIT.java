@@ -77,7 +77,7 @@ public class DigitsPipelineIT {
 
   @Test
   public void unsupportedRunnersGetOneClearSentence() {
-    for (String runner : List.of("DirectRunner", "DataflowRunner")) {
+    for (String runner : List.of("DataflowRunner", "SamzaRunner")) {
       IllegalArgumentException e =
           assertThrows(
               IllegalArgumentException.class,

@@ -1,0 +1,74 @@
+package dev.xinfer;
+
+import static org.hamcrest.MatcherAssert.assertThat;
+import static org.hamcrest.Matchers.containsString;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertThrows;
+
+import dev.xinfer.runtime.XinferOptions;
+import dev.xinfer.testing.Digits;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Collections;
+import java.util.List;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.testing.PAssert;
+import org.apache.beam.sdk.testing.TestPipeline;
+import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.values.PCollection;
+import org.apache.beam.sdk.values.Row;
+import org.junit.Rule;
+import org.junit.Test;
+import org.junit.runner.RunWith;
+import org.junit.runners.Parameterized;
+import org.junit.runners.Parameterized.Parameters;
+
+/**
+ * How a user unit-tests a pipeline that holds RunInference: {@code TestPipeline} and {@code
+ * PAssert}, with the classic DirectRunner (its immutability and encodability checks on) and, for
+ * comparison, the same public transform on the embedded portable Flink. Real Python services, real
+ * TensorFlow model.
+ */
+@RunWith(Parameterized.class)
+public class DirectRunnerIT {
+  @Parameters(name = "{0}")
+  public static Collection<Object[]> runners() {
+    return List.of(new Object[] {"DirectRunner"}, new Object[] {"FlinkRunner"});
+  }
+
+  @Rule public final transient TestPipeline p;
+
+  public DirectRunnerIT(String runner) {
+    PipelineOptions options =
+        PipelineOptionsFactory.fromArgs("--runner=" + runner, "--parallelism=1").create();
+    options.as(XinferOptions.class).setXinferPython(System.getProperty("xinfer.python"));
+    this.p = TestPipeline.fromOptions(options);
+  }
+
+  @Test
+  public void everyPredictionMatchesThePlainPythonModel() {
+    PCollection<Row> predictions =
+        p.apply(Create.of(Digits.exampleRows(100)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+            .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(32));
+    assertEquals(RunInference.outputSchema(Digits.EXAMPLE_SCHEMA), predictions.getSchema());
+    PAssert.that(predictions).satisfies(Digits.matchesReference(100));
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+  }
+
+  @Test
+  public void aPythonFailureFailsThePipelineWithThePythonMessage() {
+    List<Row> rows = new ArrayList<>(Digits.exampleRows(3));
+    rows.add(
+        Row.withSchema(Digits.EXAMPLE_SCHEMA)
+            .addValues(4242L, 1L, Collections.nCopies(10, 0.5f))
+            .build());
+    p.apply(Create.of(rows).withRowSchema(Digits.EXAMPLE_SCHEMA))
+        .apply(RunInference.withModel(Digits.model().toString()));
+    RuntimeException e = assertThrows(RuntimeException.class, () -> p.run().waitUntilFinish());
+    assertThat(
+        e.getMessage(),
+        containsString("record {id=4242, label=1}: field 'features' has 10 values"));
+  }
+}
