@@ -124,7 +124,7 @@ public final class DigitsPipeline {
   }
 
   /** One CSV line to a Row; fails naming the line, the field and the bad value. */
-  static Row parse(String line) {
+  public static Row parse(String line) {
     String[] cells = line.split(",", -1);
     if (cells.length < 3) {
       throw new IllegalArgumentException(
