@@ -41,10 +41,16 @@ public class DirectRunnerIT {
   @Rule public final transient TestPipeline p;
 
   public DirectRunnerIT(String runner) {
-    PipelineOptions options =
-        PipelineOptionsFactory.fromArgs("--runner=" + runner, "--parallelism=1").create();
-    options.as(XinferOptions.class).setXinferPython(System.getProperty("xinfer.python"));
-    this.p = TestPipeline.fromOptions(options);
+    if (runner.equals("DirectRunner")) {
+      // Exactly what a user writes: Beam's default test options, the DirectRunner, and xinfer
+      // finding the project's .venv on its own.
+      this.p = TestPipeline.create();
+    } else {
+      PipelineOptions options =
+          PipelineOptionsFactory.fromArgs("--runner=" + runner, "--parallelism=1").create();
+      options.as(XinferOptions.class).setXinferPython(System.getProperty("xinfer.python"));
+      this.p = TestPipeline.fromOptions(options);
+    }
   }
 
   @Test
