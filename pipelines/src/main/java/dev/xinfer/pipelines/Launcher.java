@@ -185,7 +185,7 @@ public final class Launcher {
   /** Runs the pipeline to the end (streaming: until every prediction is back) and summarizes. */
   public static <T extends Options> Summary run(
       String[] args, Class<T> optionsClass, BiFunction<Pipeline, T, Pipeline> build) {
-    String[] withRunner = withDefaultRunner(args);
+    String[] withRunner = withDefaultRunner(Profiles.expand(args));
     for (String arg : withRunner) {
       if (arg.startsWith("--runner=")) {
         RunnerBootstrap.checkSupported(arg.substring("--runner=".length()));
