@@ -1,0 +1,37 @@
+package dev.xinfer.pipelines;
+
+import static org.junit.Assert.assertTrue;
+
+import dev.xinfer.testing.TestRunners;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.Rule;
+import org.junit.Test;
+import org.junit.rules.TemporaryFolder;
+import org.junit.runner.RunWith;
+import org.junit.runners.JUnit4;
+
+/**
+ * The demo pipeline in streaming mode on each embedded engine, through the Kafka broker of {@code
+ * ./xinfer cluster up kafka}: exactly one prediction per record on the output topic, each equal to
+ * the plain-Python reference.
+ */
+@RunWith(JUnit4.class)
+public class DigitsStreamingIT {
+  @Rule public final TemporaryFolder tmp = new TemporaryFolder();
+
+  @Test
+  public void streamingDeliversExactlyOnePredictionPerRecordOnEachRunner() throws Exception {
+    for (String[] runner : TestRunners.EMBEDDED) {
+      List<String> flags = new ArrayList<>(List.of(runner).subList(1, runner.length));
+      flags.add("--checkpointingInterval=5000");
+      Launcher.Summary summary =
+          DemoRuns.streaming(
+              tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions"),
+              runner[0],
+              600,
+              flags.toArray(new String[0]));
+      assertTrue(runner[0] + ": accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
+    }
+  }
+}
