@@ -1,7 +1,5 @@
 package dev.xinfer.runtime;
 
-import static org.apache.beam.sdk.util.construction.resources.PipelineResources.detectClassPathResourcesToStage;
-
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -20,7 +18,6 @@ import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
-import org.apache.beam.sdk.util.construction.resources.PipelineResources;
 import org.apache.flink.api.java.ExecutionEnvironment;
 import org.apache.flink.core.execution.JobClient;
 
@@ -80,7 +77,7 @@ final class FlinkEngine implements Engine {
     if (!embedded()) {
       checkJobManager(flink.getFlinkMaster());
     }
-    List<String> jars = embedded() ? List.of() : jarsForCluster();
+    List<String> jars = embedded() ? List.of() : ClusterJars.ofThisJvm(options);
     return new FlinkPipelineRunner(flink, confDir, jars);
   }
 
@@ -100,22 +97,6 @@ final class FlinkEngine implements Engine {
                   + "(--flinkMaster=[local] runs an embedded Flink).",
               master),
           e);
-    }
-  }
-
-  /**
-   * The jars a cluster's TaskManagers load the job's Java stages from: this JVM's classpath, with
-   * class directories packed into jars.
-   */
-  private List<String> jarsForCluster() {
-    try {
-      Path tmp = Files.createTempDirectory("xinfer-flink-jars-");
-      tmp.toFile().deleteOnExit();
-      return PipelineResources.prepareFilesForStaging(
-          detectClassPathResourcesToStage(FlinkEngine.class.getClassLoader(), options),
-          tmp.toString());
-    } catch (IOException e) {
-      throw new UncheckedIOException("xinfer could not prepare the jars to ship to Flink", e);
     }
   }
 

@@ -12,7 +12,6 @@ import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFact
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
-import org.apache.beam.sdk.util.construction.resources.PipelineResources;
 import org.apache.spark.streaming.StreamingContext;
 
 /**
@@ -103,16 +102,8 @@ final class SparkEngine implements Engine {
    * jars bring (Beam's dependencies call methods that old Guava lacks).
    */
   private void prepareForCluster() {
-    List<String> classpath =
-        PipelineResources.detectClassPathResourcesToStage(
-            SparkEngine.class.getClassLoader(), spark);
-    try {
-      java.nio.file.Path tmp = java.nio.file.Files.createTempDirectory("xinfer-spark-jars-");
-      tmp.toFile().deleteOnExit();
-      spark.setFilesToStage(PipelineResources.prepareFilesForStaging(classpath, tmp.toString()));
-    } catch (java.io.IOException e) {
-      throw new java.io.UncheckedIOException("xinfer could not prepare the jars for Spark", e);
-    }
+    List<String> jars = ClusterJars.ofThisJvm(spark);
+    spark.setFilesToStage(jars);
     StringBuilder opens = new StringBuilder();
     for (String module : JAVA17_OPENS) {
       opens
@@ -123,7 +114,7 @@ final class SparkEngine implements Engine {
     }
     setIfAbsent("spark.executor.extraJavaOptions", opens.toString());
     List<String> guava = new ArrayList<>();
-    for (String jar : classpath) {
+    for (String jar : jars) {
       String name = new java.io.File(jar).getName();
       if (name.matches("guava-3\\d.*\\.jar") || name.matches("failureaccess-.*\\.jar")) {
         guava.add(jar);

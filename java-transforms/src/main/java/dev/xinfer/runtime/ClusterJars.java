@@ -1,0 +1,28 @@
+package dev.xinfer.runtime;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.util.construction.resources.PipelineResources;
+
+/** The jars a cluster's workers load a job's Java stages from. */
+final class ClusterJars {
+  private ClusterJars() {}
+
+  /** This JVM's classpath, with class directories packed into jars. */
+  static List<String> ofThisJvm(PipelineOptions options) {
+    try {
+      Path tmp = Files.createTempDirectory("xinfer-job-jars-");
+      tmp.toFile().deleteOnExit();
+      return PipelineResources.prepareFilesForStaging(
+          PipelineResources.detectClassPathResourcesToStage(
+              ClusterJars.class.getClassLoader(), options),
+          tmp.toString());
+    } catch (IOException e) {
+      throw new UncheckedIOException("xinfer could not prepare the jars to ship to the cluster", e);
+    }
+  }
+}
