@@ -15,20 +15,54 @@ def row(id=1, features=(1.0, 2.0, 3.0, 4.0)):
   return beam.Row(id=id, label=7, features=features)
 
 
-def test_row_to_array_reshapes_to_the_model_input():
-  array = convert.row_to_array(row(), 'features', (None, 2, 2))
+def to_input(r, shape, **kwargs):
+  return convert.to_model_input(r.features, r, 'features', shape, **kwargs)
+
+
+def test_model_input_reshapes_to_the_model_input():
+  array = to_input(row(), (None, 2, 2))
   assert array.dtype == np.float32
   np.testing.assert_array_equal(array, [[1, 2], [3, 4]])
 
 
-def test_rows_to_batch_stacks_records():
-  batch = convert.rows_to_batch([row(), row(id=2)], 'features', (None, 4))
-  assert batch.shape == (2, 4)
+def test_unknown_shape_is_not_checked():
+  assert to_input(row(features=[1.0] * 5), None).shape == (5, )
+
+
+def test_nan_and_inf_are_rejected_by_default_with_the_policy_named():
+  with pytest.raises(
+      convert.RecordError,
+      match=r"id=5.*'features'\[2\] is .*nan.*2 non-finite.*reject"):
+    to_input(row(id=5, features=[1.0, 2.0, float('nan'),
+                                 float('inf')]), (None, 4))
+
+
+def test_nan_is_passed_to_the_model_when_allowed():
+  array = to_input(row(features=[1.0, float('nan'), 3.0, 4.0]), (None, 4),
+                   nan_policy=convert.NAN_ALLOW)
+  assert np.isnan(array[1])
+
+
+def test_unknown_nan_policy_names_the_choices():
+  with pytest.raises(ValueError, match="'drop' is not one of reject, allow"):
+    convert.check_nan_policy('drop')
+
+
+def test_preprocessed_feature_field_is_not_type_checked():
+  convert.check_feature_field([('pixels', str)], 'pixels', preprocessed=True)
+
+
+def test_failure_type_nests_the_input():
+  input_type = convert.output_type(FIELDS[:1])
+  names = [n for n, _ in convert.failure_type(input_type)._fields]
+  assert names == [
+      'input', 'key', 'stage', 'error_type', 'error_message', 'model_id'
+  ]
 
 
 def test_wrong_length_names_record_field_shape_and_found():
   with pytest.raises(convert.RecordError) as e:
-    convert.row_to_array(row(id=42, features=[1.0] * 3), 'features', (None, 4))
+    to_input(row(id=42, features=[1.0] * 3), (None, 4))
   message = str(e.value)
   assert 'id=42' in message and 'label=7' in message
   assert "field 'features'" in message
@@ -38,26 +72,24 @@ def test_wrong_length_names_record_field_shape_and_found():
 
 def test_null_features_are_named():
   with pytest.raises(convert.RecordError, match=r"id=3.*'features' is null"):
-    convert.row_to_array(row(id=3, features=None), 'features', (None, 4))
+    to_input(row(id=3, features=None), (None, 4))
 
 
 def test_non_numeric_value_names_its_index():
   with pytest.raises(
       convert.RecordError,
       match=r"'features'\[2\] is 'x'; every value must be a number"):
-    convert.row_to_array(row(features=[1.0, 2.0, 'x', 4.0]), 'features',
-                         (None, 4))
+    to_input(row(features=[1.0, 2.0, 'x', 4.0]), (None, 4))
 
 
 def test_null_inside_the_array_is_named():
   with pytest.raises(convert.RecordError, match=r"'features'\[0\] is None"):
-    convert.row_to_array(row(features=[None, 2.0, 3.0, 4.0]), 'features',
-                         (None, 4))
+    to_input(row(features=[None, 2.0, 3.0, 4.0]), (None, 4))
 
 
 def test_text_instead_of_array():
   with pytest.raises(convert.RecordError, match='holds text'):
-    convert.row_to_array(row(features='1,2,3,4'), 'features', (None, 4))
+    to_input(row(features='1,2,3,4'), (None, 4))
 
 
 def test_check_feature_field_missing_names_fields_and_fix():

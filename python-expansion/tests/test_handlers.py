@@ -1,3 +1,7 @@
+import csv
+import os
+import time
+
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -7,45 +11,203 @@ from xinfer import handlers
 
 
 class FakeHandler(handlers.RowModelHandler):
-  """Sums each record's features into a one-score output: no framework."""
-  def load_model(self):
-    return handlers.LoadedModel(lambda x: x.sum(axis=1, keepdims=True),
-                                (None, 3))
+  """Multiplies the sum of each record's 3 features by the number in the model
+  file (1 when the file is empty); a record holding 13 makes the model raise."""
+  accepts_inference_args = True
+  loads = []
+
+  def _load(self, path):
+    FakeHandler.loads.append(os.path.basename(path))
+    factor = 1.0
+    if os.path.isfile(path):
+      with open(path) as f:
+        factor = float(f.read() or 1)
+
+    def predict(x, offset=0.0):
+      if (x == 13).any():
+        raise ValueError('the model cannot take 13')
+      return x.sum(axis=1, keepdims=True) * factor + offset
+
+    return handlers.LoadedModel(predict, (None, 3))
 
 
 def rows(n, width=3):
   return [beam.Row(id=i, features=[float(i)] * width) for i in range(n)]
 
 
-def test_row_handler_runs_a_batch_and_keeps_each_example():
-  handler = FakeHandler('/models/fake', feature_field='features')
-  model = handler.load_model()
-  results = handler.run_inference(rows(3), model)
+def fake(tmp_path, name='fake', **kwargs):
+  path = tmp_path / name
+  path.write_text('')
+  return FakeHandler(str(path), feature_field='features', **kwargs)
+
+
+def run(handler, batch, **inference_args):
+  return handler.run_inference(batch, handler.load_model(), inference_args)
+
+
+def outcome(result):
+  inference = result.inference
+  if isinstance(inference, handlers.Failure):
+    return inference.stage
+  return float(inference[0])
+
+
+def explode(_):
+  raise RuntimeError('hook failed')
+
+
+def test_row_handler_runs_a_batch_and_keeps_each_example(tmp_path):
+  results = run(fake(tmp_path), rows(3))
   assert [r.example.id for r in results] == [0, 1, 2]
-  assert [float(r.inference[0]) for r in results] == [0.0, 3.0, 6.0]
+  assert [outcome(r) for r in results] == [0.0, 3.0, 6.0]
   assert {r.model_id for r in results} == {'fake'}
 
 
-def test_model_id_can_be_set():
-  handler = FakeHandler('/m/fake/', feature_field='features', model_id='v7')
-  assert handler.model_id == 'v7'
+def test_model_id_can_be_set(tmp_path):
+  assert fake(tmp_path, model_id='v7').model_id == 'v7'
 
 
-def test_bad_record_fails_the_batch_with_its_description():
-  handler = FakeHandler('/models/fake', feature_field='features')
-  with pytest.raises(ValueError, match=r'id=1.*has 2 values'):
-    handler.run_inference(
-        rows(1) + [beam.Row(id=1, features=[1.0, 2.0])], handler.load_model())
+def test_a_bad_record_fails_alone_in_conversion(tmp_path):
+  batch = rows(2) + [beam.Row(id=9, features=[1.0, 2.0])]
+  results = run(fake(tmp_path), batch)
+  assert [outcome(r) for r in results] == [0.0, 3.0, handlers.CONVERSION]
+  failure = results[2].inference
+  assert failure.error_type == 'RecordError'
+  assert 'id=9' in failure.message and 'has 2 values' in failure.message
 
 
-def test_batch_bounds_are_validated_and_passed_to_beam():
+def test_a_record_the_model_rejects_fails_alone_in_inference(tmp_path):
+  batch = rows(2) + [beam.Row(id=7, features=[13.0, 0.0, 0.0])] + rows(1)
+  results = run(fake(tmp_path), batch)
+  assert [outcome(r) for r in results] == [0.0, 3.0, handlers.INFERENCE, 0.0]
+  assert results[2].inference.error_type == 'ValueError'
+  assert results[2].inference.message == 'the model cannot take 13'
+
+
+def test_nan_policy(tmp_path):
+  batch = [beam.Row(id=1, features=[1.0, float('nan'), 1.0])]
+  assert outcome(run(fake(tmp_path), batch)[0]) == handlers.CONVERSION
+  allowed = run(fake(tmp_path, nan_policy='allow'), batch)[0]
+  assert np.isnan(allowed.inference[0])
+
+
+def test_inference_args_reach_the_model(tmp_path):
+  results = run(fake(tmp_path), rows(2), offset=10.0)
+  assert [outcome(r) for r in results] == [10.0, 13.0]
+
+
+def test_inference_args_are_refused_where_the_model_takes_none(model_dir):
+  handler = handlers.create_handler(None, model_dir, feature_field='features')
+  with pytest.raises(ValueError, match='SavedModel signature takes only'):
+    handler.validate_inference_args({'temperature': 2.0})
+  handlers.create_handler(None, model_dir + '.keras',
+                          feature_field='features').validate_inference_args(
+                              {'training': False})
+
+
+def test_preprocess_and_postprocess_hooks(tmp_path):
+  handler = fake(tmp_path,
+                 preprocess='xinfer.examples.hooks:parse_pixels',
+                 postprocess='xinfer.examples.hooks:log_scores')
+  results = run(handler, [beam.Row(id=1, pixels='1 2 3')])
+  assert outcome(results[0]) == pytest.approx(np.log(6.0))
+
+
+def test_failing_hooks_fail_only_their_record_in_their_stage(tmp_path):
+  pre = run(fake(tmp_path, preprocess='test_handlers:explode'), rows(1))[0]
+  assert pre.inference == handlers.Failure(handlers.PREPROCESSING,
+                                           'RuntimeError', 'hook failed')
+  post = run(fake(tmp_path, postprocess='test_handlers:explode'), rows(1))[0]
+  assert post.inference.stage == handlers.POSTPROCESSING
+
+
+@pytest.mark.parametrize('path, message', [
+    ('no_colon', "must be 'package.module:function'"),
+    ('no_such_module_xyz:f', "cannot import module 'no_such_module_xyz'.*pip"),
+    ('xinfer.examples.hooks:nope', "has no 'nope'"),
+])
+def test_hook_names_are_checked_with_the_fix(path, message):
+  with pytest.raises(Exception, match=message):
+    handlers.import_function(path, 'preprocess')
+
+
+def test_refresh_serves_the_newest_version_and_survives_a_broken_one(tmp_path):
+  (tmp_path / 'v1').write_text('1')
+  handler = FakeHandler(str(tmp_path / 'v*'),
+                        feature_field='features',
+                        refresh_interval_secs=0.05)
+  slot = handler.load_model()
+  assert [outcome(r) for r in handler.run_inference(rows(2), slot)] == [0, 3]
+  (tmp_path / 'v2').write_text('not a number')
+  time.sleep(0.1)
+  results = handler.run_inference(rows(2), slot)
+  assert {r.model_id for r in results} == {'v1'}
+  (tmp_path / 'v10').write_text('2')
+  time.sleep(0.1)
+  results = handler.run_inference(rows(2), slot)
+  assert {r.model_id for r in results} == {'v10'}
+  assert [outcome(r) for r in results] == [0, 6]
+
+
+def test_refresh_needs_a_first_version_and_no_fixed_id(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nothing matches.*'.*v\\*'"):
+    FakeHandler(str(tmp_path / 'v*'),
+                feature_field='f',
+                refresh_interval_secs=1).check_model_exists()
+  with pytest.raises(ValueError, match="don't also set model_id"):
+    FakeHandler('m', feature_field='f', refresh_interval_secs=1, model_id='x')
+
+
+def test_latest_version_sorts_numbers_naturally(tmp_path):
+  for name in ('v2', 'v10', 'v9', '.v99'):
+    (tmp_path / name).mkdir()
+  assert handlers.latest_version(str(tmp_path / '*')).endswith('v10')
+
+
+def test_keyed_handler_routes_keys_and_bounds_models_in_memory(tmp_path):
+  (tmp_path / 'double').write_text('2')
+  one = fake(tmp_path, name='one')
+  two = FakeHandler(str(tmp_path / 'double'), feature_field='features')
+  keyed = handlers.KeyedRowModelHandler([(['a', 'b'], one), (['c'], two)],
+                                        max_models_in_memory=1)
+  cache = keyed.load_model()
+  FakeHandler.loads.clear()
+  batch = [('a', rows(2)[1]), ('c', rows(2)[1]), ('b', rows(3)[2])]
+  results = keyed.run_inference(batch, cache)
+  assert [(k, outcome(r), r.model_id)
+          for k, r in results] == [('a', 3.0, 'one'), ('c', 6.0, 'double'),
+                                   ('b', 6.0, 'one')]
+  keyed.run_inference([('c', rows(1)[0])], cache)
+  # One model at a time: 'one', then 'double'; 'double' stays for the next batch.
+  assert FakeHandler.loads == ['one', 'double']
+  keyed.run_inference([('a', rows(1)[0])], cache)
+  assert FakeHandler.loads == ['one', 'double', 'one']
+  with pytest.raises(KeyError, match="key 'z' has no model.*a, b, c"):
+    keyed.run_inference([('z', rows(1)[0])], cache)
+
+
+def test_keyed_handler_with_a_default_takes_any_key(tmp_path):
+  keyed = handlers.KeyedRowModelHandler([], default=fake(tmp_path))
+  results = keyed.run_inference([('x', rows(2)[1])], keyed.load_model())
+  assert [(k, outcome(r)) for k, r in results] == [('x', 3.0)]
+
+
+def test_keyed_handler_rejects_a_key_mapped_twice(tmp_path):
+  with pytest.raises(ValueError, match="key 'a' is mapped to two models"):
+    handlers.KeyedRowModelHandler([(['a'], fake(tmp_path)),
+                                   (['a'], fake(tmp_path))])
+
+
+def test_batch_settings_are_validated_and_passed_to_beam():
   handler = FakeHandler('m',
                         feature_field='f',
                         min_batch_size=4,
-                        max_batch_size=16)
+                        max_batch_size=16,
+                        max_batch_wait_secs=0.5)
   assert handler.batch_elements_kwargs() == {
       'min_batch_size': 4,
-      'max_batch_size': 16
+      'max_batch_size': 16,
+      'max_batch_duration_secs': 0.5,
   }
   with pytest.raises(ValueError,
                      match='max_batch_size \\(2\\) must be at least'):
@@ -54,8 +216,27 @@ def test_batch_bounds_are_validated_and_passed_to_beam():
     FakeHandler('m', feature_field='f', min_batch_size=0)
 
 
+@pytest.mark.parametrize('name, framework', [
+    ('m.keras', 'tensorflow'),
+    ('m.pt', 'pytorch'),
+    ('m.pth', 'pytorch'),
+    ('m.joblib', 'sklearn'),
+    ('m.pkl', 'sklearn'),
+    ('m.onnx', 'onnx'),
+])
+def test_framework_is_detected_from_the_name(name, framework):
+  assert handlers.detect_framework('/models/' + name) == framework
+
+
+def test_undetectable_framework_says_how_to_name_it(tmp_path):
+  with pytest.raises(ValueError,
+                     match='cannot tell the framework.*withFramework'):
+    handlers.detect_framework(str(tmp_path / 'model.bin'))
+
+
 def test_unknown_framework_lists_the_known_ones():
-  with pytest.raises(ValueError, match="unknown framework 'caffe'.*tensorflow"):
+  with pytest.raises(ValueError,
+                     match="unknown framework 'caffe'.*onnx, pytorch, sklearn"):
     handlers.create_handler('caffe', 'm', feature_field='f')
 
 
@@ -65,18 +246,50 @@ def test_missing_model_names_path_and_fix(tmp_path):
     handlers.check_model_uri(missing)
 
 
-def test_tensorflow_handler_matches_plain_tensorflow(digits_dir, model_dir):
+def test_model_params_need_a_model_class():
+  with pytest.raises(ValueError, match='model_params were given without'):
+    handlers.create_handler('pytorch',
+                            'm.pt',
+                            feature_field='f',
+                            model_params={'hidden': 3})
+
+
+def read_reference(digits_dir, name):
+  with open(os.path.join(digits_dir, f'{name}.reference.csv')) as f:
+    return np.array([[float(r[f's{i}']) for i in range(10)]
+                     for r in csv.DictReader(f)])
+
+
+TORCH_STATE = {
+    'model_class': 'xinfer.examples.nets:DigitsNet',
+    'model_params': {
+        'hidden': digits.TORCH_HIDDEN
+    }
+}
+
+
+@pytest.mark.parametrize('name, options, inference_args, reference', [
+    ('digits-mlp', {}, {}, 'digits-mlp'),
+    ('digits-mlp.keras', {}, {}, 'digits-mlp.keras'),
+    ('digits-torch.pt', {}, {}, 'digits-torch.pt'),
+    ('digits-torch-state.pt', TORCH_STATE, {}, 'digits-torch-state.pt'),
+    ('digits-torch-state.pt', TORCH_STATE, {
+        'temperature': 2.0
+    }, 'digits-torch-state.pt.t2'),
+    ('digits-sklearn.joblib', {}, {}, 'digits-sklearn.joblib'),
+    ('digits-sklearn.onnx', {}, {}, 'digits-sklearn.onnx'),
+])
+def test_each_framework_matches_its_own_prediction(digits_dir, name, options,
+                                                   inference_args, reference):
   features, _ = digits.load_digits()
-  handler = handlers.tensorflow_handler(model_dir,
-                                        feature_field='features',
-                                        max_batch_size=64)
-  model = handler.load_model()
-  assert model.input_shape == (None, 64)
-  batch = [beam.Row(id=i, features=list(features[i])) for i in range(50)]
-  results = handler.run_inference(batch, model)
-  expected = digits.reference_scores(model_dir, features[:50])
+  handler = handlers.create_handler(None,
+                                    os.path.join(digits_dir, name),
+                                    feature_field='features',
+                                    **options)
+  batch = [beam.Row(id=i, features=list(features[i])) for i in range(64)]
+  results = run(handler, batch, **inference_args)
   np.testing.assert_allclose(np.stack([r.inference for r in results]),
-                             expected,
+                             read_reference(digits_dir, reference)[:64],
                              rtol=1e-5,
                              atol=1e-6)
-  assert {r.model_id for r in results} == {digits.MODEL_NAME}
+  assert {r.model_id for r in results} == {name}

@@ -1,4 +1,6 @@
 import csv
+import json
+import typing
 import os
 from typing import Sequence
 
@@ -92,3 +94,96 @@ def test_bad_record_fails_the_pipeline_naming_it(model_dir):
       _ = (p | beam.Create(rows)
            | transforms.RowInference(model_uri=model_dir,
                                      feature_field='features'))
+
+
+def bad_rows():
+  """One record per way a record can be bad, each with its id."""
+  def bad(i, features):
+    return beam.Row(id=np.int64(i), label=np.int64(0), features=features)
+
+  return [
+      bad(1001, [np.float32(1)] * 63),
+      bad(1002, None),
+      bad(1003, [np.float32('nan')] + [np.float32(1)] * 63),
+      bad(1004, [np.float32('inf')] * 64),
+  ]
+
+
+def test_dead_letter_output_keeps_bad_records_and_counts_reconcile(model_dir):
+  good = labelled_rows(40)
+
+  def check_predictions(outputs):
+    assert sorted(o.id for o in outputs) == list(range(40))
+
+  def check_failures(failures):
+    by_id = {f.input.id: f for f in failures}
+    assert sorted(by_id) == [1001, 1002, 1003, 1004]
+    assert {f.stage for f in failures} == {'conversion'}
+    assert {f.error_type for f in failures} == {'RecordError'}
+    assert 'has 63 values' in by_id[1001].error_message
+    assert 'is null' in by_id[1002].error_message
+    assert 'nan' in by_id[1003].error_message
+    assert '64 non-finite' in by_id[1004].error_message
+    assert by_id[1001].model_id == digits.MODEL_NAME
+    assert by_id[1001].key is None
+
+  with TestPipeline() as p:
+    out = (p | beam.Create(good + bad_rows()).with_output_types(
+        transforms_row_type(typing.Optional[typing.Sequence[np.float32]]))
+           | transforms.RowInference(model_uri=model_dir,
+                                     feature_field='features',
+                                     dead_letter=True,
+                                     max_batch_size=8))
+    assert_that(out['predictions'], check_predictions, label='predictions')
+    assert_that(out['failures'], check_failures, label='failures')
+
+
+def test_keyed_inference_with_two_models(digits_dir, model_dir):
+  rows = labelled_rows(20)
+  keyed = [('tf' if i % 2 else 'sk', r)
+           for i, r in enumerate(rows)] + [('nobody', rows[0])]
+  models = [
+      {
+          'keys': ['tf'],
+          'model_uri': model_dir
+      },
+      {
+          'keys': ['sk'],
+          'model_uri': os.path.join(digits_dir, 'digits-sklearn.joblib')
+      },
+  ]
+
+  def check(outputs):
+    assert len(outputs) == 20
+    for key, o in outputs:
+      assert o.model_id == ('digits-mlp'
+                            if key == 'tf' else 'digits-sklearn.joblib')
+      assert (o.id % 2 == 1) == (key == 'tf')
+
+  def check_failures(failures):
+    assert [(f.key, f.stage, f.input.id)
+            for f in failures] == [('nobody', 'routing', 0)]
+
+  with TestPipeline() as p:
+    out = (p
+           | beam.Create(keyed).with_output_types(typing.Tuple[str, typing.Any])
+           | beam.Map(lambda kv: kv).with_output_types(
+               typing.Tuple[str, transforms_row_type()])
+           | transforms.RowInference(models=json.dumps(models),
+                                     keyed=True,
+                                     dead_letter=True,
+                                     max_models_in_memory=1))
+    assert_that(out['predictions'], check, label='predictions')
+    assert_that(out['failures'], check_failures, label='failures')
+
+
+def transforms_row_type(features_type=typing.Sequence[np.float32]):
+  from apache_beam.typehints import row_type
+  return row_type.RowTypeConstraint.from_fields([('id', np.int64),
+                                                 ('label', np.int64),
+                                                 ('features', features_type)])
+
+
+def test_several_models_need_keyed_input(model_dir):
+  with pytest.raises(ValueError, match='several models need keyed input'):
+    transforms.RowInference(models=[{'keys': ['a'], 'model_uri': model_dir}])

@@ -62,9 +62,19 @@ def _element_type_of_array(field_type) -> Optional[Any]:
   return None
 
 
-def check_feature_field(fields: Sequence[Tuple[str, Any]], feature_field: str):
-  """Fails at construction when the feature field is missing or not numeric."""
+def check_feature_field(fields: Sequence[Tuple[str, Any]],
+                        feature_field: str,
+                        preprocessed: bool = False):
+  """Fails at construction when the feature field is missing or not numeric
+  (with a preprocess function, that function makes the model input instead)."""
   names = [name for name, _ in fields]
+  clashes = [name for name, _ in INFERENCE_FIELDS if name in names]
+  if clashes:
+    raise ValueError(
+        f"RunInference: the input already has field(s) {', '.join(clashes)}, which "
+        'the output adds. Rename or drop them before RunInference.')
+  if preprocessed:
+    return
   if feature_field not in names:
     raise ValueError(
         f"RunInference: the input has no field '{feature_field}' (fields: "
@@ -76,12 +86,8 @@ def check_feature_field(fields: Sequence[Tuple[str, Any]], feature_field: str):
     raise TypeError(
         f"RunInference: field '{feature_field}' has type {field_type!r}; the model "
         'input must be an array of numbers (Java: Schema.FieldType.array('
-        'FieldType.FLOAT) or DOUBLE/INT32/INT64).')
-  clashes = [name for name, _ in INFERENCE_FIELDS if name in names]
-  if clashes:
-    raise ValueError(
-        f"RunInference: the input already has field(s) {', '.join(clashes)}, which "
-        'the output adds. Rename or drop them before RunInference.')
+        'FieldType.FLOAT) or DOUBLE/INT32/INT64), or name a preprocess '
+        'function that makes it.')
 
 
 def output_type(
@@ -111,27 +117,45 @@ def describe_record(row, feature_field: str) -> str:
   return '{' + ', '.join(shown) + '}'
 
 
-def _expected_size(input_shape: Sequence[Optional[int]]) -> Optional[int]:
+def _expected_size(
+    input_shape: Optional[Sequence[Optional[int]]]) -> Optional[int]:
+  if input_shape is None:
+    return None
   dims = list(input_shape)[1:]
   if any(d is None for d in dims):
     return None
   return int(np.prod(dims)) if dims else 1
 
 
-def row_to_array(row,
-                 feature_field: str,
-                 input_shape: Sequence[Optional[int]],
-                 dtype=np.float32) -> np.ndarray:
-  """One record's features as an array of the model's per-example shape.
+NAN_REJECT = 'reject'
+NAN_ALLOW = 'allow'
+NAN_POLICIES = (NAN_REJECT, NAN_ALLOW)
 
-  ``input_shape`` is the model's input shape including the batch dimension,
-  e.g. ``(None, 64)``. Raises RecordError naming the record, the field, the
-  expected shape and what was found.
+
+def check_nan_policy(policy: str):
+  if policy not in NAN_POLICIES:
+    raise ValueError(f"RunInference: nan_policy '{policy}' is not one of "
+                     f"{', '.join(NAN_POLICIES)} (withNanPolicy in Java).")
+
+
+def to_model_input(values,
+                   row,
+                   feature_field: str,
+                   input_shape: Optional[Sequence[Optional[int]]],
+                   dtype=np.float32,
+                   nan_policy: str = NAN_REJECT) -> np.ndarray:
+  """One record's model input as an array of the model's per-example shape.
+
+  ``values`` is the record's feature field (or what a preprocess function made
+  of the record). ``input_shape`` is the model's input shape including the batch
+  dimension, e.g. ``(None, 64)``; ``None`` dimensions (or a ``None`` shape: the
+  model does not say) are not checked. Raises
+  RecordError naming the record, the field, the expected shape and what was
+  found.
   """
-  values = getattr(row, feature_field, None)
   where = (f"RunInference: record {describe_record(row, feature_field)}: field "
            f"'{feature_field}'")
-  shape_text = tuple(input_shape)
+  shape_text = 'unknown' if input_shape is None else tuple(input_shape)
   if values is None:
     raise RecordError(
         f'{where} is null; the model expects an array of shape {shape_text}. '
@@ -140,33 +164,36 @@ def row_to_array(row,
     raise RecordError(
         f'{where} holds text {values[:_MAX_SHOWN_CHARS]!r}; the model expects '
         f'numbers of shape {shape_text}.')
-  values = list(values)
-  for i, v in enumerate(values):
-    if v is None or isinstance(
-        v, (str, bytes, bool)) or not isinstance(v, (int, float, np.number)):
-      raise RecordError(
-          f'{where}[{i}] is {v!r}; every value must be a number (model input '
-          f'shape {shape_text}).')
+  if isinstance(values, np.ndarray) and values.dtype.kind in 'fiu':
+    array = values
+  else:
+    values = list(values)
+    for i, v in enumerate(values):
+      if v is None or isinstance(
+          v, (str, bytes, bool)) or not isinstance(v, (int, float, np.number)):
+        raise RecordError(
+            f'{where}[{i}] is {v!r}; every value must be a number (model input '
+            f'shape {shape_text}).')
+    array = np.asarray(values)
   expected = _expected_size(input_shape)
-  if expected is not None and len(values) != expected:
+  if expected is not None and array.size != expected:
     raise RecordError(
-        f'{where} has {len(values)} values; the model input {shape_text} needs '
+        f'{where} has {array.size} values; the model input {shape_text} needs '
         f'{expected} per record. Fix the record or use a model whose input '
         'matches.')
-  array = np.asarray(values, dtype=dtype)
-  dims = list(input_shape)[1:]
-  if expected is not None and len(dims) != 1:
-    array = array.reshape(dims)
+  if nan_policy == NAN_REJECT and array.dtype.kind == 'f':
+    bad = np.flatnonzero(~np.isfinite(array.reshape(-1)))
+    if bad.size:
+      first = int(bad[0])
+      raise RecordError(
+          f'{where}[{first}] is {array.reshape(-1)[first]!r} ({bad.size} '
+          'non-finite value(s)); the NaN policy is reject. Clean the record, or '
+          "let the model see it with nan_policy='allow' (withNanPolicy(ALLOW) "
+          'in Java).')
+  array = array.astype(dtype, copy=False)
+  if expected is not None and len(input_shape) != 2:
+    array = array.reshape(list(input_shape)[1:])
   return array
-
-
-def rows_to_batch(rows: Sequence[Any],
-                  feature_field: str,
-                  input_shape: Sequence[Optional[int]],
-                  dtype=np.float32) -> np.ndarray:
-  """A batch of records as one model input tensor (batch dimension first)."""
-  return np.stack(
-      [row_to_array(row, feature_field, input_shape, dtype) for row in rows])
 
 
 def scores_to_result(row, scores: np.ndarray,
@@ -186,3 +213,34 @@ def to_output_row(result: PredictionResult, field_names: Iterable[str]):
   values[PREDICTED_CLASS_FIELD] = int(np.argmax(scores)) if scores.size else -1
   values[MODEL_ID_FIELD] = result.model_id or ''
   return beam.Row(**values)
+
+
+# The dead-letter output: one Row per record that got no prediction.
+FAILURE_FIELDS: Tuple[Tuple[str, Any], ...] = (
+    ('key', Optional[str]),
+    ('stage', str),
+    ('error_type', str),
+    ('error_message', str),
+    ('model_id', Optional[str]),
+)
+
+
+def failure_type(input_type) -> row_type.RowTypeConstraint:
+  """The failure Row type: the original input Row, then why it failed."""
+  return row_type.RowTypeConstraint.from_fields([('input', input_type)] +
+                                                list(FAILURE_FIELDS))
+
+
+def to_failure_row(example,
+                   stage: str,
+                   error_type: str,
+                   message: str,
+                   model_id: Optional[str] = None,
+                   key: Optional[str] = None):
+  import apache_beam as beam
+  return beam.Row(input=example,
+                  key=key,
+                  stage=stage,
+                  error_type=error_type,
+                  error_message=message,
+                  model_id=model_id)

@@ -3,51 +3,261 @@
 Only the names in ``EXPANDABLE`` are allowlisted in the expansion service.
 """
 
-from typing import Optional
+import json
+import typing
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 
 from xinfer import convert
 from xinfer import handlers
 
+PREDICTIONS = 'predictions'
+FAILURES = 'failures'
+# A keyed record whose key no model is mapped to fails in this stage.
+ROUTING = 'routing'
+
+
+def _json(value: Union[None, str, Dict, List], what: str):
+  if value is None or isinstance(value, (dict, list)):
+    return value
+  try:
+    return json.loads(value)
+  except ValueError as e:
+    raise ValueError(f'RunInference: {what} is not valid JSON ({e}): '
+                     f'{value[:200]!r}') from e
+
+
+def _row_type_of(element_type, keyed: bool):
+  if not keyed:
+    return element_type
+  args = getattr(element_type, 'tuple_types',
+                 None) or typing.get_args(element_type)
+  if not args or len(args) != 2:
+    raise TypeError(
+        'RunInference: keyed inference needs a PCollection of (key, Row) pairs '
+        f'(Java: KV<String, Row>); got elements of type {element_type!r}.')
+  return args[1]
+
 
 class RowInference(beam.PTransform):
-  """Runs a model on Rows; each output Row is the input plus the inference.
+  """Runs models on Rows; each output Row is the input plus the inference.
 
   Args:
-    model_uri: a TensorFlow SavedModel directory or ``.keras`` file.
-    feature_field: the input field holding the model input (an array of numbers).
-    framework: the model framework (``tensorflow``).
+    model_uri: the model (a TensorFlow SavedModel directory or ``.keras`` file,
+      a PyTorch ``.pt`` file, a scikit-learn ``.joblib``/``.pkl`` file, or an
+      ``.onnx`` file); with ``refresh_interval_secs``, a glob pattern of
+      versions.
+    feature_field: the input field holding the model input.
+    framework: ``tensorflow``, ``pytorch``, ``sklearn`` or ``onnx``; detected
+      from the model's name when not given.
     model_id: the id carried by each output; defaults to the model's file name.
-    min_batch_size, max_batch_size: bounds for Beam's batching.
+    model_class, model_params: PyTorch state dicts: the ``nn.Module`` class
+      (``package.module:Class``) and its constructor's arguments (JSON object).
+    models: keyed inference with several models: a JSON list of objects with
+      ``keys`` and the per-model arguments above (``model_uri``, ``framework``,
+      ``model_id``, ``model_class``, ``model_params``).
+    keyed: the input is ``(key, Row)`` pairs and so is the output.
+    dead_letter: return ``{'predictions': ..., 'failures': ...}``; otherwise
+      a record that gets no prediction fails the pipeline.
+    min_batch_size, max_batch_size, max_batch_wait_secs: batching.
+    max_models_in_memory: keyed inference: the most models loaded per worker.
+    inference_args: a JSON object of keyword arguments for the model call.
+    preprocess, postprocess: ``package.module:function`` hooks (see
+      ``xinfer.handlers.RowModelHandler``).
+    nan_policy: ``reject`` or ``allow`` NaN/infinite feature values.
+    refresh_interval_secs: look for a newer model version this often.
   """
   def __init__(self,
-               model_uri: str,
-               feature_field: str,
-               framework: str = 'tensorflow',
+               model_uri: Optional[str] = None,
+               feature_field: str = 'features',
+               framework: Optional[str] = None,
                model_id: Optional[str] = None,
+               model_class: Optional[str] = None,
+               model_params: Union[None, str, Dict[str, Any]] = None,
+               models: Union[None, str, List[Dict[str, Any]]] = None,
+               keyed: bool = False,
+               dead_letter: bool = False,
                min_batch_size: int = handlers.DEFAULT_MIN_BATCH_SIZE,
-               max_batch_size: int = handlers.DEFAULT_MAX_BATCH_SIZE):
+               max_batch_size: int = handlers.DEFAULT_MAX_BATCH_SIZE,
+               max_batch_wait_secs: Optional[float] = None,
+               max_models_in_memory: Optional[int] = None,
+               inference_args: Union[None, str, Dict[str, Any]] = None,
+               preprocess: Optional[str] = None,
+               postprocess: Optional[str] = None,
+               nan_policy: str = convert.NAN_REJECT,
+               refresh_interval_secs: Optional[float] = None):
     super().__init__()
-    handlers.check_model_uri(model_uri)
     self._feature_field = feature_field
-    self._handler = handlers.create_handler(framework,
-                                            model_uri,
-                                            feature_field=feature_field,
-                                            model_id=model_id,
-                                            min_batch_size=int(min_batch_size),
-                                            max_batch_size=int(max_batch_size))
+    self._keyed = bool(keyed)
+    self._dead_letter = bool(dead_letter)
+    self._preprocess = preprocess
+    self._inference_args = _json(inference_args, 'inference_args')
+    common = dict(feature_field=feature_field,
+                  preprocess=preprocess,
+                  postprocess=postprocess,
+                  nan_policy=nan_policy,
+                  refresh_interval_secs=refresh_interval_secs,
+                  min_batch_size=int(min_batch_size),
+                  max_batch_size=int(max_batch_size),
+                  max_batch_wait_secs=max_batch_wait_secs)
+    mappings = _json(models, 'models')
+    if mappings is None:
+      if not model_uri:
+        raise ValueError(
+            'RunInference: no model: pass model_uri (withModel in Java).')
+      single = self._handler(common,
+                             model_uri=model_uri,
+                             framework=framework,
+                             model_id=model_id,
+                             model_class=model_class,
+                             model_params=model_params)
+      self._known_keys = None
+      # Keyed with one model: every key goes to it.
+      self._model_handler = (handlers.KeyedRowModelHandler([], default=single)
+                             if self._keyed else single)
+    else:
+      if not self._keyed:
+        raise ValueError(
+            'RunInference: several models need keyed input: apply the keyed '
+            'form (RunInference...keyed() in Java) to (key, Row) pairs.')
+      if model_uri:
+        raise ValueError(
+            'RunInference: pass either model_uri or models, not both.')
+      built = []
+      for mapping in mappings:
+        mapping = dict(mapping)
+        keys = [str(k) for k in mapping.pop('keys', [])]
+        built.append((keys, self._handler(common, **mapping)))
+      self._model_handler = handlers.KeyedRowModelHandler(
+          built,
+          max_models_in_memory=(None if max_models_in_memory is None else
+                                int(max_models_in_memory)))
+      self._known_keys = frozenset(self._model_handler.keys)
+    self._model_handler.check_model_exists()
+    self._model_handler.validate_inference_args(self._inference_args)
 
-  def expand(self, rows):
-    fields = convert.schema_fields(rows.element_type)
-    convert.check_feature_field(fields, self._feature_field)
+  @staticmethod
+  def _handler(common: Dict[str, Any],
+               *,
+               model_uri: str,
+               framework: Optional[str] = None,
+               model_id: Optional[str] = None,
+               model_class: Optional[str] = None,
+               model_params: Union[None, str, Dict[str, Any]] = None,
+               **unknown) -> handlers.RowModelHandler:
+    if unknown:
+      raise ValueError(
+          f"RunInference: unknown model argument(s) {', '.join(sorted(unknown))}"
+          '; a model takes keys, model_uri, framework, model_id, model_class '
+          'and model_params.')
+    options = {}
+    if model_class:
+      options['model_class'] = model_class
+    params = _json(model_params, 'model_params')
+    if params:
+      options['model_params'] = params
+    return handlers.create_handler(framework,
+                                   model_uri,
+                                   model_id=model_id,
+                                   **common,
+                                   **options)
+
+  def expand(self, pcoll):
+    input_type = _row_type_of(pcoll.element_type, self._keyed)
+    fields = convert.schema_fields(input_type)
+    convert.check_feature_field(fields,
+                                self._feature_field,
+                                preprocessed=bool(self._preprocess))
     field_names = [name for name, _ in fields]
-    return (rows
-            | 'Inference' >> base.RunInference(self._handler)
-            | 'ToRows' >> beam.Map(convert.to_output_row,
-                                   field_names).with_output_types(
-                                       convert.output_type(fields)))
+    output_type = convert.output_type(fields)
+    failure_type = convert.failure_type(input_type)
+    if self._keyed:
+      output_type = typing.Tuple[str, output_type]
+
+    checked = (
+        pcoll
+        | 'CheckKeys' >> beam.ParDo(
+            _CheckKeys(self._known_keys, self._dead_letter)).with_outputs(
+                FAILURES, main=PREDICTIONS))
+    inputs = _typed(checked[PREDICTIONS], pcoll.element_type)
+    routed = (
+        inputs
+        | 'Inference' >> base.RunInference(self._model_handler,
+                                           inference_args=self._inference_args)
+        | 'Route' >> beam.ParDo(
+            _Route(field_names, self._keyed, self._dead_letter)).with_outputs(
+                FAILURES, main=PREDICTIONS))
+    predictions = _typed(routed[PREDICTIONS], output_type)
+    if not self._dead_letter:
+      return predictions
+    failures = ((_typed(checked[FAILURES],
+                        failure_type), _typed(routed[FAILURES], failure_type))
+                | 'Failures' >> beam.Flatten())
+    return {PREDICTIONS: predictions, FAILURES: failures}
+
+
+def _typed(pcoll, element_type):
+  """Sets a tagged output's element type (its coder follows from it)."""
+  pcoll.element_type = element_type
+  return pcoll
+
+
+class _CheckKeys(beam.DoFn):
+  """Sends keyed records whose key has no model to the failures."""
+  def __init__(self, known_keys, dead_letter: bool):
+    self._known = known_keys
+    self._dead_letter = dead_letter
+    self._failed = Metrics.counter(handlers.METRICS_NAMESPACE,
+                                   f'failed_{ROUTING}')
+
+  def process(self, element):
+    if self._known is None or element[0] in self._known:
+      yield element
+      return
+    key, row = element
+    message = (f"RunInference: key '{key}' has no model (keys with a model: "
+               f"{', '.join(sorted(self._known))}). Map the key to a model or "
+               'filter such records before RunInference.')
+    if not self._dead_letter:
+      raise convert.RecordError(message)
+    self._failed.inc()
+    yield beam.pvalue.TaggedOutput(
+        FAILURES,
+        convert.to_failure_row(row, ROUTING, 'KeyError', message, key=key))
+
+
+class _Route(beam.DoFn):
+  """Predictions to Rows on the main output, failures to ``failures``."""
+  def __init__(self, field_names, keyed: bool, dead_letter: bool):
+    self._field_names = field_names
+    self._keyed = keyed
+    self._dead_letter = dead_letter
+    self._predictions = Metrics.counter(handlers.METRICS_NAMESPACE,
+                                        'predictions')
+    self._failures = Metrics.counter(handlers.METRICS_NAMESPACE, 'failures')
+
+  def process(self, element):
+    key, result = element if self._keyed else (None, element)
+    outcome = result.inference
+    if isinstance(outcome, handlers.Failure):
+      if not self._dead_letter:
+        raise convert.RecordError(
+            f'{outcome.message} [{outcome.stage} failed with '
+            f'{outcome.error_type}; to get such records as output instead, use '
+            'withFailures() in Java or dead_letter=True]')
+      self._failures.inc()
+      yield beam.pvalue.TaggedOutput(
+          FAILURES,
+          convert.to_failure_row(result.example, outcome.stage,
+                                 outcome.error_type, outcome.message,
+                                 result.model_id, key))
+      return
+    self._predictions.inc()
+    row = convert.to_output_row(result, self._field_names)
+    yield (key, row) if self._keyed else row
 
 
 EXPANDABLE = ('xinfer.transforms.RowInference', )

@@ -1,0 +1,21 @@
+"""Example pre- and post-processing functions, named from Java as
+``xinfer.examples.hooks:parse_pixels`` and ``xinfer.examples.hooks:log_scores``.
+
+A preprocess function takes one record (a Row: fields are attributes) and
+returns its model input; a postprocess function takes one record's model output
+(a numpy array) and returns its scores. Both run in the Python worker; an
+exception fails only that record (stage ``preprocessing`` or
+``postprocessing`` in the dead-letter output).
+"""
+
+import numpy as np
+
+
+def parse_pixels(row) -> np.ndarray:
+  """The model input from a text field ``pixels``: numbers separated by spaces."""
+  return np.array([float(v) for v in row.pixels.split()], dtype=np.float32)
+
+
+def log_scores(output: np.ndarray) -> np.ndarray:
+  """Probabilities to log-probabilities (floored at 1e-7 so none is -inf)."""
+  return np.log(np.clip(output, 1e-7, None))
