@@ -100,9 +100,8 @@ public class RunInferenceIT {
     PCollection<Row> out =
         p.apply(Create.of(examples(20)).withRowSchema(EXAMPLE))
             .apply(
-                RunInference.withModel(Digits.model().toString())
-                    .withExpansionService(address)
-                    .withModelId("digits-v2"));
+                RunInference.withModel(Model.of(Digits.model().toString()).withId("digits-v2"))
+                    .withExpansionService(address));
     PAssert.that(out)
         .satisfies(
             rows -> {

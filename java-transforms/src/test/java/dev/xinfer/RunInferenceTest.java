@@ -8,7 +8,9 @@ import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
 
 import java.nio.file.Paths;
+import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.schemas.Schema;
@@ -46,9 +48,9 @@ public class RunInferenceTest {
   public void relativeModelPathsBecomeAbsolute() {
     assertEquals(
         Paths.get("models/m").toAbsolutePath().toString(),
-        RunInference.withModel("models/m").getModelUri());
-    assertEquals("/m", RunInference.withModel("file:///m").getModelUri());
-    assertEquals("gs://b/m", RunInference.withModel("gs://b/m").getModelUri());
+        RunInference.withModel("models/m").getModel().getUri());
+    assertEquals("/m", Model.of("file:///m").getUri());
+    assertEquals("gs://b/m", Model.of("gs://b/m").getUri());
   }
 
   @Test
@@ -70,8 +72,8 @@ public class RunInferenceTest {
         message(assertThrows(IllegalArgumentException.class, () -> r.withExpansionService("x"))),
         containsString("withExpansionService(hostPort) needs HOST:PORT"));
     assertThat(
-        message(assertThrows(IllegalArgumentException.class, () -> r.withModelId(""))),
-        containsString("withModelId(modelId)"));
+        message(assertThrows(IllegalArgumentException.class, () -> Model.of("/m").withId(""))),
+        containsString("withId(id) needs a non-empty id"));
   }
 
   @Test
@@ -133,9 +135,74 @@ public class RunInferenceTest {
   @Test
   public void displayDataShowsTheConfiguration() {
     DisplayData data =
-        DisplayData.from(RunInference.withModel("/m").withModelId("v1").withMaxBatchSize(8));
-    assertThat(data.toString(), containsString("modelUri=/m"));
-    assertThat(data.toString(), containsString("modelId=v1"));
+        DisplayData.from(
+            RunInference.withModel("/m")
+                .withMaxBatchSize(8)
+                .withPreprocess("my.hooks:parse")
+                .withModelRefresh(Duration.ofSeconds(30)));
+    assertThat(data.toString(), containsString("model=/m"));
     assertThat(data.toString(), containsString("maxBatchSize=8"));
+    assertThat(data.toString(), containsString("preprocess=my.hooks:parse"));
+    assertThat(data.toString(), containsString("modelRefresh=PT30S"));
+  }
+
+  @Test
+  public void newSettingsNameTheMethodToFix() {
+    RunInference r = RunInference.withModel("/m");
+    assertThat(
+        message(
+            assertThrows(IllegalArgumentException.class, () -> r.withMaxBatchWait(Duration.ZERO))),
+        containsString("withMaxBatchWait(maxWait) needs a positive duration"));
+    assertThat(
+        message(assertThrows(IllegalArgumentException.class, () -> r.withPreprocess("parse"))),
+        containsString("withPreprocess(pythonFunction) needs 'package.module:function'"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> Model.of("/m.pt").withModelClass("Net", Map.of()))),
+        containsString("needs 'package.module:ClassName'"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> RunInference.withModelsByKey(Map.of()))),
+        containsString("withModelsByKey(modelsByKey) needs at least one key"));
+  }
+
+  @Test
+  public void modelsByKeyNeedKeyedInput() {
+    RunInference byKey = RunInference.withModelsByKey(Map.of("a", Model.of("/m")));
+    assertThat(
+        expandFails(EXAMPLE, byKey).getMessage(),
+        containsString("withModelsByKey(...) chooses a model per key: apply .keyed()"));
+  }
+
+  @Test
+  public void refreshRefusesAFixedModelId() {
+    RunInference refreshing =
+        RunInference.withModel(Model.of("/m/v*").withId("x"))
+            .withModelRefresh(Duration.ofSeconds(1));
+    assertThat(
+        expandFails(EXAMPLE, refreshing).getMessage(),
+        containsString("remove withId(\"x\") from the Model"));
+  }
+
+  @Test
+  public void failureSchemaNestsTheInput() {
+    Schema failure = RunInference.failureSchema(EXAMPLE);
+    assertEquals(EXAMPLE, failure.getField("input").getType().getRowSchema());
+    assertEquals(
+        List.of("input", "key", "stage", "error_type", "error_message", "model_id"),
+        failure.getFieldNames());
+  }
+
+  @Test
+  public void modelArgumentsForPython() {
+    Model m =
+        Model.of("/m/net.pt").withModelClass("pkg.nets:Net", Map.of("hidden", 32)).withId("net");
+    assertEquals(
+        "{model_uri=/m/net.pt, framework=pytorch, model_id=net, model_class=pkg.nets:Net, "
+            + "model_params={\"hidden\":32}}",
+        m.pythonArgs().toString());
   }
 }

@@ -1,14 +1,18 @@
 package dev.xinfer.runtime;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.Collectors;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.sdk.Pipeline;
-import org.apache.beam.sdk.coders.RowCoder;
+import org.apache.beam.sdk.coders.Coder;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
-import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.transforms.Create;
 import org.apache.beam.sdk.transforms.MapElements;
 import org.apache.beam.sdk.transforms.PTransform;
@@ -20,8 +24,12 @@ import org.apache.beam.sdk.util.construction.SdkComponents;
 import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
 import org.apache.beam.sdk.util.construction.graph.FusedPipeline;
 import org.apache.beam.sdk.util.construction.graph.GreedyPipelineFuser;
+import org.apache.beam.sdk.values.PBegin;
 import org.apache.beam.sdk.values.PCollection;
-import org.apache.beam.sdk.values.Row;
+import org.apache.beam.sdk.values.PCollectionTuple;
+import org.apache.beam.sdk.values.POutput;
+import org.apache.beam.sdk.values.TupleTag;
+import org.apache.beam.sdk.values.TupleTagList;
 import org.apache.beam.sdk.values.TypeDescriptors;
 
 /**
@@ -37,28 +45,37 @@ public final class DirectStage {
   private DirectStage() {}
 
   /**
-   * Applies {@code pythonTransform} to {@code input} as a ParDo; the output has {@code
-   * outputSchema}. Fails at construction when the Python stage needs state, timers or side inputs.
+   * Applies {@code pythonTransform} to {@code input} as a ParDo. The outputs are tagged by the
+   * Python transform's output names (a single output: {@code predictions}) and carry the coders the
+   * expansion gave them. Fails at construction when the Python stage needs state, timers or side
+   * inputs.
    */
-  public static PCollection<Row> apply(
-      PCollection<Row> input,
+  public static PCollectionTuple apply(
+      PCollection<?> input,
       String name,
-      PTransform<PCollection<Row>, PCollection<Row>> pythonTransform,
-      Schema outputSchema,
+      PTransform<PCollection<?>, ? extends POutput> pythonTransform,
       String runnerName) {
     PipelineOptions shadowOptions = PipelineOptionsFactory.create();
     PortablePipelineOptions portable = shadowOptions.as(PortablePipelineOptions.class);
     portable.setDefaultEnvironmentType(Environments.ENVIRONMENT_EMBEDDED);
     portable.setFilesToStage(List.of());
     Pipeline shadow = Pipeline.create(shadowOptions);
-    shadow
-        .apply("Input", Create.empty(RowCoder.of(input.getSchema())))
-        .setRowSchema(input.getSchema())
-        .apply(name, pythonTransform)
-        // A Java consumer keeps the Python stage's output in the fused graph.
-        .apply("Consumer", MapElements.into(TypeDescriptors.strings()).via(Row::toString));
-    RunnerApi.Pipeline proto =
-        PipelineTranslation.toProto(shadow, SdkComponents.create(shadowOptions));
+    PCollection<?> shadowInput = shadow.apply("Input", emptyOf(input.getCoder()));
+    POutput shadowOutput = shadowInput.apply(name, pythonTransform);
+    Map<String, PCollection<?>> byName = new LinkedHashMap<>();
+    if (shadowOutput instanceof PCollection) {
+      byName.put(SINGLE_OUTPUT, (PCollection<?>) shadowOutput);
+    } else {
+      ((PCollectionTuple) shadowOutput).getAll().forEach((t, pc) -> byName.put(t.getId(), pc));
+    }
+    // A Java consumer per output keeps the Python stage's outputs in the fused graph.
+    byName.forEach(
+        (outputName, pc) ->
+            pc.apply(
+                "Consume-" + outputName,
+                MapElements.into(TypeDescriptors.strings()).via(String::valueOf)));
+    SdkComponents components = SdkComponents.create(shadowOptions);
+    RunnerApi.Pipeline proto = PipelineTranslation.toProto(shadow, components);
     FusedPipeline fused = GreedyPipelineFuser.fuse(proto);
     List<ExecutableStage> pythonStages =
         fused.getFusedStages().stream()
@@ -79,18 +96,59 @@ public final class DirectStage {
         || !stage.getSideInputs().isEmpty()) {
       throw new IllegalArgumentException(
           String.format(
-              "This RunInference needs state, timers or side inputs inside its Python stage, "
-                  + "which %s cannot run through xinfer; run it with --runner=FlinkRunner (batch "
-                  + "or streaming) or --runner=SparkRunner.",
+              "This RunInference needs state, timers or side inputs inside its Python stage "
+                  + "(withMaxBatchWait uses both), which %s cannot run through xinfer; drop that "
+                  + "setting, or run it with --runner=FlinkRunner (batch or streaming) or "
+                  + "--runner=SparkRunner.",
               runnerName));
     }
+    Map<String, String> tagByPCollectionId = new LinkedHashMap<>();
+    List<TupleTag<?>> tags = new ArrayList<>();
+    for (Map.Entry<String, PCollection<?>> e : byName.entrySet()) {
+      String id = pCollectionId(components, e.getValue());
+      tagByPCollectionId.put(id, e.getKey());
+      tags.add(new TupleTag<>(e.getKey()));
+    }
     String stageId = "xinfer-" + name + "-" + Integer.toHexString(proto.hashCode());
-    return input
-        .apply(
-            name,
-            ParDo.of(
-                new PythonStageFn(
-                    stageId, stage, PipelineOptionsTranslation.toProto(shadowOptions))))
-        .setRowSchema(outputSchema);
+    @SuppressWarnings("unchecked")
+    TupleTag<Object> mainTag = (TupleTag<Object>) tags.get(0);
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    PCollectionTuple outputs =
+        (PCollectionTuple)
+            ((PCollection) input)
+                .apply(
+                    name,
+                    ParDo.of(
+                            new PythonStageFn(
+                                stageId,
+                                stage,
+                                PipelineOptionsTranslation.toProto(shadowOptions),
+                                tagByPCollectionId))
+                        .withOutputTags(mainTag, TupleTagList.of(tags.subList(1, tags.size()))));
+    byName.forEach(
+        (outputName, pc) -> setCoder(outputs.get(new TupleTag<>(outputName)), pc.getCoder()));
+    return outputs;
+  }
+
+  /** The output name a Python transform's only output gets. */
+  public static final String SINGLE_OUTPUT = "predictions";
+
+  private static String pCollectionId(SdkComponents components, PCollection<?> pc) {
+    try {
+      return components.registerPCollection(pc);
+    } catch (IOException e) {
+      throw new UncheckedIOException(
+          "Cannot translate " + pc.getName() + " for the Python stage", e);
+    }
+  }
+
+  @SuppressWarnings({"unchecked", "rawtypes"})
+  private static PTransform<PBegin, PCollection<?>> emptyOf(Coder<?> coder) {
+    return (PTransform) Create.empty((Coder) coder);
+  }
+
+  @SuppressWarnings({"unchecked", "rawtypes"})
+  private static void setCoder(PCollection<?> pc, Coder<?> coder) {
+    ((PCollection) pc).setCoder(coder);
   }
 }

@@ -1,9 +1,17 @@
 package dev.xinfer.runtime;
 
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.beam.model.fnexecution.v1.BeamFnApi;
+import org.apache.beam.model.pipeline.v1.MetricsApi;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
+import org.apache.beam.runners.core.metrics.DistributionData;
+import org.apache.beam.runners.core.metrics.MetricUpdates;
+import org.apache.beam.runners.core.metrics.MetricsContainerImpl;
 import org.apache.beam.runners.fnexecution.control.BundleProgressHandler;
 import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.RemoteBundle;
@@ -11,11 +19,14 @@ import org.apache.beam.runners.fnexecution.control.StageBundleFactory;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.fnexecution.state.StateRequestHandler;
 import org.apache.beam.sdk.fn.data.FnDataReceiver;
+import org.apache.beam.sdk.metrics.MetricName;
+import org.apache.beam.sdk.metrics.Metrics;
 import org.apache.beam.sdk.transforms.DoFn;
 import org.apache.beam.sdk.transforms.windowing.BoundedWindow;
 import org.apache.beam.sdk.util.WindowedValue;
 import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
-import org.apache.beam.sdk.values.Row;
+import org.apache.beam.sdk.values.KV;
+import org.apache.beam.sdk.values.TupleTag;
 import org.apache.beam.vendor.grpc.v1p60p1.com.google.protobuf.Struct;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
@@ -25,7 +36,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * the DoFn is a bundle of the SDK worker, over the Fn API. This lets runners that cannot execute
  * external transforms, such as the DirectRunner, run the pipeline.
  */
-final class PythonStageFn extends DoFn<Row, Row> {
+final class PythonStageFn extends DoFn<Object, Object> {
   /** One job bundle factory (and so one SDK worker) per stage, shared by the DoFn's instances. */
   private static final Map<String, JobBundleFactory> FACTORIES = new ConcurrentHashMap<>();
 
@@ -33,15 +44,24 @@ final class PythonStageFn extends DoFn<Row, Row> {
   private final byte[] stagePayload;
   private final byte[] pipelineOptions;
 
+  /** The output tag for each of the stage's output PCollections. */
+  private final Map<String, String> tagByPCollectionId;
+
   private transient @Nullable StageBundleFactory stageBundleFactory;
   private transient @Nullable RemoteBundle bundle;
   private transient @Nullable FnDataReceiver<WindowedValue<?>> input;
-  private transient ConcurrentLinkedQueue<WindowedValue<Row>> outputs;
+  private transient ConcurrentLinkedQueue<KV<String, WindowedValue<?>>> outputs;
+  private transient AtomicReference<BeamFnApi.@Nullable ProcessBundleResponse> response;
 
-  PythonStageFn(String stageId, ExecutableStage stage, Struct pipelineOptions) {
+  PythonStageFn(
+      String stageId,
+      ExecutableStage stage,
+      Struct pipelineOptions,
+      Map<String, String> tagByPCollectionId) {
     this.stageId = stageId;
     this.stagePayload = stage.toPTransform(stageId).getSpec().getPayload().toByteArray();
     this.pipelineOptions = pipelineOptions.toByteArray();
+    this.tagByPCollectionId = new LinkedHashMap<>(tagByPCollectionId);
   }
 
   @Setup
@@ -63,19 +83,38 @@ final class PythonStageFn extends DoFn<Row, Row> {
 
   @StartBundle
   public void startBundle() throws Exception {
-    ConcurrentLinkedQueue<WindowedValue<Row>> received = new ConcurrentLinkedQueue<>();
+    ConcurrentLinkedQueue<KV<String, WindowedValue<?>>> received = new ConcurrentLinkedQueue<>();
+    AtomicReference<BeamFnApi.@Nullable ProcessBundleResponse> completed = new AtomicReference<>();
     outputs = received;
+    response = completed;
     bundle =
         stageBundleFactory.getBundle(
             new org.apache.beam.runners.fnexecution.control.OutputReceiverFactory() {
               @Override
-              @SuppressWarnings("unchecked")
               public <OutputT> FnDataReceiver<OutputT> create(String pCollectionId) {
-                return value -> received.add((WindowedValue<Row>) value);
+                String tag = tagByPCollectionId.get(pCollectionId);
+                if (tag == null) {
+                  throw new IllegalStateException(
+                      "The Python stage wrote to "
+                          + pCollectionId
+                          + ", which xinfer did not "
+                          + "expect (outputs: "
+                          + tagByPCollectionId
+                          + ")");
+                }
+                return value -> received.add(KV.of(tag, (WindowedValue<?>) value));
               }
             },
             StateRequestHandler.unsupported(),
-            BundleProgressHandler.ignored());
+            new BundleProgressHandler() {
+              @Override
+              public void onProgress(BeamFnApi.ProcessBundleProgressResponse progress) {}
+
+              @Override
+              public void onCompleted(BeamFnApi.ProcessBundleResponse done) {
+                completed.set(done);
+              }
+            });
     @SuppressWarnings("unchecked")
     FnDataReceiver<WindowedValue<?>> receiver =
         (FnDataReceiver<WindowedValue<?>>) bundle.getInputReceivers().values().iterator().next();
@@ -84,6 +123,7 @@ final class PythonStageFn extends DoFn<Row, Row> {
 
   @ProcessElement
   public void processElement(ProcessContext context, BoundedWindow window) throws Exception {
+    // Elements are Rows or KVs of String and Row, whatever the stage's input coder says.
     input.accept(WindowedValue.of(context.element(), context.timestamp(), window, context.pane()));
   }
 
@@ -96,10 +136,38 @@ final class PythonStageFn extends DoFn<Row, Row> {
       bundle = null;
       input = null;
     }
-    WindowedValue<Row> output;
+    KV<String, WindowedValue<?>> output;
     while ((output = outputs.poll()) != null) {
-      for (BoundedWindow window : output.getWindows()) {
-        context.output(output.getValue(), output.getTimestamp(), window);
+      TupleTag<Object> tag = new TupleTag<>(output.getKey());
+      WindowedValue<?> value = output.getValue();
+      for (BoundedWindow window : value.getWindows()) {
+        context.output(tag, value.getValue(), value.getTimestamp(), window);
+      }
+    }
+    BeamFnApi.ProcessBundleResponse done = response.get();
+    if (done != null) {
+      reportMetrics(done.getMonitoringInfosList());
+    }
+  }
+
+  /**
+   * Reports the Python stage's user metrics (RunInference's counters and distributions) as this
+   * DoFn's, so {@code PipelineResult.metrics()} shows them as on the portable runners.
+   */
+  private static void reportMetrics(List<MetricsApi.MonitoringInfo> infos) {
+    MetricsContainerImpl bundleMetrics = new MetricsContainerImpl(null);
+    bundleMetrics.update(infos);
+    MetricUpdates updates = bundleMetrics.getUpdates();
+    for (MetricUpdates.MetricUpdate<Long> counter : updates.counterUpdates()) {
+      MetricName name = counter.getKey().metricName();
+      Metrics.counter(name.getNamespace(), name.getName()).inc(counter.getUpdate());
+    }
+    for (MetricUpdates.MetricUpdate<DistributionData> d : updates.distributionUpdates()) {
+      MetricName name = d.getKey().metricName();
+      DistributionData data = d.getUpdate();
+      if (data.count() > 0) {
+        Metrics.distribution(name.getNamespace(), name.getName())
+            .update(data.sum(), data.count(), data.min(), data.max());
       }
     }
   }

@@ -1,5 +1,6 @@
 package dev.xinfer.pipelines;
 
+import dev.xinfer.Model;
 import dev.xinfer.RunInference;
 import java.util.ArrayList;
 import java.util.List;
@@ -103,11 +104,13 @@ public final class DigitsPipeline {
 
   /** The inference step alone, for tests that bring their own rows. */
   public static RunInference predict(Options options) {
-    RunInference inference =
-        RunInference.withModel(options.getModelUri())
-            .withFeatureField("features")
-            .withMaxBatchSize(options.getMaxBatchSize());
-    return options.getModelId() == null ? inference : inference.withModelId(options.getModelId());
+    Model model = Model.of(options.getModelUri());
+    if (options.getModelId() != null) {
+      model = model.withId(options.getModelId());
+    }
+    return RunInference.withModel(model)
+        .withFeatureField("features")
+        .withMaxBatchSize(options.getMaxBatchSize());
   }
 
   /** CSV lines to example Rows; the header line is skipped. */

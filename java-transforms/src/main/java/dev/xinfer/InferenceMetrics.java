@@ -1,0 +1,173 @@
+package dev.xinfer;
+
+import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.metrics.DistributionResult;
+import org.apache.beam.sdk.metrics.MetricNameFilter;
+import org.apache.beam.sdk.metrics.MetricQueryResults;
+import org.apache.beam.sdk.metrics.MetricResult;
+import org.apache.beam.sdk.metrics.MetricsFilter;
+
+/**
+ * What {@link RunInference} reported about a run, read from {@link PipelineResult#metrics()}: the
+ * Python RunInference metrics (namespace {@value #NAMESPACE}) summed over workers and steps.
+ *
+ * <pre>{@code
+ * PipelineResult result = p.run();
+ * result.waitUntilFinish();
+ * InferenceMetrics metrics = InferenceMetrics.of(result);
+ * System.out.println(metrics);  // inferences=1797 predictions=1797 failures=0 batches=15 ...
+ * }</pre>
+ *
+ * <p>Counts reconcile: every record that reached RunInference is in {@link #predictions()} or
+ * {@link #failures()}. Values are the runner's attempted metrics: on a retried bundle they count
+ * the retry too.
+ */
+public final class InferenceMetrics {
+  /** The metrics namespace of xinfer's Python side. */
+  public static final String NAMESPACE = "xinfer";
+
+  private static final String FAILED_PREFIX = "failed_";
+
+  private final Map<String, Long> counters;
+  private final Map<String, DistributionResult> distributions;
+
+  private InferenceMetrics(
+      Map<String, Long> counters, Map<String, DistributionResult> distributions) {
+    this.counters = counters;
+    this.distributions = distributions;
+  }
+
+  /** The metrics of a run (finished, or so far for a running job where the runner reports them). */
+  public static InferenceMetrics of(PipelineResult result) {
+    MetricQueryResults results =
+        result
+            .metrics()
+            .queryMetrics(
+                MetricsFilter.builder()
+                    .addNameFilter(MetricNameFilter.inNamespace(NAMESPACE))
+                    .build());
+    Map<String, Long> counters = new TreeMap<>();
+    for (MetricResult<Long> counter : results.getCounters()) {
+      counters.merge(counter.getName().getName(), counter.getAttempted(), Long::sum);
+    }
+    Map<String, DistributionResult> distributions = new TreeMap<>();
+    for (MetricResult<DistributionResult> d : results.getDistributions()) {
+      distributions.merge(d.getName().getName(), d.getAttempted(), InferenceMetrics::merge);
+    }
+    return new InferenceMetrics(counters, distributions);
+  }
+
+  /** Records given to a model (Beam's {@code num_inferences}). */
+  public long inferences() {
+    return counter("num_inferences");
+  }
+
+  /** Records that got a prediction. */
+  public long predictions() {
+    return counter("predictions");
+  }
+
+  /** Records that got none (in the dead-letter output, or failing the run without one). */
+  public long failures() {
+    return counter("failures");
+  }
+
+  /**
+   * Failed records by stage: {@code conversion}, {@code inference}, ... (stages with none left
+   * out).
+   */
+  public Map<String, Long> failuresByStage() {
+    Map<String, Long> byStage = new TreeMap<>();
+    counters.forEach(
+        (name, value) -> {
+          if (name.startsWith(FAILED_PREFIX)
+              && !name.equals("failed_batches_counter")
+              && value > 0) {
+            byStage.put(name.substring(FAILED_PREFIX.length()), value);
+          }
+        });
+    return byStage;
+  }
+
+  /** Batches handed to models. */
+  public long batches() {
+    return distribution("inference_request_batch_size").getCount();
+  }
+
+  /** The mean batch size, or 0 with no batches. */
+  public double meanBatchSize() {
+    return distribution("inference_request_batch_size").getMean();
+  }
+
+  /** The mean time a model took per batch, in milliseconds. */
+  public double meanBatchLatencyMillis() {
+    return distribution("inference_batch_latency_micro_secs").getMean() / 1000.0;
+  }
+
+  /** The longest model load, in milliseconds (0 if none was reported). */
+  public long maxModelLoadMillis() {
+    return Math.max(
+        distribution("load_model_latency_milli_secs").getMax(),
+        distribution("keyed_load_model_latency_milli_secs").getMax());
+  }
+
+  /** New model versions loaded by model refresh. */
+  public long modelRefreshes() {
+    return counter("model_refreshes");
+  }
+
+  /** A counter by its name in the {@value #NAMESPACE} namespace (0 when not reported). */
+  public long counter(String name) {
+    return counters.getOrDefault(name, 0L);
+  }
+
+  /** A distribution by its name in the {@value #NAMESPACE} namespace (empty when not reported). */
+  public DistributionResult distribution(String name) {
+    DistributionResult d = distributions.get(name);
+    return d == null || d.getCount() == 0 ? DistributionResult.IDENTITY_ELEMENT : d;
+  }
+
+  private static DistributionResult merge(DistributionResult a, DistributionResult b) {
+    if (a.getCount() == 0) {
+      return b;
+    }
+    if (b.getCount() == 0) {
+      return a;
+    }
+    return DistributionResult.create(
+        a.getSum() + b.getSum(),
+        a.getCount() + b.getCount(),
+        Math.min(a.getMin(), b.getMin()),
+        Math.max(a.getMax(), b.getMax()));
+  }
+
+  /** One line: {@code inferences= predictions= failures= batches= mean_batch= ...}. */
+  @Override
+  public String toString() {
+    StringBuilder line =
+        new StringBuilder()
+            .append("inferences=")
+            .append(inferences())
+            .append(" predictions=")
+            .append(predictions())
+            .append(" failures=")
+            .append(failures());
+    Map<String, Long> byStage = failuresByStage();
+    if (!byStage.isEmpty()) {
+      line.append(" failures_by_stage=").append(byStage);
+    }
+    line.append(" batches=")
+        .append(batches())
+        .append(String.format(Locale.ROOT, " mean_batch=%.1f", meanBatchSize()))
+        .append(String.format(Locale.ROOT, " batch_latency_ms=%.2f", meanBatchLatencyMillis()))
+        .append(" model_load_ms=")
+        .append(maxModelLoadMillis());
+    if (modelRefreshes() > 0) {
+      line.append(" model_refreshes=").append(modelRefreshes());
+    }
+    return line.toString();
+  }
+}

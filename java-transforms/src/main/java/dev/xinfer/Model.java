@@ -1,0 +1,163 @@
+package dev.xinfer;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.google.auto.value.AutoValue;
+import java.io.Serializable;
+import java.net.URI;
+import java.nio.file.Paths;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Map;
+import org.checkerframework.checker.nullness.qual.Nullable;
+
+/**
+ * A model for {@link RunInference}: where it is, and what Python needs to load it.
+ *
+ * <pre>{@code
+ * Model.of("/models/digits-mlp");                       // TensorFlow SavedModel directory
+ * Model.of("/models/digits-mlp.keras");                 // Keras file
+ * Model.of("/models/digits-torch.pt");                  // TorchScript
+ * Model.of("/models/digits-torch-state.pt")             // PyTorch state dict
+ *     .withModelClass("xinfer.examples.nets:DigitsNet", Map.of("hidden", 32));
+ * Model.of("/models/digits-sklearn.joblib");            // scikit-learn (joblib or pickle)
+ * Model.of("/models/digits-sklearn.onnx");              // ONNX, run by onnxruntime
+ * Model.of("/models/churn/latest").withFramework(Model.Framework.ONNX).withId("churn");
+ * }</pre>
+ *
+ * <p>The framework follows from the name ({@code .keras}, {@code .pt}/{@code .pth}/{@code .ts},
+ * {@code .joblib}/{@code .pkl}, {@code .onnx}, or a directory holding {@code saved_model.pb}); name
+ * it with {@link #withFramework} otherwise. The path is read by the Python workers, so it must be
+ * visible to them (on a cluster: a shared or replicated path).
+ */
+@AutoValue
+public abstract class Model implements Serializable {
+  private static final long serialVersionUID = 1L;
+  private static final ObjectMapper JSON = new ObjectMapper();
+
+  /** The model frameworks xinfer's Python workers run. */
+  public enum Framework {
+    TENSORFLOW,
+    PYTORCH,
+    SKLEARN,
+    ONNX;
+
+    String pythonName() {
+      return name().toLowerCase(Locale.ROOT);
+    }
+  }
+
+  abstract String getUri();
+
+  abstract @Nullable Framework getFramework();
+
+  abstract @Nullable String getId();
+
+  abstract @Nullable String getModelClass();
+
+  abstract @Nullable String getModelParamsJson();
+
+  abstract Builder toBuilder();
+
+  @AutoValue.Builder
+  abstract static class Builder {
+    abstract Builder setUri(String value);
+
+    abstract Builder setFramework(@Nullable Framework value);
+
+    abstract Builder setId(@Nullable String value);
+
+    abstract Builder setModelClass(@Nullable String value);
+
+    abstract Builder setModelParamsJson(@Nullable String value);
+
+    abstract Model build();
+  }
+
+  /**
+   * The model at {@code uri}: a file or directory path (relative paths are resolved against the
+   * working directory), or, with {@link RunInference#withModelRefresh}, a glob pattern of versions.
+   */
+  public static Model of(String uri) {
+    checkArgument(
+        uri != null && !uri.trim().isEmpty(),
+        "Model.of(uri) needs the path of a model file or directory");
+    return new AutoValue_Model.Builder().setUri(absolute(uri)).build();
+  }
+
+  /** The framework, when the model's name does not tell it. */
+  public Model withFramework(Framework framework) {
+    checkArgument(framework != null, "withFramework(framework) needs a framework");
+    return toBuilder().setFramework(framework).build();
+  }
+
+  /** The id each prediction carries in {@code model_id}. Default: the model's file name. */
+  public Model withId(String id) {
+    checkArgument(id != null && !id.isEmpty(), "withId(id) needs a non-empty id");
+    return toBuilder().setId(id).build();
+  }
+
+  /**
+   * For a PyTorch state dict: the {@code nn.Module} class to load it into, as {@code
+   * package.module:ClassName} importable in the Python worker venv, and its constructor's keyword
+   * arguments (numbers, strings, booleans, lists; may be empty).
+   */
+  public Model withModelClass(String pythonClass, Map<String, ?> constructorArgs) {
+    checkArgument(
+        pythonClass != null && pythonClass.indexOf(':') > 0,
+        "withModelClass(pythonClass, args) needs 'package.module:ClassName'; got %s",
+        pythonClass);
+    checkArgument(constructorArgs != null, "withModelClass(pythonClass, args): args is null");
+    return toBuilder()
+        .setFramework(Framework.PYTORCH)
+        .setModelClass(pythonClass)
+        .setModelParamsJson(
+            constructorArgs.isEmpty() ? null : json(constructorArgs, "withModelClass"))
+        .build();
+  }
+
+  /** What the Python side takes for this model (see {@code xinfer.transforms.RowInference}). */
+  Map<String, Object> pythonArgs() {
+    Map<String, Object> args = new LinkedHashMap<>();
+    args.put("model_uri", getUri());
+    if (getFramework() != null) {
+      args.put("framework", getFramework().pythonName());
+    }
+    if (getId() != null) {
+      args.put("model_id", getId());
+    }
+    if (getModelClass() != null) {
+      args.put("model_class", getModelClass());
+    }
+    if (getModelParamsJson() != null) {
+      args.put("model_params", getModelParamsJson());
+    }
+    return args;
+  }
+
+  static String json(Object value, String method) {
+    try {
+      return JSON.writeValueAsString(value);
+    } catch (JsonProcessingException e) {
+      throw new IllegalArgumentException(
+          method + "(...) takes numbers, strings, booleans, lists and maps of them: " + e, e);
+    }
+  }
+
+  private static String absolute(String uri) {
+    String trimmed = uri.trim();
+    if (trimmed.startsWith("file:")) {
+      return Paths.get(URI.create(trimmed)).toString();
+    }
+    if (trimmed.contains("://")) {
+      return trimmed;
+    }
+    return Paths.get(trimmed).toAbsolutePath().normalize().toString();
+  }
+
+  static void checkArgument(boolean ok, String message, Object... args) {
+    if (!ok) {
+      throw new IllegalArgumentException(String.format(message, args));
+    }
+  }
+}
