@@ -186,7 +186,7 @@ def to_model_input(values,
     if bad.size:
       first = int(bad[0])
       raise RecordError(
-          f'{where}[{first}] is {array.reshape(-1)[first]!r} ({bad.size} '
+          f'{where}[{first}] is {float(array.reshape(-1)[first])} ({bad.size} '
           'non-finite value(s)); the NaN policy is reject. Clean the record, or '
           "let the model see it with nan_policy='allow' (withNanPolicy(ALLOW) "
           'in Java).')

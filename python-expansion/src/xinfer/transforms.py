@@ -175,7 +175,8 @@ class RowInference(beam.PTransform):
     output_type = convert.output_type(fields)
     failure_type = convert.failure_type(input_type)
     if self._keyed:
-      output_type = typing.Tuple[str, output_type]
+      # Beam's Tuple (not typing's): its coder is a KV coder Java knows.
+      output_type = beam.typehints.Tuple[str, output_type]
 
     checked = (
         pcoll
