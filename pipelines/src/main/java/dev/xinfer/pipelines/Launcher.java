@@ -1,5 +1,6 @@
 package dev.xinfer.pipelines;
 
+import dev.xinfer.InferenceMetrics;
 import dev.xinfer.runtime.RunnerBootstrap;
 import dev.xinfer.runtime.XinferOptions;
 import java.io.IOException;
@@ -119,6 +120,9 @@ public final class Launcher {
     public final String mode;
     public final String model;
 
+    /** What RunInference reported ({@link InferenceMetrics}), when the runner gave metrics. */
+    public final @Nullable String inference;
+
     Summary(
         long records,
         long predictions,
@@ -126,7 +130,9 @@ public final class Launcher {
         double seconds,
         String runner,
         String mode,
-        String model) {
+        String model,
+        @Nullable String inference) {
+      this.inference = inference;
       this.records = records;
       this.predictions = predictions;
       this.correct = correct;
@@ -134,6 +140,10 @@ public final class Launcher {
       this.runner = runner;
       this.mode = mode;
       this.model = model;
+    }
+
+    Summary withInference(@Nullable String metrics) {
+      return new Summary(records, predictions, correct, seconds, runner, mode, model, metrics);
     }
 
     public long failed() {
@@ -147,15 +157,16 @@ public final class Launcher {
     @Override
     public String toString() {
       return String.format(
-          Locale.ROOT,
-          "records=%d failed=%d accuracy=%.3f throughput=%.0f/s runner=%s mode=%s model=%s",
-          records,
-          failed(),
-          accuracy(),
-          seconds > 0 ? records / seconds : 0.0,
-          runner,
-          mode,
-          model);
+              Locale.ROOT,
+              "records=%d failed=%d accuracy=%.3f throughput=%.0f/s runner=%s mode=%s model=%s",
+              records,
+              failed(),
+              accuracy(),
+              seconds > 0 ? records / seconds : 0.0,
+              runner,
+              mode,
+              model)
+          + (inference == null ? "" : " | " + inference);
     }
   }
 
@@ -208,12 +219,13 @@ public final class Launcher {
     }
     double seconds = (System.nanoTime() - start) / 1e9;
     return summarize(
-        Paths.get(options.getInput()),
-        options.getOutput(),
-        seconds,
-        runner,
-        "batch",
-        model(options));
+            Paths.get(options.getInput()),
+            options.getOutput(),
+            seconds,
+            runner,
+            "batch",
+            model(options))
+        .withInference(inferenceMetrics(result));
   }
 
   /**
@@ -239,6 +251,7 @@ public final class Launcher {
     long start;
     long firstArrival = 0;
     long lastArrival;
+    @Nullable String inference;
     try (KafkaDriver kafka = new KafkaDriver(options.getBootstrapServers())) {
       kafka.createTopics(1, options.getInputTopic(), options.getOutputTopic());
       kafka.subscribe(options.getOutputTopic());
@@ -279,23 +292,36 @@ public final class Launcher {
       } finally {
         stop(result);
       }
+      inference = inferenceMetrics(result);
     }
     writePredictions(options.getOutput(), predictions.values());
     Summary summary =
         summarize(
-            examples.size(),
-            options.getOutput(),
-            // Throughput while predictions flowed: the job's start-up is not part of it.
-            firstArrival == 0 ? 0 : (lastArrival - firstArrival) / 1e9,
-            runner,
-            "streaming",
-            model(options));
+                examples.size(),
+                options.getOutput(),
+                // Throughput while predictions flowed: the job's start-up is not part of it.
+                firstArrival == 0 ? 0 : (lastArrival - firstArrival) / 1e9,
+                runner,
+                "streaming",
+                model(options))
+            .withInference(inference);
     if (summary.failed() > 0) {
       progress(
           "%d of %d predictions did not arrive within %d s",
           summary.failed(), summary.records, options.getResultTimeoutSeconds());
     }
     return summary;
+  }
+
+  /** The run's RunInference metrics as one line, or null when the runner reports none. */
+  private static @Nullable String inferenceMetrics(PipelineResult result) {
+    try {
+      InferenceMetrics metrics = InferenceMetrics.of(result);
+      return metrics.inferences() == 0 && metrics.failures() == 0 ? null : metrics.toString();
+    } catch (RuntimeException e) {
+      // Some runners give no metrics for a cancelled job.
+      return null;
+    }
   }
 
   /** Cancels a job that is still running; a failure to do so is reported, never thrown over. */
@@ -381,7 +407,7 @@ public final class Launcher {
         throw new UncheckedIOException(e);
       }
     }
-    return new Summary(records, predictions, correct, seconds, runner, mode, model);
+    return new Summary(records, predictions, correct, seconds, runner, mode, model, null);
   }
 
   /** The files TextIO wrote for {@code outputPrefix} ({@code PREFIX-SSSSS-of-NNNNN.csv}). */
