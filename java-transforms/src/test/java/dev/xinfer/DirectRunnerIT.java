@@ -12,11 +12,18 @@ import java.util.Collection;
 import java.util.Collections;
 import java.util.List;
 import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.coders.KvCoder;
+import org.apache.beam.sdk.coders.RowCoder;
+import org.apache.beam.sdk.coders.StringUtf8Coder;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.testing.PAssert;
 import org.apache.beam.sdk.testing.TestPipeline;
 import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.transforms.Keys;
+import org.apache.beam.sdk.transforms.Values;
+import org.apache.beam.sdk.transforms.WithFailures;
+import org.apache.beam.sdk.values.KV;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
@@ -76,5 +83,47 @@ public class DirectRunnerIT {
     assertThat(
         e.getMessage(),
         containsString("record {id=4242, label=1}: field 'features' has 10 values"));
+  }
+
+  /** The dead-letter and keyed forms: several outputs and KV elements from the Python stage. */
+  @Test
+  public void keyedInferenceWithADeadLetterOutput() {
+    List<KV<String, Row>> keyed = new ArrayList<>();
+    for (Row row : Digits.exampleRows(20)) {
+      keyed.add(KV.of(row.getInt64("id") % 2 == 0 ? "even" : "odd", row));
+    }
+    keyed.add(
+        KV.of(
+            "odd",
+            Row.withSchema(Digits.EXAMPLE_SCHEMA)
+                .addValues(4343L, 1L, Collections.nCopies(10, 0.5f))
+                .build()));
+    WithFailures.Result<PCollection<KV<String, Row>>, Row> result =
+        p.apply(
+                Create.of(keyed)
+                    .withCoder(
+                        KvCoder.of(StringUtf8Coder.of(), RowCoder.of(Digits.EXAMPLE_SCHEMA))))
+            .apply(RunInference.withModel(Digits.model().toString()).keyed().withFailures());
+    PAssert.that(result.output().apply(Values.create())).satisfies(Digits.matchesReference(20));
+    PAssert.that(result.output().apply(Keys.create()))
+        .satisfies(
+            keys -> {
+              int even = 0;
+              for (String key : keys) {
+                even += key.equals("even") ? 1 : 0;
+              }
+              assertEquals(10, even);
+              return null;
+            });
+    PAssert.that(result.failures())
+        .satisfies(
+            failures -> {
+              Row failure = failures.iterator().next();
+              assertEquals("odd", failure.getString("key"));
+              assertEquals(4343L, (long) failure.getRow("input").getInt64("id"));
+              assertEquals("conversion", failure.getString("stage"));
+              return null;
+            });
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
   }
 }

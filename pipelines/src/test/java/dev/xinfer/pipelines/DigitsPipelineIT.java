@@ -39,8 +39,7 @@ public class DigitsPipelineIT {
               output, runner[0], List.of(runner).subList(1, runner.length).toArray(new String[0]));
       assertThat(summary.toString(), containsString("records=1797 failed=0 accuracy="));
       // RunInference's Python metrics, read from the Java PipelineResult.
-      assertThat(
-          summary.toString(), containsString("inferences=1797 predictions=1797 failures=0"));
+      assertThat(summary.toString(), containsString("inferences=1797 predictions=1797 failures=0"));
     }
   }
 
