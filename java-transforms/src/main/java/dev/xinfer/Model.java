@@ -120,19 +120,18 @@ public abstract class Model implements Serializable {
   Map<String, Object> pythonArgs() {
     Map<String, Object> args = new LinkedHashMap<>();
     args.put("model_uri", getUri());
-    if (getFramework() != null) {
-      args.put("framework", getFramework().pythonName());
-    }
-    if (getId() != null) {
-      args.put("model_id", getId());
-    }
-    if (getModelClass() != null) {
-      args.put("model_class", getModelClass());
-    }
-    if (getModelParamsJson() != null) {
-      args.put("model_params", getModelParamsJson());
-    }
+    putIfSet(args, "framework", getFramework() == null ? null : getFramework().pythonName());
+    putIfSet(args, "model_id", getId());
+    putIfSet(args, "model_class", getModelClass());
+    putIfSet(args, "model_params", getModelParamsJson());
     return args;
+  }
+
+  /** Puts {@code value} under {@code key} unless it is null (Python then uses its default). */
+  static void putIfSet(Map<String, Object> args, String key, @Nullable Object value) {
+    if (value != null) {
+      args.put(key, value);
+    }
   }
 
   static String json(Object value, String method) {

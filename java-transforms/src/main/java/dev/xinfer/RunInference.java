@@ -1,6 +1,7 @@
 package dev.xinfer;
 
 import static dev.xinfer.Model.checkArgument;
+import static dev.xinfer.Model.putIfSet;
 import static org.apache.beam.sdk.util.Preconditions.checkStateNotNull;
 
 import com.google.auto.value.AutoValue;
@@ -604,25 +605,19 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     kwargs.put("dead_letter", deadLetter);
     kwargs.put("min_batch_size", getMinBatchSize());
     kwargs.put("max_batch_size", getMaxBatchSize());
-    if (getMaxBatchWait() != null) {
-      kwargs.put("max_batch_wait_secs", seconds(getMaxBatchWait()));
-    }
-    if (getMaxModelsInMemory() != null) {
-      kwargs.put("max_models_in_memory", getMaxModelsInMemory());
-    }
-    if (getInferenceArgsJson() != null) {
-      kwargs.put("inference_args", getInferenceArgsJson());
-    }
-    if (getPreprocess() != null) {
-      kwargs.put("preprocess", getPreprocess());
-    }
-    if (getPostprocess() != null) {
-      kwargs.put("postprocess", getPostprocess());
-    }
+    putIfSet(
+        kwargs,
+        "max_batch_wait_secs",
+        getMaxBatchWait() == null ? null : seconds(getMaxBatchWait()));
+    putIfSet(kwargs, "max_models_in_memory", getMaxModelsInMemory());
+    putIfSet(kwargs, "inference_args", getInferenceArgsJson());
+    putIfSet(kwargs, "preprocess", getPreprocess());
+    putIfSet(kwargs, "postprocess", getPostprocess());
     kwargs.put("nan_policy", getNanPolicy().name().toLowerCase(java.util.Locale.ROOT));
-    if (getRefreshInterval() != null) {
-      kwargs.put("refresh_interval_secs", seconds(getRefreshInterval()));
-    }
+    putIfSet(
+        kwargs,
+        "refresh_interval_secs",
+        getRefreshInterval() == null ? null : seconds(getRefreshInterval()));
     return kwargs;
   }
 

@@ -5,6 +5,7 @@ import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.Failures;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -185,17 +186,7 @@ public class DeadLetterIT {
                 "TorchInference",
                 RunInference.withModel(Digits.model("digits-torch.pt")).withFailures());
     PAssert.that(torch.failures())
-        .satisfies(
-            failures -> {
-              Row failure = failures.iterator().next();
-              assertEquals(9101L, (long) failure.getRow("input").getInt64("id"));
-              assertEquals("inference", failure.getString("stage"));
-              assertEquals("RuntimeError", failure.getString("error_type"));
-              assertTrue(
-                  failure.getString("error_message"),
-                  failure.getString("error_message").contains("1x63 and 64x32"));
-              return null;
-            });
+        .satisfies(Failures.exactlyOne(9101L, null, "inference", "RuntimeError", "1x63 and 64x32"));
     PAssert.thatSingleton(torch.output().apply("CountTorch", Count.globally())).isEqualTo(50L);
 
     Schema text = Schema.builder().addInt64Field("id").addStringField("pixels").build();
@@ -214,17 +205,7 @@ public class DeadLetterIT {
                     .withPreprocess("xinfer.examples.hooks:parse_pixels")
                     .withFailures());
     PAssert.that(parsed.failures())
-        .satisfies(
-            failures -> {
-              Row failure = failures.iterator().next();
-              assertEquals(2L, (long) failure.getRow("input").getInt64("id"));
-              assertEquals("preprocessing", failure.getString("stage"));
-              assertEquals("ValueError", failure.getString("error_type"));
-              assertTrue(
-                  failure.getString("error_message"),
-                  failure.getString("error_message").contains("three"));
-              return null;
-            });
+        .satisfies(Failures.exactlyOne(2L, null, "preprocessing", "ValueError", "three"));
     PAssert.thatSingleton(parsed.output().apply("CountParsed", Count.globally())).isEqualTo(1L);
     p.run().waitUntilFinish();
   }
@@ -274,15 +255,7 @@ public class DeadLetterIT {
             });
     PAssert.that(result.failures())
         .satisfies(
-            failures -> {
-              Row failure = failures.iterator().next();
-              assertEquals("nobody", failure.getString("key"));
-              assertEquals("routing", failure.getString("stage"));
-              assertTrue(
-                  failure.getString("error_message"),
-                  failure.getString("error_message").contains("key 'nobody' has no model"));
-              return null;
-            });
+            Failures.exactlyOne(0L, "nobody", "routing", "KeyError", "key 'nobody' has no model"));
     p.run().waitUntilFinish();
   }
 }
