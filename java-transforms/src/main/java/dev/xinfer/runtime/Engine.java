@@ -5,7 +5,9 @@ import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * A portable runner xinfer can run a pipeline on in this JVM: Beam's runner behind the engine's job
@@ -45,6 +47,12 @@ interface Engine {
 
   /** Stops the job started by {@link #run}; returns whether a running job was asked to stop. */
   boolean cancel();
+
+  /**
+   * The metrics of the job started by {@link #run} while it runs (a streaming job), or null when
+   * the engine cannot tell them yet.
+   */
+  @Nullable MetricResults liveMetrics();
 
   /** The engine for the runner the user asked for. */
   static Engine forRunner(String runnerName, PipelineOptions options) {

@@ -3,16 +3,20 @@ package dev.xinfer.runtime;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
+import org.apache.beam.runners.core.metrics.MetricsContainerStepMap;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.runners.spark.SparkPipelineOptions;
 import org.apache.beam.runners.spark.SparkPipelineRunner;
+import org.apache.beam.runners.spark.metrics.MetricsAccumulator;
 import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
 import org.apache.spark.streaming.StreamingContext;
+import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * Spark through Beam's {@link SparkPipelineRunner}: {@code --sparkMaster=local[N]} (the default is
@@ -157,6 +161,17 @@ final class SparkEngine implements Engine {
     }
     active.get().stop(true, false);
     return true;
+  }
+
+  @Override
+  public @Nullable MetricResults liveMetrics() {
+    try {
+      // The driver's accumulator, which the executors' stage functions add to.
+      return MetricsContainerStepMap.asAttemptedOnlyMetricResults(
+          MetricsAccumulator.getInstance().value());
+    } catch (IllegalStateException e) {
+      return null; // not started yet
+    }
   }
 
   @Override

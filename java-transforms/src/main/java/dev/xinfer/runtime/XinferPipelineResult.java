@@ -7,6 +7,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.function.BooleanSupplier;
+import java.util.function.Supplier;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
@@ -19,13 +20,19 @@ public final class XinferPipelineResult implements PipelineResult {
   private final String runnerName;
   private final CompletableFuture<PortablePipelineResult> job;
   private final BooleanSupplier stopJob;
+  private final Supplier<@Nullable MetricResults> liveMetrics;
   private volatile boolean cancelled;
+  private volatile @Nullable MetricResults metricsAtCancel;
 
   XinferPipelineResult(
-      String runnerName, CompletableFuture<PortablePipelineResult> job, BooleanSupplier stopJob) {
+      String runnerName,
+      CompletableFuture<PortablePipelineResult> job,
+      BooleanSupplier stopJob,
+      Supplier<@Nullable MetricResults> liveMetrics) {
     this.runnerName = runnerName;
     this.job = job;
     this.stopJob = stopJob;
+    this.liveMetrics = liveMetrics;
   }
 
   @Override
@@ -49,6 +56,8 @@ public final class XinferPipelineResult implements PipelineResult {
       return getState();
     }
     cancelled = true;
+    // A cancelled job reports no metrics of its own on some engines: keep the last ones seen.
+    metricsAtCancel = liveMetrics.get();
     if (!stopJob.getAsBoolean()) {
       throw new UnsupportedOperationException(
           runnerName + " could not cancel this job: it was not running yet, or it is a batch job");
@@ -61,6 +70,11 @@ public final class XinferPipelineResult implements PipelineResult {
       throw new IllegalStateException(runnerName + " did not stop the job within 60 s", e);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
+    }
+    // Now with the work the job finished while it stopped, where the engine still tells it.
+    MetricResults last = liveMetrics.get();
+    if (last != null) {
+      metricsAtCancel = last;
     }
     return State.CANCELLED;
   }
@@ -96,9 +110,28 @@ public final class XinferPipelineResult implements PipelineResult {
     return getState();
   }
 
+  /**
+   * The job's metrics: final once it has ended; while a (streaming) job runs, what the engine
+   * reports so far; for a cancelled job, the last ones seen before it was stopped when the engine
+   * gives none with the cancelled job.
+   */
   @Override
   public MetricResults metrics() {
-    return job.join().metrics();
+    if (!job.isDone()) {
+      MetricResults live = liveMetrics.get();
+      if (live != null) {
+        return live;
+      }
+    }
+    try {
+      return job.join().metrics();
+    } catch (CompletionException | CancellationException | UnsupportedOperationException e) {
+      MetricResults last = metricsAtCancel;
+      if (cancelled && last != null) {
+        return last;
+      }
+      throw e;
+    }
   }
 
   /** The pipeline's failure, with the root cause's message (often a Python traceback) first. */

@@ -98,7 +98,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
           executor.shutdown();
           engine.release(jobInfo);
         });
-    return new XinferPipelineResult(engine.runnerName(), job, engine::cancel);
+    return new XinferPipelineResult(engine.runnerName(), job, engine::cancel, engine::liveMetrics);
   }
 
   @Override

@@ -319,7 +319,7 @@ public final class Launcher {
       InferenceMetrics metrics = InferenceMetrics.of(result);
       return metrics.inferences() == 0 && metrics.failures() == 0 ? null : metrics.toString();
     } catch (RuntimeException e) {
-      // Some runners give no metrics for a cancelled job.
+      progress("no RunInference metrics from the runner (%s)", e);
       return null;
     }
   }

@@ -32,6 +32,13 @@ public class DigitsStreamingIT {
               600,
               flags.toArray(new String[0]));
       assertTrue(runner[0] + ": accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
+      if (runner[0].equals("SparkRunner")) {
+        // Spark tells a streaming job's metrics while it runs and when it is cancelled; Flink
+        // does not (see FlinkEngine.liveMetrics).
+        assertTrue(
+            summary.toString(),
+            summary.toString().contains("predictions=" + summary.records + " failures=0"));
+      }
     }
   }
 }
