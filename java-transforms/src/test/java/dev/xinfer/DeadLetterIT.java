@@ -6,6 +6,7 @@ import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.Failures;
+import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -26,7 +27,9 @@ import org.apache.beam.sdk.transforms.WithFailures;
 import org.apache.beam.sdk.values.KV;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
+import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -36,6 +39,8 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class DeadLetterIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+
   private static final int GOOD = 200;
   private static final Schema NULLABLE =
       Schema.builder()

@@ -8,6 +8,7 @@ import static org.junit.Assert.assertThrows;
 import dev.xinfer.runtime.XinferOptions;
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.Failures;
+import dev.xinfer.testing.Stalls;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Collections;
@@ -29,6 +30,7 @@ import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.Parameterized;
 import org.junit.runners.Parameterized.Parameters;
@@ -41,6 +43,8 @@ import org.junit.runners.Parameterized.Parameters;
  */
 @RunWith(Parameterized.class)
 public class DirectRunnerIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+
   @Parameters(name = "{0}")
   public static Collection<Object[]> runners() {
     return List.of(new Object[] {"DirectRunner"}, new Object[] {"FlinkRunner"});

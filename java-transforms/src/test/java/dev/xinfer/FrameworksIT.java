@@ -1,6 +1,7 @@
 package dev.xinfer;
 
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.List;
@@ -12,7 +13,9 @@ import org.apache.beam.sdk.testing.PAssert;
 import org.apache.beam.sdk.transforms.Create;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
+import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -23,6 +26,8 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class FrameworksIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+
   private static final int N = 300;
 
   private static void runAndCheck(

@@ -8,6 +8,7 @@ import static org.junit.Assert.assertThrows;
 import dev.xinfer.runtime.PythonServices;
 import dev.xinfer.runtime.XinferOptions;
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -22,7 +23,9 @@ import org.apache.beam.sdk.testing.PAssert;
 import org.apache.beam.sdk.transforms.Create;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
+import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -33,6 +36,8 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class RunInferenceIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+
   private static final Schema EXAMPLE = Digits.EXAMPLE_SCHEMA;
   private static final Schema NULLABLE_EXAMPLE =
       Schema.builder()

@@ -5,6 +5,7 @@ import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.ListeningSockets;
+import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -22,7 +23,9 @@ import org.apache.beam.sdk.testing.PAssert;
 import org.apache.beam.sdk.transforms.Create;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
+import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.Parameterized;
 import org.junit.runners.Parameterized.Parameters;
@@ -33,6 +36,8 @@ import org.junit.runners.Parameterized.Parameters;
  */
 @RunWith(Parameterized.class)
 public class RunnerMatrixIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+
   @Parameters(name = "{0}")
   public static Collection<Object[]> runners() {
     List<Object[]> params = new ArrayList<>();

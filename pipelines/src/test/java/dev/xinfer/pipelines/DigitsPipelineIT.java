@@ -6,6 +6,7 @@ import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertThrows;
 
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -15,6 +16,7 @@ import java.util.List;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -24,6 +26,8 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class DigitsPipelineIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(6);
+
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 
   private String[] args(Path input, Path output, String... more) {

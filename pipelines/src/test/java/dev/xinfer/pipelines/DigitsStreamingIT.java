@@ -2,12 +2,14 @@ package dev.xinfer.pipelines;
 
 import static org.junit.Assert.assertTrue;
 
+import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -18,6 +20,8 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class DigitsStreamingIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(6);
+
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 
   @Test

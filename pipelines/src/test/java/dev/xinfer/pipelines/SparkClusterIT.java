@@ -3,9 +3,11 @@ package dev.xinfer.pipelines;
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 
+import dev.xinfer.testing.Stalls;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
+import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -17,6 +19,8 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class SparkClusterIT {
+  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(6);
+
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 
   private static String master() {
