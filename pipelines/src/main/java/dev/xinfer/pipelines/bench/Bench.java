@@ -1,0 +1,268 @@
+package dev.xinfer.pipelines.bench;
+
+import ai.onnxruntime.OnnxTensor;
+import ai.onnxruntime.OrtEnvironment;
+import ai.onnxruntime.OrtException;
+import ai.onnxruntime.OrtSession;
+import dev.xinfer.RunInference;
+import dev.xinfer.runtime.XinferOptions;
+import java.nio.FloatBuffer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.io.GenerateSequence;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.schemas.Schema;
+import org.apache.beam.sdk.schemas.Schema.FieldType;
+import org.apache.beam.sdk.transforms.Count;
+import org.apache.beam.sdk.transforms.DoFn;
+import org.apache.beam.sdk.transforms.MapElements;
+import org.apache.beam.sdk.transforms.PTransform;
+import org.apache.beam.sdk.transforms.ParDo;
+import org.apache.beam.sdk.values.PCollection;
+import org.apache.beam.sdk.values.Row;
+import org.apache.beam.sdk.values.TypeDescriptors;
+import org.checkerframework.checker.nullness.qual.Nullable;
+import org.joda.time.Duration;
+
+/**
+ * Benchmark (not a test): one approach, one model, one batch size; prints one CSV line.
+ *
+ * <pre>
+ * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
+ *   APPROACH: xinfer-flink | xinfer-spark | xinfer-direct | onnxruntime-java
+ * </pre>
+ *
+ * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
+ * 17}, as {@code xinfer.bench.rows} in Python), runs the model on them and counts the outputs. Each
+ * approach runs the pipeline twice, with {@code ROWS / 5} and {@code ROWS} rows, and reports the
+ * marginal throughput {@code (ROWS - ROWS/5) / (T_large - T_small)}: the job start-up (engine,
+ * Python services, model load) cancels out, what remains is the cost per row.
+ *
+ * <p>Output: {@code approach,model,batch_size,rows,seconds_small,seconds_large,rows_per_second}.
+ */
+public final class Bench {
+  static final int FEATURES = 64;
+  static final Schema ROW =
+      Schema.builder().addInt64Field("id").addArrayField("features", FieldType.FLOAT).build();
+  private static final Duration STALL = Duration.standardMinutes(10);
+
+  private Bench() {}
+
+  public static void main(String[] args) throws Exception {
+    String approach = args[0];
+    String model = args[1];
+    int batchSize = Integer.parseInt(args[2]);
+    long rows = Long.parseLong(args[3]);
+    String python = args[4];
+    long small = rows / 5;
+    // Warm-up: class loading, the Python services, the SDK worker's imports.
+    run(approach, model, batchSize, Math.min(small, 1000), python);
+    double tSmall = run(approach, model, batchSize, small, python);
+    double tLarge = run(approach, model, batchSize, rows, python);
+    double throughput = (rows - small) / Math.max(1e-9, tLarge - tSmall);
+    System.out.printf(
+        Locale.ROOT,
+        "%s,%s,%d,%d,%.3f,%.3f,%.1f%n",
+        approach,
+        java.nio.file.Paths.get(model).getFileName(),
+        batchSize,
+        rows,
+        tSmall,
+        tLarge,
+        throughput);
+    System.exit(0);
+  }
+
+  /** Seconds for one run of the pipeline over {@code n} rows, start to finish. */
+  static double run(String approach, String model, int batchSize, long n, String python)
+      throws Exception {
+    String runner;
+    switch (approach) {
+      case "xinfer-flink":
+      case "onnxruntime-java":
+        runner = "FlinkRunner";
+        break;
+      case "xinfer-spark":
+        runner = "SparkRunner";
+        break;
+      case "xinfer-direct":
+        runner = "DirectRunner";
+        break;
+      default:
+        throw new IllegalArgumentException(
+            "unknown approach "
+                + approach
+                + "; use xinfer-flink, xinfer-spark, xinfer-direct or onnxruntime-java");
+    }
+    List<String> flags = new ArrayList<>(List.of("--runner=" + runner));
+    if (runner.equals("FlinkRunner")) {
+      flags.add("--flinkMaster=[local]");
+      flags.add("--parallelism=1");
+    } else if (runner.equals("SparkRunner")) {
+      flags.add("--sparkMaster=local[1]");
+    }
+    PipelineOptions options =
+        PipelineOptionsFactory.fromArgs(flags.toArray(new String[0])).create();
+    options.as(XinferOptions.class).setXinferPython(python);
+    Pipeline p = Pipeline.create(options);
+    PCollection<Row> input =
+        p.apply(GenerateSequence.from(0).to(n))
+            .apply(MapElements.into(TypeDescriptors.rows()).via(Bench::row))
+            .setRowSchema(ROW);
+    PTransform<PCollection<Row>, ? extends PCollection<?>> inference =
+        approach.equals("onnxruntime-java")
+            ? new InJvm(model, batchSize)
+            : RunInference.withModel(model).withMinBatchSize(batchSize).withMaxBatchSize(batchSize);
+    input.apply("Inference", inference).apply(Count.globally()).apply(ParDo.of(new Expect(n)));
+    long start = System.nanoTime();
+    PipelineResult result = p.run();
+    if (result.waitUntilFinish(STALL) == null) {
+      throw new IllegalStateException(
+          approach + " did not finish " + n + " rows in " + STALL + " (a stalled job)");
+    }
+    return (System.nanoTime() - start) / 1e9;
+  }
+
+  /** Row {@code i} of the benchmark input. */
+  static Row row(long i) {
+    List<Float> features = new ArrayList<>(FEATURES);
+    for (int j = 0; j < FEATURES; j++) {
+      features.add((float) ((31 * i + 7L * j) % 17));
+    }
+    return Row.withSchema(ROW).addValues(i, features).build();
+  }
+
+  /** Fails the run unless exactly {@code n} outputs came out. */
+  static final class Expect extends DoFn<Long, Void> {
+    private final long n;
+
+    Expect(long n) {
+      this.n = n;
+    }
+
+    @ProcessElement
+    public void process(@Element Long count) {
+      if (count != n) {
+        throw new IllegalStateException("expected " + n + " outputs, got " + count);
+      }
+    }
+  }
+
+  /** Approach 5: the same ONNX model run by ONNX Runtime for Java inside the pipeline. */
+  static final class InJvm extends PTransform<PCollection<Row>, PCollection<Row>> {
+    private final String model;
+    private final int batchSize;
+
+    InJvm(String model, int batchSize) {
+      this.model = model;
+      this.batchSize = batchSize;
+    }
+
+    @Override
+    public PCollection<Row> expand(PCollection<Row> input) {
+      // The same output as RunInference's: the input fields plus the inference fields.
+      return input
+          .apply(ParDo.of(new OrtFn(model, batchSize)))
+          .setRowSchema(RunInference.outputSchema(ROW));
+    }
+  }
+
+  /** Batches rows within a bundle and runs each batch through an ONNX Runtime session. */
+  static final class OrtFn extends DoFn<Row, Row> {
+    private static final Schema OUT = RunInference.outputSchema(ROW);
+    private final String model;
+    private final int batchSize;
+    private transient @Nullable OrtEnvironment env;
+    private transient @Nullable OrtSession session;
+    private transient @Nullable String inputName;
+    private transient List<Row> batch;
+    private transient List<org.joda.time.Instant> timestamps;
+    private transient String modelId;
+
+    OrtFn(String model, int batchSize) {
+      this.model = model;
+      this.batchSize = batchSize;
+    }
+
+    @Setup
+    public void setup() throws OrtException {
+      env = OrtEnvironment.getEnvironment();
+      OrtSession.SessionOptions options = new OrtSession.SessionOptions();
+      options.setIntraOpNumThreads(1);
+      session = env.createSession(model, options);
+      inputName = session.getInputNames().iterator().next();
+      modelId = java.nio.file.Paths.get(model).getFileName().toString();
+    }
+
+    @StartBundle
+    public void startBundle() {
+      batch = new ArrayList<>(batchSize);
+      timestamps = new ArrayList<>(batchSize);
+    }
+
+    @ProcessElement
+    public void process(
+        @Element Row row, @Timestamp org.joda.time.Instant timestamp, OutputReceiver<Row> out)
+        throws OrtException {
+      batch.add(row);
+      timestamps.add(timestamp);
+      if (batch.size() == batchSize) {
+        flush((r, t) -> out.outputWithTimestamp(r, t));
+      }
+    }
+
+    @FinishBundle
+    public void finishBundle(FinishBundleContext context) throws OrtException {
+      flush(
+          (r, t) ->
+              context.output(r, t, org.apache.beam.sdk.transforms.windowing.GlobalWindow.INSTANCE));
+    }
+
+    private void flush(java.util.function.BiConsumer<Row, org.joda.time.Instant> out)
+        throws OrtException {
+      if (batch.isEmpty()) {
+        return;
+      }
+      FloatBuffer buffer = FloatBuffer.allocate(batch.size() * FEATURES);
+      for (Row row : batch) {
+        for (Object v : row.getArray("features")) {
+          buffer.put((Float) v);
+        }
+      }
+      buffer.flip();
+      try (OnnxTensor tensor =
+              OnnxTensor.createTensor(env, buffer, new long[] {batch.size(), FEATURES});
+          OrtSession.Result result = session.run(java.util.Map.of(inputName, tensor))) {
+        float[][] scores = (float[][]) result.get(0).getValue();
+        for (int i = 0; i < scores.length; i++) {
+          List<Float> values = new ArrayList<>(scores[i].length);
+          int best = 0;
+          for (int k = 0; k < scores[i].length; k++) {
+            values.add(scores[i][k]);
+            best = scores[i][k] > scores[i][best] ? k : best;
+          }
+          Row in = batch.get(i);
+          out.accept(
+              Row.withSchema(OUT)
+                  .addValues(
+                      in.getInt64("id"), in.getArray("features"), values, (long) best, modelId)
+                  .build(),
+              timestamps.get(i));
+        }
+      }
+      batch.clear();
+      timestamps.clear();
+    }
+
+    @Teardown
+    public void teardown() throws OrtException {
+      if (session != null) {
+        session.close();
+      }
+    }
+  }
+}

@@ -1,0 +1,198 @@
+"""Benchmark models and the plain-Python baseline (``./xinfer bench``).
+
+``python -m xinfer.bench prepare --out DIR`` writes, idempotently, two ONNX
+models over rows of 64 float32 features, so that every approach the benchmark
+compares runs the very same model file with the same runtime (ONNX Runtime):
+
+- ``identity.onnx``: returns its input (64 floats per row): what crossing the
+  boundary costs, with no model work;
+- ``wide-mlp.onnx``: 64 -> 2048 -> 2048 -> 10 with ReLUs and a softmax (about
+  4.3 M multiply-adds per row): a model whose compute dominates.
+
+``python -m xinfer.bench plain --model FILE --rows N --batch-size B`` runs the
+model's own predict loop in plain Python (approach 1, the limit the others are
+compared with) and prints one JSON line (``--csv``: a line of the results CSV).
+``python -m xinfer.bench report results.csv`` prints the Markdown table.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+FEATURES = 64
+HIDDEN = 2048
+CLASSES = 10
+SEED = 20261124
+MODELS = ('identity.onnx', 'wide-mlp.onnx')
+# ONNX Runtime for Java 1.23 reads IR version 11 at most; 10 suits opset 17.
+IR_VERSION = 10
+
+
+def identity_model():
+  from onnx import TensorProto, helper
+  x = helper.make_tensor_value_info('x', TensorProto.FLOAT, ['n', FEATURES])
+  y = helper.make_tensor_value_info('y', TensorProto.FLOAT, ['n', FEATURES])
+  graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])],
+                            'identity', [x], [y])
+  return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+
+
+def wide_mlp_model():
+  from onnx import TensorProto, helper, numpy_helper
+  rng = np.random.default_rng(SEED)
+
+  def weights(name, rows, cols):
+    w = rng.normal(0, (2.0 / rows)**0.5, size=(rows, cols)).astype(np.float32)
+    return numpy_helper.from_array(w, name)
+
+  def bias(name, n):
+    return numpy_helper.from_array(np.zeros(n, np.float32), name)
+
+  inits = [
+      weights('w1', FEATURES, HIDDEN),
+      bias('b1', HIDDEN),
+      weights('w2', HIDDEN, HIDDEN),
+      bias('b2', HIDDEN),
+      weights('w3', HIDDEN, CLASSES),
+      bias('b3', CLASSES),
+  ]
+  nodes = [
+      helper.make_node('Gemm', ['x', 'w1', 'b1'], ['h1']),
+      helper.make_node('Relu', ['h1'], ['a1']),
+      helper.make_node('Gemm', ['a1', 'w2', 'b2'], ['h2']),
+      helper.make_node('Relu', ['h2'], ['a2']),
+      helper.make_node('Gemm', ['a2', 'w3', 'b3'], ['logits']),
+      helper.make_node('Softmax', ['logits'], ['y'], axis=1),
+  ]
+  x = helper.make_tensor_value_info('x', TensorProto.FLOAT, ['n', FEATURES])
+  y = helper.make_tensor_value_info('y', TensorProto.FLOAT, ['n', CLASSES])
+  graph = helper.make_graph(nodes, 'wide_mlp', [x], [y], initializer=inits)
+  return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+
+
+def prepare(out_dir: str) -> list:
+  """Writes the benchmark models unless they are there."""
+  import onnx
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for name, build in (('identity.onnx', identity_model), ('wide-mlp.onnx',
+                                                          wide_mlp_model)):
+    path = os.path.join(out_dir, name)
+    if os.path.exists(path) and onnx.load(path).ir_version == IR_VERSION:
+      continue
+    model = build()
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    onnx.save(model, path + '.tmp')
+    os.replace(path + '.tmp', path)
+    written.append(name)
+  return written
+
+
+def rows(n: int) -> np.ndarray:
+  """The benchmark input: n rows of 64 features, value (31 i + 7 j) mod 17 for
+  row i, feature j (pixel-like, 0-16); the Java side makes the very same rows."""
+  i = np.arange(n, dtype=np.int64)[:, None]
+  j = np.arange(FEATURES, dtype=np.int64)[None, :]
+  return ((31 * i + 7 * j) % 17).astype(np.float32)
+
+
+def session(model_path: str, threads: int = 1):
+  import onnxruntime
+  options = onnxruntime.SessionOptions()
+  options.intra_op_num_threads = threads
+  return onnxruntime.InferenceSession(model_path,
+                                      sess_options=options,
+                                      providers=['CPUExecutionProvider'])
+
+
+def plain(model_path: str, n: int, batch_size: int, threads: int = 1) -> dict:
+  """Approach 1: the model's own predict loop, batches of ``batch_size``."""
+  data = rows(n)
+  sess = session(model_path, threads)
+  name = sess.get_inputs()[0].name
+  sess.run(None, {name: data[:batch_size]})  # warm-up
+  start = time.perf_counter()
+  for i in range(0, n, batch_size):
+    sess.run(None, {name: data[i:i + batch_size]})
+  seconds = time.perf_counter() - start
+  return {
+      'approach': 'plain-python',
+      'model': os.path.basename(model_path),
+      'rows': n,
+      'batch_size': batch_size,
+      'seconds': seconds,
+      'rows_per_second': n / seconds,
+  }
+
+
+CSV_COLUMNS = ('approach', 'model', 'batch_size', 'rows', 'seconds_small',
+               'seconds_large', 'rows_per_second')
+
+
+def plain_csv_line(result: dict) -> str:
+  """A plain-Python result as a line of the benchmark CSV (no small run)."""
+  return (f"{result['approach']},{result['model']},{result['batch_size']},"
+          f"{result['rows']},,{result['seconds']:.3f},"
+          f"{result['rows_per_second']:.1f}")
+
+
+def report(csv_path: str) -> str:
+  """The results as a Markdown table: throughput and its ratio to plain Python
+  (approach 1) for the same model and batch size."""
+  import csv
+  with open(csv_path) as f:
+    results = list(csv.DictReader(f))
+  limit = {
+      (r['model'], r['batch_size']): float(r['rows_per_second'])
+      for r in results if r['approach'] == 'plain-python'
+  }
+  lines = [
+      '| model | batch size | approach | rows/s | ratio to plain Python |',
+      '|---|---:|---|---:|---:|',
+  ]
+  for r in sorted(
+      results,
+      key=lambda r:
+      (r['model'], int(r['batch_size']), -float(r['rows_per_second']))):
+    base = limit.get((r['model'], r['batch_size']))
+    ratio = f"{float(r['rows_per_second']) / base:.4f}" if base else 'n/a'
+    lines.append(f"| {r['model']} | {r['batch_size']} | {r['approach']} | "
+                 f"{float(r['rows_per_second']):,.0f} | {ratio} |")
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m xinfer.bench')
+  sub = parser.add_subparsers(dest='command', required=True)
+  prep = sub.add_parser('prepare', help='write the benchmark models')
+  prep.add_argument('--out', required=True)
+  run = sub.add_parser('plain', help='approach 1: plain Python predict loop')
+  run.add_argument('--model', required=True)
+  run.add_argument('--rows', type=int, required=True)
+  run.add_argument('--batch-size', type=int, required=True)
+  run.add_argument('--threads', type=int, default=1)
+  run.add_argument('--csv',
+                   action='store_true',
+                   help='print a line of the benchmark CSV, not JSON')
+  rep = sub.add_parser('report', help='results CSV to a Markdown table')
+  rep.add_argument('csv')
+  args = parser.parse_args(argv)
+  if args.command == 'prepare':
+    written = prepare(args.out)
+    print(f"bench models in {args.out}: {', '.join(MODELS)}"
+          f"{' (written now: ' + ', '.join(written) + ')' if written else ''}")
+  elif args.command == 'report':
+    print(report(args.csv), end='')
+  else:
+    result = plain(args.model, args.rows, args.batch_size, args.threads)
+    print(plain_csv_line(result) if args.csv else json.dumps(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
