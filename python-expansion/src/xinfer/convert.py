@@ -164,9 +164,9 @@ def to_model_input(values,
     raise RecordError(
         f'{where} holds text {values[:_MAX_SHOWN_CHARS]!r}; the model expects '
         f'numbers of shape {shape_text}.')
-  if isinstance(values, np.ndarray) and values.dtype.kind in 'fiu':
-    array = values
-  else:
+  array = values if isinstance(values, np.ndarray) else np.asarray(values)
+  if array.dtype.kind not in 'fiu':
+    # Slow path, only for a bad record: find and name the value that is not a number.
     values = list(values)
     for i, v in enumerate(values):
       if v is None or isinstance(
@@ -209,7 +209,7 @@ def to_output_row(result: PredictionResult, field_names: Iterable[str]):
   row = result.example
   scores = np.asarray(result.inference, dtype=np.float32).reshape(-1)
   values = {name: getattr(row, name) for name in field_names}
-  values[SCORES_FIELD] = [float(s) for s in scores]
+  values[SCORES_FIELD] = scores.tolist()
   values[PREDICTED_CLASS_FIELD] = int(np.argmax(scores)) if scores.size else -1
   values[MODEL_ID_FIELD] = result.model_id or ''
   return beam.Row(**values)
