@@ -7,9 +7,12 @@ import ai.onnxruntime.OrtSession;
 import dev.xinfer.RunInference;
 import dev.xinfer.runtime.XinferOptions;
 import java.nio.FloatBuffer;
+import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.function.BiConsumer;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.io.GenerateSequence;
@@ -22,11 +25,13 @@ import org.apache.beam.sdk.transforms.DoFn;
 import org.apache.beam.sdk.transforms.MapElements;
 import org.apache.beam.sdk.transforms.PTransform;
 import org.apache.beam.sdk.transforms.ParDo;
+import org.apache.beam.sdk.transforms.windowing.GlobalWindow;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.apache.beam.sdk.values.TypeDescriptors;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.joda.time.Duration;
+import org.joda.time.Instant;
 
 /**
  * Benchmark (not a test): one approach, one model, one batch size; prints one CSV line.
@@ -68,7 +73,7 @@ public final class Bench {
         Locale.ROOT,
         "%s,%s,%d,%d,%.3f,%.3f,%.1f%n",
         approach,
-        java.nio.file.Paths.get(model).getFileName(),
+        Paths.get(model).getFileName(),
         batchSize,
         rows,
         tSmall,
@@ -180,7 +185,7 @@ public final class Bench {
     private transient @Nullable OrtSession session;
     private transient @Nullable String inputName;
     private transient List<Row> batch;
-    private transient List<org.joda.time.Instant> timestamps;
+    private transient List<Instant> timestamps;
     private transient String modelId;
 
     OrtFn(String model, int batchSize) {
@@ -195,7 +200,7 @@ public final class Bench {
       options.setIntraOpNumThreads(1);
       session = env.createSession(model, options);
       inputName = session.getInputNames().iterator().next();
-      modelId = java.nio.file.Paths.get(model).getFileName().toString();
+      modelId = Paths.get(model).getFileName().toString();
     }
 
     @StartBundle
@@ -205,8 +210,7 @@ public final class Bench {
     }
 
     @ProcessElement
-    public void process(
-        @Element Row row, @Timestamp org.joda.time.Instant timestamp, OutputReceiver<Row> out)
+    public void process(@Element Row row, @Timestamp Instant timestamp, OutputReceiver<Row> out)
         throws OrtException {
       batch.add(row);
       timestamps.add(timestamp);
@@ -217,13 +221,10 @@ public final class Bench {
 
     @FinishBundle
     public void finishBundle(FinishBundleContext context) throws OrtException {
-      flush(
-          (r, t) ->
-              context.output(r, t, org.apache.beam.sdk.transforms.windowing.GlobalWindow.INSTANCE));
+      flush((r, t) -> context.output(r, t, GlobalWindow.INSTANCE));
     }
 
-    private void flush(java.util.function.BiConsumer<Row, org.joda.time.Instant> out)
-        throws OrtException {
+    private void flush(BiConsumer<Row, Instant> out) throws OrtException {
       if (batch.isEmpty()) {
         return;
       }
@@ -236,7 +237,7 @@ public final class Bench {
       buffer.flip();
       try (OnnxTensor tensor =
               OnnxTensor.createTensor(env, buffer, new long[] {batch.size(), FEATURES});
-          OrtSession.Result result = session.run(java.util.Map.of(inputName, tensor))) {
+          OrtSession.Result result = session.run(Map.of(inputName, tensor))) {
         float[][] scores = (float[][]) result.get(0).getValue();
         for (int i = 0; i < scores.length; i++) {
           List<Float> values = new ArrayList<>(scores[i].length);
