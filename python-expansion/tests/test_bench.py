@@ -40,11 +40,32 @@ def test_plain_loop_reports_its_throughput(bench_dir):
   assert result['rows_per_second'] == pytest.approx(1000 / result['seconds'])
 
 
-def test_report_gives_ratios_to_plain_python(tmp_path):
+def test_report_gives_ratios_to_plain_python_and_memory(tmp_path):
   csv = tmp_path / 'results.csv'
   csv.write_text(','.join(bench.CSV_COLUMNS) + '\n' +
-                 'plain-python,m.onnx,256,1000,,0.001,1000000.0\n' +
-                 'xinfer-flink,m.onnx,256,1000,1.0,2.0,250000.0\n')
+                 'plain-python,m.onnx,256,1000,,0.001,1000000.0,,150\n' +
+                 'xinfer-flink,m.onnx,256,1000,1.0,2.0,250000.0,1200,900\n')
   table = bench.report(str(csv))
-  assert '| m.onnx | 256 | xinfer-flink | 250,000 | 0.2500 |' in table
-  assert '| m.onnx | 256 | plain-python | 1,000,000 | 1.0000 |' in table
+  assert '| m.onnx | 256 | xinfer-flink | 250,000 | 0.2500 | 1,200 | 900 |' in table
+  assert '| m.onnx | 256 | plain-python | 1,000,000 | 1.0000 |  | 150 |' in table
+
+
+def test_plain_csv_line_has_every_column(bench_dir):
+  result = bench.plain(os.path.join(bench_dir, 'identity.onnx'), 100, 10)
+  fields = bench.plain_csv_line(result).split(',')
+  assert len(fields) == len(bench.CSV_COLUMNS)
+  assert float(fields[bench.CSV_COLUMNS.index('python_peak_rss_mb')]) > 0
+
+
+def test_plot_draws_a_png_per_model(tmp_path):
+  csv = tmp_path / 'results.csv'
+  csv.write_text(','.join(bench.CSV_COLUMNS) + '\n' +
+                 'plain-python,a.onnx,64,1000,,0.001,1000000.0,,150\n' +
+                 'xinfer-flink,a.onnx,64,1000,1.0,2.0,250000.0,1200,900\n' +
+                 'xinfer-flink,b.onnx,256,1000,1.0,2.0,2500.0,1200,900\n')
+  paths = bench.plot_throughput(str(csv), str(tmp_path))
+  assert sorted(os.path.basename(p)
+                for p in paths) == ['throughput-a.png', 'throughput-b.png']
+  for path in paths:
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -131,29 +131,46 @@ def plain(model_path: str, n: int, batch_size: int, threads: int = 1) -> dict:
 
 
 CSV_COLUMNS = ('approach', 'model', 'batch_size', 'rows', 'seconds_small',
-               'seconds_large', 'rows_per_second')
+               'seconds_large', 'rows_per_second', 'jvm_peak_rss_mb',
+               'python_peak_rss_mb')
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory, MB."""
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def plain_csv_line(result: dict) -> str:
-  """A plain-Python result as a line of the benchmark CSV (no small run)."""
+  """A plain-Python result as a line of the benchmark CSV (no small run, no
+  JVM)."""
   return (f"{result['approach']},{result['model']},{result['batch_size']},"
           f"{result['rows']},,{result['seconds']:.3f},"
-          f"{result['rows_per_second']:.1f}")
+          f"{result['rows_per_second']:.1f},,{peak_rss_mb():.0f}")
+
+
+def read_results(csv_path: str) -> list:
+  import csv
+  with open(csv_path) as f:
+    return list(csv.DictReader(f))
+
+
+def _mb(value) -> str:
+  return f'{float(value):,.0f}' if value else ''
 
 
 def report(csv_path: str) -> str:
   """The results as a Markdown table: throughput and its ratio to plain Python
-  (approach 1) for the same model and batch size."""
-  import csv
-  with open(csv_path) as f:
-    results = list(csv.DictReader(f))
+  (approach 1) for the same model and batch size, and peak memory."""
+  results = read_results(csv_path)
   limit = {
       (r['model'], r['batch_size']): float(r['rows_per_second'])
       for r in results if r['approach'] == 'plain-python'
   }
   lines = [
-      '| model | batch size | approach | rows/s | ratio to plain Python |',
-      '|---|---:|---|---:|---:|',
+      '| model | batch size | approach | rows/s | ratio to plain Python '
+      '| JVM peak RSS (MB) | Python peak RSS (MB) |',
+      '|---|---:|---|---:|---:|---:|---:|',
   ]
   for r in sorted(
       results,
@@ -162,8 +179,55 @@ def report(csv_path: str) -> str:
     base = limit.get((r['model'], r['batch_size']))
     ratio = f"{float(r['rows_per_second']) / base:.4f}" if base else 'n/a'
     lines.append(f"| {r['model']} | {r['batch_size']} | {r['approach']} | "
-                 f"{float(r['rows_per_second']):,.0f} | {ratio} |")
+                 f"{float(r['rows_per_second']):,.0f} | {ratio} | "
+                 f"{_mb(r.get('jvm_peak_rss_mb'))} | "
+                 f"{_mb(r.get('python_peak_rss_mb'))} |")
   return '\n'.join(lines) + '\n'
+
+
+def plot_throughput(csv_path: str, out_dir: str) -> list:
+  """One PNG per model: rows/s per approach (log scale), a bar per batch size."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  results = read_results(csv_path)
+  written = []
+  for model in sorted({r['model'] for r in results}):
+    rows = [r for r in results if r['model'] == model]
+    batches = sorted({int(r['batch_size']) for r in rows})
+    approaches = sorted({r['approach']
+                         for r in rows},
+                        key=lambda a: -max(
+                            float(r['rows_per_second']) for r in rows
+                            if r['approach'] == a))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(batches)
+    for k, batch in enumerate(batches):
+      values = []
+      for a in approaches:
+        match = [
+            float(r['rows_per_second']) for r in rows
+            if r['approach'] == a and int(r['batch_size']) == batch
+        ]
+        values.append(match[0] if match else 0)
+      ax.bar([i + k * width for i in range(len(approaches))],
+             values,
+             width,
+             label=f'batch {batch}')
+    ax.set_xticks(
+        [i + width * (len(batches) - 1) / 2 for i in range(len(approaches))])
+    ax.set_xticklabels(approaches, rotation=25, ha='right')
+    ax.set_yscale('log')
+    ax.set_ylabel('rows/s (log scale)')
+    ax.set_title(f'{model}: throughput per approach')
+    ax.legend()
+    ax.grid(axis='y', which='both', alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"throughput-{model.replace('.onnx', '')}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written
 
 
 def main(argv=None):
@@ -181,6 +245,8 @@ def main(argv=None):
                    help='print a line of the benchmark CSV, not JSON')
   rep = sub.add_parser('report', help='results CSV to a Markdown table')
   rep.add_argument('csv')
+  plot = sub.add_parser('plot', help='results CSV to PNG plots beside it')
+  plot.add_argument('csv')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
     written = prepare(args.out)
@@ -188,6 +254,9 @@ def main(argv=None):
           f"{' (written now: ' + ', '.join(written) + ')' if written else ''}")
   elif args.command == 'report':
     print(report(args.csv), end='')
+  elif args.command == 'plot':
+    for path in plot_throughput(args.csv, os.path.dirname(args.csv) or '.'):
+      print(f'plot: {path}')
   else:
     result = plain(args.model, args.rows, args.batch_size, args.threads)
     print(plain_csv_line(result) if args.csv else json.dumps(result))

@@ -117,7 +117,7 @@ def describe_record(row, feature_field: str) -> str:
   return '{' + ', '.join(shown) + '}'
 
 
-def _expected_size(
+def expected_size(
     input_shape: Optional[Sequence[Optional[int]]]) -> Optional[int]:
   if input_shape is None:
     return None
@@ -175,7 +175,7 @@ def to_model_input(values,
             f'{where}[{i}] is {v!r}; every value must be a number (model input '
             f'shape {shape_text}).')
     array = np.asarray(values)
-  expected = _expected_size(input_shape)
+  expected = expected_size(input_shape)
   if expected is not None and array.size != expected:
     raise RecordError(
         f'{where} has {array.size} values; the model input {shape_text} needs '

@@ -299,6 +299,34 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     self._count(results)
     return results
 
+  def run_block(
+      self,
+      features: np.ndarray,
+      model: _ModelSlot,
+      inference_args: Optional[Dict[str, Any]] = None
+  ) -> Optional[Tuple[np.ndarray, str]]:
+    """The model's outputs for a block of records at once (``features``: one
+    row per record) and the model id, or None when the block must go record by
+    record through ``run_inference`` (a size the model does not take, a value
+    the NaN policy rejects, a batch the model refuses, or hooks)."""
+    if self._preprocess_path or self._postprocess_path:
+      return None
+    self._maybe_refresh(model)
+    loaded, model_id = model.model, model.model_id
+    expected = convert.expected_size(loaded.input_shape)
+    if expected is not None and features.shape[1] != expected:
+      return None
+    if (self._nan_policy == convert.NAN_REJECT and features.dtype.kind == 'f'
+        and not np.isfinite(features).all()):
+      return None
+    x = features.astype(loaded.input_dtype, copy=False)
+    if expected is not None and len(loaded.input_shape) != 2:
+      x = x.reshape((len(x), ) + tuple(loaded.input_shape[1:]))
+    try:
+      return self._call(loaded, x, inference_args or {}, len(x)), model_id
+    except Exception:  # pylint: disable=broad-except
+      return None
+
   def validate_inference_args(self, inference_args: Optional[Dict[str, Any]]):
     if inference_args and not self.accepts_inference_args:
       raise ValueError(

@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base
 
+from xinfer import blocks
 from xinfer import convert
 from xinfer import handlers
 
@@ -69,6 +70,10 @@ class RowInference(beam.PTransform):
       ``xinfer.handlers.RowModelHandler``).
     nan_policy: ``reject`` or ``allow`` NaN/infinite feature values.
     refresh_interval_secs: look for a newer model version this often.
+    packed: the input is blocks of rows (``xinfer.blocks``), not Rows, and so
+      is the prediction output; Java's RunInference packs and unpacks them.
+    input_schema: with ``packed``: the rows' schema (a base64 Schema proto).
+    feature_dtype: with ``packed``: the numpy dtype of the blocks' features.
   """
   def __init__(self,
                model_uri: Optional[str] = None,
@@ -88,8 +93,21 @@ class RowInference(beam.PTransform):
                preprocess: Optional[str] = None,
                postprocess: Optional[str] = None,
                nan_policy: str = convert.NAN_REJECT,
-               refresh_interval_secs: Optional[float] = None):
+               refresh_interval_secs: Optional[float] = None,
+               packed: bool = False,
+               input_schema: Optional[str] = None,
+               feature_dtype: Optional[str] = None):
     super().__init__()
+    self._packed = bool(packed)
+    self._input_schema = input_schema
+    self._feature_dtype = feature_dtype
+    if self._packed and (keyed or preprocess or postprocess
+                         or max_batch_wait_secs or not input_schema
+                         or feature_dtype not in blocks.DTYPES):
+      raise ValueError(
+          'RunInference: packed blocks need input_schema and feature_dtype and '
+          'take no keys, hooks or batch wait; the Java and Python halves of '
+          'xinfer are from different versions: re-run ./xinfer setup.')
     self._feature_field = feature_field
     self._keyed = bool(keyed)
     self._dead_letter = bool(dead_letter)
@@ -166,6 +184,8 @@ class RowInference(beam.PTransform):
                                    **options)
 
   def expand(self, pcoll):
+    if self._packed:
+      return self._expand_blocks(pcoll)
     input_type = _row_type_of(pcoll.element_type, self._keyed)
     fields = convert.schema_fields(input_type)
     convert.check_feature_field(fields,
@@ -198,6 +218,36 @@ class RowInference(beam.PTransform):
                         failure_type), _typed(routed[FAILURES], failure_type))
                 | 'Failures' >> beam.Flatten())
     return {PREDICTIONS: predictions, FAILURES: failures}
+
+  def _expand_blocks(self, pcoll):
+    schema = blocks.input_schema(self._input_schema)
+    input_type = blocks.row_type_of(schema)
+    convert.check_feature_field(convert.schema_fields(input_type),
+                                self._feature_field,
+                                preprocessed=False)
+    outputs = (
+        pcoll
+        | 'Inference' >> beam.ParDo(
+            blocks.BlockInference(
+                self._model_handler, self._input_schema, self._feature_dtype,
+                self._inference_args, self._dead_letter, FAILURES,
+                failure_error)).with_outputs(FAILURES, main=PREDICTIONS))
+    predictions = _typed(outputs[PREDICTIONS], blocks.OUT_TYPE)
+    if not self._dead_letter:
+      return predictions
+    return {
+        PREDICTIONS: predictions,
+        FAILURES: _typed(outputs[FAILURES], convert.failure_type(input_type))
+    }
+
+
+def failure_error(outcome: handlers.Failure) -> convert.RecordError:
+  """The error that fails the run for a record with no prediction and no
+  dead-letter output."""
+  return convert.RecordError(
+      f'{outcome.message} [{outcome.stage} failed with '
+      f'{outcome.error_type}; to get such records as output instead, use '
+      'withFailures() in Java or dead_letter=True]')
 
 
 def _typed(pcoll, element_type):
@@ -245,10 +295,7 @@ class _Route(beam.DoFn):
     outcome = result.inference
     if isinstance(outcome, handlers.Failure):
       if not self._dead_letter:
-        raise convert.RecordError(
-            f'{outcome.message} [{outcome.stage} failed with '
-            f'{outcome.error_type}; to get such records as output instead, use '
-            'withFailures() in Java or dead_letter=True]')
+        raise failure_error(outcome)
       self._failures.inc()
       yield beam.pvalue.TaggedOutput(
           FAILURES,

@@ -7,6 +7,7 @@ import static org.apache.beam.sdk.util.Preconditions.checkStateNotNull;
 import com.google.auto.value.AutoValue;
 import dev.xinfer.runtime.DirectStage;
 import dev.xinfer.runtime.PythonServices;
+import dev.xinfer.runtime.RowBlocks;
 import dev.xinfer.runtime.RunnerBootstrap;
 import dev.xinfer.runtime.XinferOptions;
 import java.time.Duration;
@@ -30,6 +31,7 @@ import org.apache.beam.sdk.schemas.Schema.Field;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
 import org.apache.beam.sdk.schemas.Schema.TypeName;
 import org.apache.beam.sdk.transforms.PTransform;
+import org.apache.beam.sdk.transforms.ParDo;
 import org.apache.beam.sdk.transforms.WithFailures;
 import org.apache.beam.sdk.transforms.display.DisplayData;
 import org.apache.beam.sdk.values.KV;
@@ -505,23 +507,50 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     } else {
       PythonServices.checkReachable(address, REACHABLE_TIMEOUT);
     }
+    Map<String, Object> kwargs = kwargs(keyed, deadLetter);
+    @Nullable String blockDtype =
+        inBlocks(keyed, rowSchema, options) ? RowBlocks.dtypeOf(featureType(rowSchema)) : null;
+    PCollection<?> pythonInput = input;
+    if (blockDtype != null) {
+      kwargs.put("packed", true);
+      kwargs.put("feature_dtype", blockDtype);
+      kwargs.put("input_schema", RowBlocks.schemaForPython(rowSchema));
+      @SuppressWarnings("unchecked")
+      PCollection<Row> rows = (PCollection<Row>) input;
+      pythonInput =
+          rows.apply(
+                  "PackRows",
+                  ParDo.of(new RowBlocks.PackFn(rowSchema, getFeatureField(), getMaxBatchSize())))
+              .setRowSchema(RowBlocks.IN);
+    }
     PythonExternalTransform<PCollection<?>, POutput> python =
         PythonExternalTransform.<PCollection<?>, POutput>from(PYTHON_TRANSFORM, address)
-            .withKwargs(kwargs(keyed, deadLetter));
+            .withKwargs(kwargs);
 
     Map<String, PCollection<?>> outputs;
     if (RunnerBootstrap.runsPythonStageInDoFn(options)) {
       outputs =
-          DirectStage.apply(input, "Python", python, options.getRunner().getSimpleName())
+          DirectStage.apply(pythonInput, "Python", python, options.getRunner().getSimpleName())
               .getAll()
               .entrySet()
               .stream()
               .collect(Collectors.toMap(e -> e.getKey().getId(), e -> e.getValue()));
     } else {
-      outputs = outputsOf(input.apply("Python", python));
+      outputs = outputsOf(pythonInput.apply("Python", python));
     }
     PCollection<?> predictions = outputs.get(PREDICTIONS);
     checkStateNotNull(predictions, "the Python transform returned no predictions: %s", outputs);
+    if (blockDtype != null) {
+      Coder<Row> blockCoder = RowCoder.of(RowBlocks.OUT);
+      checkSchema(predictions, blockCoder);
+      setCoder(predictions, blockCoder);
+      @SuppressWarnings("unchecked")
+      PCollection<Row> blocks = (PCollection<Row>) predictions;
+      predictions =
+          blocks
+              .apply("UnpackRows", ParDo.of(new RowBlocks.UnpackFn(rowSchema, outputSchema)))
+              .setRowSchema(outputSchema);
+    }
     checkSchema(predictions, predictionCoder);
     setCoder(predictions, predictionCoder);
     PCollectionTuple tuple = PCollectionTuple.of(new TupleTag<>(PREDICTIONS), predictions);
@@ -534,6 +563,24 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
       tuple = tuple.and(new TupleTag<>(FAILURES), failures);
     }
     return tuple;
+  }
+
+  /**
+   * Whether rows cross to Python in blocks ({@link RowBlocks}): unless keyed, with hooks (they take
+   * and give single records), with a batch wait (Python's stateful batching across bundles), or
+   * turned off with {@code --xinferRowBlocks=false}.
+   */
+  private boolean inBlocks(boolean keyed, Schema rowSchema, PipelineOptions options) {
+    return options.as(XinferOptions.class).getXinferRowBlocks()
+        && !keyed
+        && getPreprocess() == null
+        && getPostprocess() == null
+        && getMaxBatchWait() == null
+        && RowBlocks.dtypeOf(featureType(rowSchema)) != null;
+  }
+
+  private FieldType featureType(Schema rowSchema) {
+    return rowSchema.getField(getFeatureField()).getType();
   }
 
   private static Map<String, PCollection<?>> outputsOf(POutput output) {

@@ -31,6 +31,15 @@ public interface XinferOptions extends PipelineOptions {
   void setXinferServiceStartTimeoutSeconds(int value);
 
   @Description(
+      "Send rows to the Python model in blocks (one element per batch, the features as one "
+          + "contiguous tensor) rather than one element per row. Faster by far; false is for "
+          + "comparison and debugging.")
+  @Default.Boolean(true)
+  boolean getXinferRowBlocks();
+
+  void setXinferRowBlocks(boolean value);
+
+  @Description(
       "Set by xinfer: the runner the user asked for (e.g. FlinkRunner), which xinfer runs "
           + "through Beam's portable runner because the classic one cannot run Python "
           + "transforms.")

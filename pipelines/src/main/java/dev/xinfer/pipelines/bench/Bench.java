@@ -38,7 +38,8 @@ import org.joda.time.Instant;
  *
  * <pre>
  * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
- *   APPROACH: xinfer-flink | xinfer-spark | xinfer-direct | onnxruntime-java
+ *   APPROACH: xinfer-flink | xinfer-flink-rows | xinfer-spark | xinfer-direct | onnxruntime-java
+ *             | java-floor
  * </pre>
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
@@ -47,7 +48,8 @@ import org.joda.time.Instant;
  * marginal throughput {@code (ROWS - ROWS/5) / (T_large - T_small)}: the job start-up (engine,
  * Python services, model load) cancels out, what remains is the cost per row.
  *
- * <p>Output: {@code approach,model,batch_size,rows,seconds_small,seconds_large,rows_per_second}.
+ * <p>Output: {@code
+ * approach,model,batch_size,rows,seconds_small,seconds_large,rows_per_second,jvm_peak_rss_mb,python_peak_rss_mb}.
  */
 public final class Bench {
   static final int FEATURES = 64;
@@ -64,21 +66,25 @@ public final class Bench {
     long rows = Long.parseLong(args[3]);
     String python = args[4];
     long small = rows / 5;
+    PeakRss memory = new PeakRss();
     // Warm-up: class loading, the Python services, the SDK worker's imports.
     run(approach, model, batchSize, Math.min(small, 1000), python);
     double tSmall = run(approach, model, batchSize, small, python);
     double tLarge = run(approach, model, batchSize, rows, python);
     double throughput = (rows - small) / Math.max(1e-9, tLarge - tSmall);
+    memory.close();
     System.out.printf(
         Locale.ROOT,
-        "%s,%s,%d,%d,%.3f,%.3f,%.1f%n",
+        "%s,%s,%d,%d,%.3f,%.3f,%.1f,%.0f,%.0f%n",
         approach,
         Paths.get(model).getFileName(),
         batchSize,
         rows,
         tSmall,
         tLarge,
-        throughput);
+        throughput,
+        memory.jvmMb(),
+        memory.pythonMb());
     System.exit(0);
   }
 
@@ -88,7 +94,9 @@ public final class Bench {
     String runner;
     switch (approach) {
       case "xinfer-flink":
+      case "xinfer-flink-rows":
       case "onnxruntime-java":
+      case "java-floor":
         runner = "FlinkRunner";
         break;
       case "xinfer-spark":
@@ -101,7 +109,8 @@ public final class Bench {
         throw new IllegalArgumentException(
             "unknown approach "
                 + approach
-                + "; use xinfer-flink, xinfer-spark, xinfer-direct or onnxruntime-java");
+                + "; use xinfer-flink, xinfer-flink-rows, xinfer-spark, xinfer-direct, "
+                + "onnxruntime-java or java-floor");
     }
     List<String> flags = new ArrayList<>(List.of("--runner=" + runner));
     if (runner.equals("FlinkRunner")) {
@@ -113,15 +122,22 @@ public final class Bench {
     PipelineOptions options =
         PipelineOptionsFactory.fromArgs(flags.toArray(new String[0])).create();
     options.as(XinferOptions.class).setXinferPython(python);
+    // Element by element, as before rows crossed in blocks: what the blocks buy.
+    options.as(XinferOptions.class).setXinferRowBlocks(!approach.endsWith("-rows"));
     Pipeline p = Pipeline.create(options);
     PCollection<Row> input =
         p.apply(GenerateSequence.from(0).to(n))
             .apply(MapElements.into(TypeDescriptors.rows()).via(Bench::row))
             .setRowSchema(ROW);
-    PTransform<PCollection<Row>, ? extends PCollection<?>> inference =
-        approach.equals("onnxruntime-java")
-            ? new InJvm(model, batchSize)
-            : RunInference.withModel(model).withMinBatchSize(batchSize).withMaxBatchSize(batchSize);
+    PTransform<PCollection<Row>, ? extends PCollection<?>> inference;
+    if (approach.equals("onnxruntime-java")) {
+      inference = new InJvm(model, batchSize);
+    } else if (approach.equals("java-floor")) {
+      inference = new Floor();
+    } else {
+      inference =
+          RunInference.withModel(model).withMinBatchSize(batchSize).withMaxBatchSize(batchSize);
+    }
     input.apply("Inference", inference).apply(Count.globally()).apply(ParDo.of(new Expect(n)));
     long start = System.nanoTime();
     PipelineResult result = p.run();
@@ -154,6 +170,28 @@ public final class Bench {
       if (count != n) {
         throw new IllegalStateException("expected " + n + " outputs, got " + count);
       }
+    }
+  }
+
+  /**
+   * No model: each output is its input's features as scores, in the output schema of RunInference.
+   * What the Java pipeline costs on its own (rows made, output rows built, counted): the floor
+   * under every Java approach.
+   */
+  static final class Floor extends PTransform<PCollection<Row>, PCollection<Row>> {
+    @Override
+    public PCollection<Row> expand(PCollection<Row> input) {
+      Schema out = RunInference.outputSchema(ROW);
+      return input
+          .apply(
+              MapElements.into(TypeDescriptors.rows())
+                  .via(
+                      (Row in) ->
+                          Row.withSchema(out)
+                              .addValues(in.getValues())
+                              .addValues(in.getArray("features"), 0L, "floor")
+                              .build()))
+          .setRowSchema(out);
     }
   }
 
