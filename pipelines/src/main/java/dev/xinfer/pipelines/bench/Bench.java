@@ -38,7 +38,7 @@ import org.joda.time.Instant;
  *
  * <pre>
  * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
- *   APPROACH: xinfer-flink | xinfer-spark | xinfer-direct | onnxruntime-java
+ *   APPROACH: xinfer-flink | xinfer-spark | xinfer-direct | onnxruntime-java | microservice
  * </pre>
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
@@ -54,6 +54,7 @@ public final class Bench {
   static final Schema ROW =
       Schema.builder().addInt64Field("id").addArrayField("features", FieldType.FLOAT).build();
   private static final Duration STALL = Duration.standardMinutes(10);
+  private static @Nullable ModelServer server; // approach microservice: started by main
 
   private Bench() {}
 
@@ -64,6 +65,7 @@ public final class Bench {
     long rows = Long.parseLong(args[3]);
     String python = args[4];
     long small = rows / 5;
+    server = approach.equals("microservice") ? ModelServer.start(python, model) : null;
     // Warm-up: class loading, the Python services, the SDK worker's imports.
     run(approach, model, batchSize, Math.min(small, 1000), python);
     double tSmall = run(approach, model, batchSize, small, python);
@@ -79,6 +81,9 @@ public final class Bench {
         tSmall,
         tLarge,
         throughput);
+    if (server != null) {
+      server.close();
+    }
     System.exit(0);
   }
 
@@ -89,6 +94,7 @@ public final class Bench {
     switch (approach) {
       case "xinfer-flink":
       case "onnxruntime-java":
+      case "microservice":
         runner = "FlinkRunner";
         break;
       case "xinfer-spark":
@@ -101,7 +107,8 @@ public final class Bench {
         throw new IllegalArgumentException(
             "unknown approach "
                 + approach
-                + "; use xinfer-flink, xinfer-spark, xinfer-direct or onnxruntime-java");
+                + "; use xinfer-flink, xinfer-spark, xinfer-direct, onnxruntime-java or"
+                + " microservice");
     }
     List<String> flags = new ArrayList<>(List.of("--runner=" + runner));
     if (runner.equals("FlinkRunner")) {
@@ -119,9 +126,13 @@ public final class Bench {
             .apply(MapElements.into(TypeDescriptors.rows()).via(Bench::row))
             .setRowSchema(ROW);
     PTransform<PCollection<Row>, ? extends PCollection<?>> inference =
-        approach.equals("onnxruntime-java")
-            ? new InJvm(model, batchSize)
-            : RunInference.withModel(model).withMinBatchSize(batchSize).withMaxBatchSize(batchSize);
+        approach.equals("microservice")
+            ? new Microservice(server.url(), Paths.get(model).getFileName().toString(), batchSize)
+            : approach.equals("onnxruntime-java")
+                ? new InJvm(model, batchSize)
+                : RunInference.withModel(model)
+                    .withMinBatchSize(batchSize)
+                    .withMaxBatchSize(batchSize);
     input.apply("Inference", inference).apply(Count.globally()).apply(ParDo.of(new Expect(n)));
     long start = System.nanoTime();
     PipelineResult result = p.run();
