@@ -1,9 +1,14 @@
+import json
 import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 
-from xinfer import bench
+from xinfer import bench, bench_server
 
 
 @pytest.fixture(scope='module')
@@ -69,3 +74,56 @@ def test_plot_draws_a_png_per_model(tmp_path):
   for path in paths:
     with open(path, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.fixture(scope='module')
+def server(bench_dir):
+  """A model server process for identity.onnx on a free port: its ready line."""
+  env = dict(os.environ)
+  src = os.path.dirname(os.path.dirname(bench.__file__))
+  env['PYTHONPATH'] = os.pathsep.join([src, env.get('PYTHONPATH', '')])
+  process = subprocess.Popen([
+      sys.executable, '-m', 'xinfer.bench', 'serve', '--model',
+      os.path.join(bench_dir, 'identity.onnx'), '--port', '0'
+  ],
+                             stdout=subprocess.PIPE,
+                             env=env,
+                             text=True)
+  try:
+    line = process.stdout.readline()
+    assert line.startswith(bench_server.READY_PREFIX), line
+    info = json.loads(line[len(bench_server.READY_PREFIX):])
+    yield info
+  finally:
+    process.terminate()
+    assert process.wait(timeout=30) == 0  # SIGTERM: a clean exit
+
+
+def _post(url, body, headers):
+  request = urllib.request.Request(url, data=body, headers=headers)
+  try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+      return response.status, dict(response.headers), response.read()
+  except urllib.error.HTTPError as e:
+    return e.code, dict(e.headers), e.read()
+
+
+def test_server_returns_the_identity_models_output(server):
+  assert server['url'] == f"http://127.0.0.1:{server['port']}/predict"
+  data = bench.rows(3)
+  status, headers, body = _post(server['url'],
+                                data.astype('<f4').tobytes(), {'X-Rows': '3'})
+  assert status == 200
+  assert headers['X-Rows'] == '3' and headers['X-Columns'] == '64'
+  np.testing.assert_array_equal(
+      np.frombuffer(body, dtype='<f4').reshape(3, 64), data)
+
+
+def test_server_rejects_a_malformed_body_with_400(server):
+  status, _, body = _post(server['url'], b'\x00' * 10, {'X-Rows': '3'})
+  assert status == 400
+  assert body.decode() == ('the body has 10 bytes; 3 rows of 64 float32 '
+                           'values need 768 (little-endian float32, '
+                           'row after row)\n')
+  status, _, body = _post(server['url'], b'\x00' * 256, {})
+  assert status == 400 and b'X-Rows' in body

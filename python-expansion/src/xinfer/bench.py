@@ -12,6 +12,8 @@ compares runs the very same model file with the same runtime (ONNX Runtime):
 ``python -m xinfer.bench plain --model FILE --rows N --batch-size B`` runs the
 model's own predict loop in plain Python (approach 1, the limit the others are
 compared with) and prints one JSON line (``--csv``: a line of the results CSV).
+``python -m xinfer.bench serve --model FILE --port P`` serves the model over
+HTTP on 127.0.0.1 (approach 4, the microservice: ``xinfer.bench_server``).
 ``python -m xinfer.bench report results.csv`` prints the Markdown table.
 """
 
@@ -243,6 +245,22 @@ def main(argv=None):
   run.add_argument('--csv',
                    action='store_true',
                    help='print a line of the benchmark CSV, not JSON')
+  srv = sub.add_parser(
+      'serve', help='approach 4: serve the model over HTTP on 127.0.0.1')
+  srv.add_argument('--model', required=True)
+  srv.add_argument('--port',
+                   type=int,
+                   default=0,
+                   help='port (0: a free port, printed in the ready line)')
+  srv.add_argument('--threads',
+                   type=int,
+                   default=1,
+                   help='ONNX Runtime intra-op threads per request')
+  srv.add_argument('--parent-pid',
+                   type=int,
+                   default=None,
+                   help='stop when this process ends (default: when the '
+                   'process that started the server ends)')
   rep = sub.add_parser('report', help='results CSV to a Markdown table')
   rep.add_argument('csv')
   plot = sub.add_parser('plot', help='results CSV to PNG plots beside it')
@@ -257,6 +275,10 @@ def main(argv=None):
   elif args.command == 'plot':
     for path in plot_throughput(args.csv, os.path.dirname(args.csv) or '.'):
       print(f'plot: {path}')
+  elif args.command == 'serve':
+    from xinfer import bench_server
+    return bench_server.serve(args.model, args.port, args.threads,
+                              args.parent_pid)
   else:
     result = plain(args.model, args.rows, args.batch_size, args.threads)
     print(plain_csv_line(result) if args.csv else json.dumps(result))

@@ -39,7 +39,7 @@ import org.joda.time.Instant;
  * <pre>
  * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
  *   APPROACH: xinfer-flink | xinfer-flink-rows | xinfer-spark | xinfer-direct | onnxruntime-java
- *             | java-floor
+ *             | microservice | java-floor
  * </pre>
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
@@ -56,6 +56,7 @@ public final class Bench {
   static final Schema ROW =
       Schema.builder().addInt64Field("id").addArrayField("features", FieldType.FLOAT).build();
   private static final Duration STALL = Duration.standardMinutes(10);
+  private static @Nullable ModelServer server; // approach microservice: started by main
 
   private Bench() {}
 
@@ -67,6 +68,7 @@ public final class Bench {
     String python = args[4];
     long small = rows / 5;
     PeakRss memory = new PeakRss();
+    server = approach.equals("microservice") ? ModelServer.start(python, model) : null;
     // Warm-up: class loading, the Python services, the SDK worker's imports.
     run(approach, model, batchSize, Math.min(small, 1000), python);
     double tSmall = run(approach, model, batchSize, small, python);
@@ -85,6 +87,9 @@ public final class Bench {
         throughput,
         memory.jvmMb(),
         memory.pythonMb());
+    if (server != null) {
+      server.close();
+    }
     System.exit(0);
   }
 
@@ -97,6 +102,7 @@ public final class Bench {
       case "xinfer-flink-rows":
       case "onnxruntime-java":
       case "java-floor":
+      case "microservice":
         runner = "FlinkRunner";
         break;
       case "xinfer-spark":
@@ -110,7 +116,7 @@ public final class Bench {
             "unknown approach "
                 + approach
                 + "; use xinfer-flink, xinfer-flink-rows, xinfer-spark, xinfer-direct, "
-                + "onnxruntime-java or java-floor");
+                + "onnxruntime-java, microservice or java-floor");
     }
     List<String> flags = new ArrayList<>(List.of("--runner=" + runner));
     if (runner.equals("FlinkRunner")) {
@@ -132,6 +138,9 @@ public final class Bench {
     PTransform<PCollection<Row>, ? extends PCollection<?>> inference;
     if (approach.equals("onnxruntime-java")) {
       inference = new InJvm(model, batchSize);
+    } else if (approach.equals("microservice")) {
+      inference =
+          new Microservice(server.url(), Paths.get(model).getFileName().toString(), batchSize);
     } else if (approach.equals("java-floor")) {
       inference = new Floor();
     } else {
