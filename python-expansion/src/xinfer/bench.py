@@ -12,6 +12,8 @@ compares runs the very same model file with the same runtime (ONNX Runtime):
 ``python -m xinfer.bench plain --model FILE --rows N --batch-size B`` runs the
 model's own predict loop in plain Python (approach 1, the limit the others are
 compared with) and prints one JSON line (``--csv``: a line of the results CSV).
+``python -m xinfer.bench beam ... --job-endpoint HOST:PORT`` runs approach 2,
+Beam's own RunInference in a Python pipeline (``xinfer.bench_beam``).
 ``python -m xinfer.bench report results.csv`` prints the Markdown table.
 """
 
@@ -179,6 +181,18 @@ def main(argv=None):
   run.add_argument('--csv',
                    action='store_true',
                    help='print a line of the benchmark CSV, not JSON')
+  beam = sub.add_parser(
+      'beam', help='approach 2: Beam Python RunInference on a job server')
+  beam.add_argument('--model', required=True)
+  beam.add_argument('--rows', type=int, required=True)
+  beam.add_argument('--batch-size', type=int, required=True)
+  beam.add_argument('--job-endpoint',
+                    required=True,
+                    help='HOST:PORT of a Beam job server (Flink)')
+  beam.add_argument('--threads', type=int, default=1)
+  beam.add_argument('--csv',
+                    action='store_true',
+                    help='print a line of the benchmark CSV, not JSON')
   rep = sub.add_parser('report', help='results CSV to a Markdown table')
   rep.add_argument('csv')
   args = parser.parse_args(argv)
@@ -188,6 +202,11 @@ def main(argv=None):
           f"{' (written now: ' + ', '.join(written) + ')' if written else ''}")
   elif args.command == 'report':
     print(report(args.csv), end='')
+  elif args.command == 'beam':
+    from xinfer import bench_beam
+    result = bench_beam.benchmark(args.model, args.rows, args.batch_size,
+                                  args.job_endpoint, args.threads)
+    print(bench_beam.csv_line(result) if args.csv else json.dumps(result))
   else:
     result = plain(args.model, args.rows, args.batch_size, args.threads)
     print(plain_csv_line(result) if args.csv else json.dumps(result))
