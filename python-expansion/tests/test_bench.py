@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from xinfer import bench, bench_server
+from xinfer import bench, bench_beam, bench_server
 
 
 @pytest.fixture(scope='module')
@@ -127,3 +127,75 @@ def test_server_rejects_a_malformed_body_with_400(server):
                            'row after row)\n')
   status, _, body = _post(server['url'], b'\x00' * 256, {})
   assert status == 400 and b'X-Rows' in body
+
+
+def test_beam_pipeline_returns_every_row_through_identity(bench_dir):
+  import apache_beam as beam
+  from apache_beam.testing.util import assert_that, equal_to
+  from xinfer import bench_beam
+  model = os.path.join(bench_dir, 'identity.onnx')
+  with beam.Pipeline('DirectRunner') as p:
+    predictions = bench_beam.build(p, model, 10, batch_size=4)
+    assert_that(predictions
+                | beam.Map(lambda r: np.array_equal(r.example, r.inference)),
+                equal_to([True] * 10),
+                label='OutputEqualsInput')
+    assert_that(predictions | beam.Map(lambda r: tuple(r.inference.tolist())),
+                equal_to([tuple(row) for row in bench.rows(10).tolist()]),
+                label='EveryRow')
+
+
+def test_beam_run_counts_its_outputs(bench_dir):
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from xinfer import bench_beam
+  seconds = bench_beam.run_once(os.path.join(bench_dir, 'wide-mlp.onnx'), 20, 8,
+                                PipelineOptions(['--runner=DirectRunner']))
+  assert seconds > 0
+  with pytest.raises(ValueError, match='expected 20 outputs, got 19'):
+    bench_beam._expect(19, 20)
+
+
+def test_beam_handler_batches_at_the_batch_size_on_one_thread(bench_dir):
+  from apache_beam.internal import pickler
+  from xinfer import bench_beam
+  handler = bench_beam.OnnxHandler(os.path.join(bench_dir, 'identity.onnx'),
+                                   256)
+  assert handler.batch_elements_kwargs() == {
+      'min_batch_size': 256,
+      'max_batch_size': 256
+  }
+  # It reaches the SDK worker pickled: no onnxruntime options in it.
+  handler = pickler.loads(pickler.dumps(handler))
+  session = handler.load_model()
+  assert session.get_session_options().intra_op_num_threads == 1
+  assert session.get_providers() == ['CPUExecutionProvider']
+
+
+def test_beam_throughput_is_marginal():
+  from xinfer import bench_beam
+  runs = []
+
+  def run(rows):
+    runs.append(rows)
+    return 3.0 + rows / 1000  # start-up 3 s, then 1000 rows/s
+
+  t_small, t_large, throughput = bench_beam.measure(run, 20000)
+  assert runs == [1000, 4000, 20000]
+  assert (t_small, t_large) == (7.0, 23.0)
+  assert throughput == pytest.approx(1000)
+  line = bench_beam.csv_line({
+      'approach': 'beam-python-flink',
+      'model': 'identity.onnx',
+      'batch_size': 256,
+      'rows': 20000,
+      'seconds_small': t_small,
+      'seconds_large': t_large,
+      'rows_per_second': throughput,
+      'jvm_peak_rss_mb': 812.4,
+      'python_peak_rss_mb': 301.6
+  })
+  assert line == ('beam-python-flink,identity.onnx,256,20000,7.000,23.000,'
+                  '1000.0,812,302')
+  assert len(line.split(',')) == len(bench.CSV_COLUMNS)
+  with pytest.raises(RuntimeError, match='use more rows'):
+    bench_beam.measure(lambda rows: 5.0 - rows / 1e6, 20000)

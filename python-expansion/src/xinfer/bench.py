@@ -14,6 +14,8 @@ model's own predict loop in plain Python (approach 1, the limit the others are
 compared with) and prints one JSON line (``--csv``: a line of the results CSV).
 ``python -m xinfer.bench serve --model FILE --port P`` serves the model over
 HTTP on 127.0.0.1 (approach 4, the microservice: ``xinfer.bench_server``).
+``python -m xinfer.bench beam ... --job-endpoint HOST:PORT`` runs approach 2,
+Beam's own RunInference in a Python pipeline (``xinfer.bench_beam``).
 ``python -m xinfer.bench report results.csv`` prints the Markdown table.
 """
 
@@ -143,6 +145,15 @@ def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def process_peak_rss_mb(pid: int) -> float:
+  """Another process's peak resident memory (Linux ``VmHWM``), MB."""
+  with open(f'/proc/{pid}/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024.0
+  raise ValueError(f'no VmHWM in /proc/{pid}/status')
+
+
 def plain_csv_line(result: dict) -> str:
   """A plain-Python result as a line of the benchmark CSV (no small run, no
   JVM)."""
@@ -261,6 +272,22 @@ def main(argv=None):
                    default=None,
                    help='stop when this process ends (default: when the '
                    'process that started the server ends)')
+  beam = sub.add_parser(
+      'beam', help='approach 2: Beam Python RunInference on a job server')
+  beam.add_argument('--model', required=True)
+  beam.add_argument('--rows', type=int, required=True)
+  beam.add_argument('--batch-size', type=int, required=True)
+  beam.add_argument('--job-endpoint',
+                    required=True,
+                    help='HOST:PORT of a Beam job server (Flink)')
+  beam.add_argument('--threads', type=int, default=1)
+  beam.add_argument('--job-server-pid',
+                    type=int,
+                    default=None,
+                    help="the job server's pid, to report its peak memory")
+  beam.add_argument('--csv',
+                    action='store_true',
+                    help='print a line of the benchmark CSV, not JSON')
   rep = sub.add_parser('report', help='results CSV to a Markdown table')
   rep.add_argument('csv')
   plot = sub.add_parser('plot', help='results CSV to PNG plots beside it')
@@ -279,6 +306,15 @@ def main(argv=None):
     from xinfer import bench_server
     return bench_server.serve(args.model, args.port, args.threads,
                               args.parent_pid)
+  elif args.command == 'beam':
+    from xinfer import bench_beam
+    result = bench_beam.benchmark(args.model, args.rows, args.batch_size,
+                                  args.job_endpoint, args.threads)
+    # The SDK worker runs in this process; the job server is the JVM.
+    result['python_peak_rss_mb'] = peak_rss_mb()
+    if args.job_server_pid:
+      result['jvm_peak_rss_mb'] = process_peak_rss_mb(args.job_server_pid)
+    print(bench_beam.csv_line(result) if args.csv else json.dumps(result))
   else:
     result = plain(args.model, args.rows, args.batch_size, args.threads)
     print(plain_csv_line(result) if args.csv else json.dumps(result))
