@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -172,9 +173,34 @@ def _mb(value) -> str:
   return f'{float(value):,.0f}' if value else ''
 
 
-def report(csv_path: str) -> str:
-  """The results as a Markdown table: throughput and its ratio to plain Python
-  (approach 1) for the same model and batch size, and peak memory."""
+LATENCY_COLUMNS = ('offered_per_second', 'max_bundle_ms', 'records', 'p50_ms',
+                   'p90_ms', 'p99_ms', 'max_ms')
+
+
+def percentile(sorted_values, q: float) -> float:
+  """Nearest-rank percentile (as the Java launcher computes it)."""
+  import math
+  return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def latency_line(latency_csv: str, rate: int, bundle_ms: int) -> str:
+  """One streaming run's latency file (id, latency_ms, steady) as a line of
+  the latency CSV: percentiles over the records sent once the job was up."""
+  import csv
+  with open(latency_csv) as f:
+    values = sorted(
+        float(r['latency_ms']) for r in csv.DictReader(f) if r['steady'] == '1')
+  if not values:
+    raise ValueError(f'{latency_csv}: no steady-state record came back')
+  return (f'{rate},{bundle_ms},{len(values)},' +
+          ','.join(f'{percentile(values, q):.1f}'
+                   for q in (0.5, 0.9, 0.99)) + f',{values[-1]:.1f}')
+
+
+def report(csv_path: str, latency_csv: Optional[str] = None) -> str:
+  """The results as Markdown tables: throughput and its ratio to plain Python
+  (approach 1) for the same model and batch size, and peak memory; then the
+  streaming latency per offered rate."""
   results = read_results(csv_path)
   limit = {
       (r['model'], r['batch_size']): float(r['rows_per_second'])
@@ -195,6 +221,15 @@ def report(csv_path: str) -> str:
                  f"{float(r['rows_per_second']):,.0f} | {ratio} | "
                  f"{_mb(r.get('jvm_peak_rss_mb'))} | "
                  f"{_mb(r.get('python_peak_rss_mb'))} |")
+  if latency_csv and os.path.exists(latency_csv):
+    lines += [
+        '',
+        '| offered records/s | max bundle (ms) | records | p50 (ms) | p90 (ms) '
+        '| p99 (ms) | max (ms) |',
+        '|---:|---:|---:|---:|---:|---:|---:|',
+    ]
+    for r in read_results(latency_csv):
+      lines.append('| ' + ' | '.join(r[c] for c in LATENCY_COLUMNS) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -241,6 +276,35 @@ def plot_throughput(csv_path: str, out_dir: str) -> list:
     plt.close(fig)
     written.append(path)
   return written
+
+
+def plot_latency(latency_csv: str, out_dir: str) -> str:
+  """p50/p90/p99 end-to-end latency per offered rate, a line per bundle time."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  runs = read_results(latency_csv)
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for bundle in sorted({int(r['max_bundle_ms']) for r in runs}):
+    mine = sorted((r for r in runs if int(r['max_bundle_ms']) == bundle),
+                  key=lambda r: int(r['offered_per_second']))
+    rates = [int(r['offered_per_second']) for r in mine]
+    for column, style in (('p50_ms', 'o-'), ('p90_ms', 's--'), ('p99_ms',
+                                                                '^:')):
+      ax.plot(rates, [float(r[column]) for r in mine],
+              style,
+              label=f"{column[:-3]}, bundles <= {bundle} ms")
+  ax.set_xlabel('offered records/s')
+  ax.set_ylabel('end-to-end latency (ms, log scale)')
+  ax.set_yscale('log')
+  ax.set_title('Kafka -> xinfer on embedded Flink -> Kafka')
+  ax.grid(which='both', alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(out_dir, 'latency.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
 
 
 def main(argv=None):
@@ -290,18 +354,30 @@ def main(argv=None):
                     help='print a line of the benchmark CSV, not JSON')
   rep = sub.add_parser('report', help='results CSV to a Markdown table')
   rep.add_argument('csv')
+  rep.add_argument('latency_csv', nargs='?')
   plot = sub.add_parser('plot', help='results CSV to PNG plots beside it')
   plot.add_argument('csv')
+  plot.add_argument('latency_csv', nargs='?')
+  lat = sub.add_parser('latency',
+                       help="a streaming run's latency file to a CSV line")
+  lat.add_argument('--rate', type=int, required=True)
+  lat.add_argument('--bundle-ms', type=int, required=True)
+  lat.add_argument('file')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
     written = prepare(args.out)
     print(f"bench models in {args.out}: {', '.join(MODELS)}"
           f"{' (written now: ' + ', '.join(written) + ')' if written else ''}")
   elif args.command == 'report':
-    print(report(args.csv), end='')
+    print(report(args.csv, args.latency_csv), end='')
   elif args.command == 'plot':
-    for path in plot_throughput(args.csv, os.path.dirname(args.csv) or '.'):
+    out_dir = os.path.dirname(args.csv) or '.'
+    for path in plot_throughput(args.csv, out_dir):
       print(f'plot: {path}')
+    if args.latency_csv and os.path.exists(args.latency_csv):
+      print(f'plot: {plot_latency(args.latency_csv, out_dir)}')
+  elif args.command == 'latency':
+    print(latency_line(args.file, args.rate, args.bundle_ms))
   elif args.command == 'serve':
     from xinfer import bench_server
     return bench_server.serve(args.model, args.port, args.threads,

@@ -6,6 +6,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -23,6 +24,7 @@ import org.apache.kafka.common.serialization.LongDeserializer;
 import org.apache.kafka.common.serialization.LongSerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
+import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * The streaming demo's side of Kafka: creates the topics, produces labelled examples at a fixed
@@ -32,6 +34,7 @@ final class KafkaDriver implements AutoCloseable {
   private final String bootstrapServers;
   private final KafkaConsumer<Long, String> consumer;
   private final AtomicLong produced = new AtomicLong();
+  private final Map<Long, Long> sentNanos = new ConcurrentHashMap<>();
 
   KafkaDriver(String bootstrapServers) {
     this.bootstrapServers = bootstrapServers;
@@ -90,6 +93,7 @@ final class KafkaDriver implements AutoCloseable {
                   }
                   String line = lines.get(i);
                   long id = Long.parseLong(line.substring(0, line.indexOf(',')));
+                  sentNanos.put(id, System.nanoTime());
                   producer.send(new ProducerRecord<>(topic, id, line));
                   produced.incrementAndGet();
                 }
@@ -102,6 +106,11 @@ final class KafkaDriver implements AutoCloseable {
     thread.setDaemon(true);
     thread.start();
     return thread;
+  }
+
+  /** When the example with key {@code id} was handed to the producer ({@code nanoTime}). */
+  @Nullable Long sentAt(long id) {
+    return sentNanos.get(id);
   }
 
   long produced() {

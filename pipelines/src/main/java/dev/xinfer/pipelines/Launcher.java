@@ -92,7 +92,9 @@ public final class Launcher {
 
     void setRate(int value);
 
-    @Description("Streaming: how many examples to produce (default: every line of --input).")
+    @Description(
+        "Streaming: how many examples to produce (default: every line of --input; more than the "
+            + "input repeats it with new ids).")
     @Nullable Integer getRecords();
 
     void setRecords(Integer value);
@@ -123,6 +125,9 @@ public final class Launcher {
     /** What RunInference reported ({@link InferenceMetrics}), when the runner gave metrics. */
     public final @Nullable String inference;
 
+    /** Streaming: end-to-end latency percentiles, produce to prediction read back. */
+    public final @Nullable Latency latency;
+
     Summary(
         long records,
         long predictions,
@@ -131,8 +136,10 @@ public final class Launcher {
         String runner,
         String mode,
         String model,
-        @Nullable String inference) {
+        @Nullable String inference,
+        @Nullable Latency latency) {
       this.inference = inference;
+      this.latency = latency;
       this.records = records;
       this.predictions = predictions;
       this.correct = correct;
@@ -143,7 +150,13 @@ public final class Launcher {
     }
 
     Summary withInference(@Nullable String metrics) {
-      return new Summary(records, predictions, correct, seconds, runner, mode, model, metrics);
+      return new Summary(
+          records, predictions, correct, seconds, runner, mode, model, metrics, latency);
+    }
+
+    Summary withLatency(@Nullable Latency latency) {
+      return new Summary(
+          records, predictions, correct, seconds, runner, mode, model, inference, latency);
     }
 
     public long failed() {
@@ -166,7 +179,47 @@ public final class Launcher {
               runner,
               mode,
               model)
+          + (latency == null ? "" : " " + latency)
           + (inference == null ? "" : " | " + inference);
+    }
+  }
+
+  /**
+   * End-to-end latency of a streaming run, in milliseconds: from an example's send to Kafka to its
+   * prediction read back from the output topic, over the examples sent once the job was up (after
+   * the first prediction came back), so that the job's start-up is not counted.
+   */
+  public static final class Latency {
+    public final double p50;
+    public final double p90;
+    public final double p99;
+    public final double max;
+
+    private Latency(double p50, double p90, double p99, double max) {
+      this.p50 = p50;
+      this.p90 = p90;
+      this.p99 = p99;
+      this.max = max;
+    }
+
+    /** The percentiles of {@code millis} (nearest rank), or null when there are none. */
+    static @Nullable Latency of(List<Double> millis) {
+      if (millis.isEmpty()) {
+        return null;
+      }
+      double[] sorted = millis.stream().mapToDouble(Double::doubleValue).sorted().toArray();
+      return new Latency(
+          rank(sorted, 0.50), rank(sorted, 0.90), rank(sorted, 0.99), sorted[sorted.length - 1]);
+    }
+
+    private static double rank(double[] sorted, double q) {
+      return sorted[Math.max(0, (int) Math.ceil(q * sorted.length) - 1)];
+    }
+
+    @Override
+    public String toString() {
+      return String.format(
+          Locale.ROOT, "latency_ms(p50=%.1f p90=%.1f p99=%.1f max=%.1f)", p50, p90, p99, max);
     }
   }
 
@@ -229,9 +282,10 @@ public final class Launcher {
   }
 
   /**
-   * Streaming: starts the job, produces the examples to Kafka at {@code --rate}, reads the
-   * predictions back until each example has one (or {@code --resultTimeoutSeconds} passes), cancels
-   * the job and writes what came back to {@code --output} for the summary.
+   * Streaming: starts the job, produces the first example and, once its prediction is back, the
+   * others to Kafka at {@code --rate}; reads the predictions back until each example has one (or
+   * {@code --resultTimeoutSeconds} passes), cancels the job and writes what came back to {@code
+   * --output} for the summary.
    */
   private static <T extends Options> Summary runStreaming(
       T options, BiFunction<Pipeline, T, Pipeline> build) {
@@ -244,10 +298,12 @@ public final class Launcher {
     }
     List<String> examples = dataLines(Paths.get(options.getInput()));
     if (options.getRecords() != null) {
-      examples = examples.subList(0, Math.min(options.getRecords(), examples.size()));
+      examples = repeated(examples, options.getRecords());
     }
     String runner = runnerName(options);
     Map<Long, String> predictions = new TreeMap<>();
+    List<String> latencyLines = new ArrayList<>();
+    List<Double> latencies = new ArrayList<>();
     long start;
     long firstArrival = 0;
     long lastArrival;
@@ -260,16 +316,38 @@ public final class Launcher {
       try {
         start = System.nanoTime();
         lastArrival = start;
-        kafka.produceAtRate(options.getInputTopic(), examples, options.getRate());
+        // The first example alone, the rest at the rate once its prediction is back: the job's
+        // start-up does not pile a backlog in front of the measured examples.
+        kafka.produceAtRate(options.getInputTopic(), examples.subList(0, 1), options.getRate());
+        boolean restSent = examples.size() == 1;
         long deadline = start + TimeUnit.SECONDS.toNanos(options.getResultTimeoutSeconds());
         long nextProgress = start + TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
         while (predictions.size() < examples.size() && System.nanoTime() < deadline) {
           Map<Long, String> arrived = kafka.poll(java.time.Duration.ofMillis(200));
           if (!arrived.isEmpty()) {
-            predictions.putAll(arrived);
             lastArrival = System.nanoTime();
             if (firstArrival == 0) {
               firstArrival = lastArrival;
+            }
+            if (!restSent) {
+              kafka.produceAtRate(
+                  options.getInputTopic(), examples.subList(1, examples.size()), options.getRate());
+              restSent = true;
+            }
+            for (Map.Entry<Long, String> prediction : arrived.entrySet()) {
+              Long sent = kafka.sentAt(prediction.getKey());
+              if (predictions.put(prediction.getKey(), prediction.getValue()) == null
+                  && sent != null) {
+                double millis = (lastArrival - sent) / 1e6;
+                // Steady state: sent once the job was up (the first prediction was back).
+                boolean steady = sent >= firstArrival;
+                if (steady) {
+                  latencies.add(millis);
+                }
+                latencyLines.add(
+                    String.format(
+                        Locale.ROOT, "%d,%.3f,%d", prediction.getKey(), millis, steady ? 1 : 0));
+              }
             }
           }
           if (result.getState().isTerminal()) {
@@ -295,6 +373,8 @@ public final class Launcher {
       inference = inferenceMetrics(result);
     }
     writePredictions(options.getOutput(), predictions.values());
+    latencyLines.add(0, "id,latency_ms,steady");
+    writeLines(Paths.get(options.getOutput() + "-latency.csv"), latencyLines);
     Summary summary =
         summarize(
                 examples.size(),
@@ -304,7 +384,8 @@ public final class Launcher {
                 runner,
                 "streaming",
                 model(options))
-            .withInference(inference);
+            .withInference(inference)
+            .withLatency(Latency.of(latencies));
     if (summary.failed() > 0) {
       progress(
           "%d of %d predictions did not arrive within %d s",
@@ -351,6 +432,29 @@ public final class Launcher {
     System.err.println("xinfer: " + String.format(Locale.ROOT, format, args));
   }
 
+  /**
+   * The first {@code n} examples; past the end of the input, the input again with ids shifted past
+   * the largest (so that every example has its own id and its prediction can be matched).
+   */
+  static List<String> repeated(List<String> examples, int n) {
+    if (n <= examples.size()) {
+      return examples.subList(0, n);
+    }
+    long stride = 1 + examples.stream().mapToLong(Launcher::idOf).max().orElse(0);
+    List<String> out = new ArrayList<>(n);
+    for (int i = 0; i < n; i++) {
+      String line = examples.get(i % examples.size());
+      long round = i / examples.size();
+      out.add(
+          round == 0 ? line : (idOf(line) + round * stride) + line.substring(line.indexOf(',')));
+    }
+    return out;
+  }
+
+  private static long idOf(String line) {
+    return Long.parseLong(line.substring(0, line.indexOf(',')));
+  }
+
   private static List<String> dataLines(Path input) {
     try (Stream<String> lines = Files.lines(input, StandardCharsets.UTF_8)) {
       return lines.filter(l -> !l.startsWith("id,") && !l.isBlank()).collect(Collectors.toList());
@@ -360,7 +464,11 @@ public final class Launcher {
   }
 
   private static void writePredictions(String outputPrefix, Iterable<String> lines) {
-    Path file = Paths.get(outputPrefix + "-00000-of-00001.csv").toAbsolutePath();
+    writeLines(Paths.get(outputPrefix + "-00000-of-00001.csv"), lines);
+  }
+
+  private static void writeLines(Path path, Iterable<String> lines) {
+    Path file = path.toAbsolutePath();
     try {
       Files.createDirectories(file.getParent());
       Files.write(file, lines, StandardCharsets.UTF_8);
@@ -407,7 +515,7 @@ public final class Launcher {
         throw new UncheckedIOException(e);
       }
     }
-    return new Summary(records, predictions, correct, seconds, runner, mode, model, null);
+    return new Summary(records, predictions, correct, seconds, runner, mode, model, null, null);
   }
 
   /** The files TextIO wrote for {@code outputPrefix} ({@code PREFIX-SSSSS-of-NNNNN.csv}). */

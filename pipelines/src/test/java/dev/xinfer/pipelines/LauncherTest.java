@@ -1,0 +1,33 @@
+package dev.xinfer.pipelines;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertNull;
+
+import java.util.List;
+import java.util.stream.Collectors;
+import java.util.stream.IntStream;
+import org.junit.Test;
+
+public class LauncherTest {
+  @Test
+  public void moreRecordsThanTheInputRepeatItWithNewIds() {
+    List<String> input = List.of("0,7,1.0", "1,3,2.0", "4,5,3.0");
+    assertEquals(List.of("0,7,1.0", "1,3,2.0"), Launcher.repeated(input, 2));
+    assertEquals(
+        List.of("0,7,1.0", "1,3,2.0", "4,5,3.0", "5,7,1.0", "6,3,2.0", "9,5,3.0", "10,7,1.0"),
+        Launcher.repeated(input, 7));
+  }
+
+  @Test
+  public void latencyPercentilesAreNearestRank() {
+    List<Double> millis =
+        IntStream.rangeClosed(1, 200).mapToObj(i -> (double) i).collect(Collectors.toList());
+    Launcher.Latency latency = Launcher.Latency.of(millis);
+    assertEquals(100.0, latency.p50, 0);
+    assertEquals(180.0, latency.p90, 0);
+    assertEquals(198.0, latency.p99, 0);
+    assertEquals(200.0, latency.max, 0);
+    assertEquals("latency_ms(p50=100.0 p90=180.0 p99=198.0 max=200.0)", latency.toString());
+    assertNull(Launcher.Latency.of(List.of()));
+  }
+}
