@@ -11,6 +11,7 @@ import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineRunner;
+import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.util.construction.DefaultArtifactResolver;
@@ -36,6 +37,12 @@ import org.slf4j.LoggerFactory;
 public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   private static final Logger LOG = LoggerFactory.getLogger(XinferRunner.class);
 
+  /** {@code --experiments=xinfer_no_combiner_lifting} leaves Combines as Beam translates them. */
+  public static final String NO_COMBINER_LIFTING = "xinfer_no_combiner_lifting";
+
+  private static final String DATA_BUFFER_SIZE_LIMIT = "data_buffer_size_limit";
+  private static final int DATA_BUFFER_BYTES = 32 << 20;
+
   private final PipelineOptions options;
 
   private XinferRunner(PipelineOptions options) {
@@ -52,6 +59,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     String requested = options.as(XinferOptions.class).getXinferRequestedRunner();
     Engine engine = Engine.forRunner(requested == null ? "FlinkRunner" : requested, options);
 
+    raiseDataBufferLimit(options);
     PortablePipelineOptions portable = options.as(PortablePipelineOptions.class);
     portable.setDefaultEnvironmentType(Environments.ENVIRONMENT_EMBEDDED);
     // The Java harness shares this JVM's classpath (embedded) or the jars the engine ships.
@@ -59,6 +67,11 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
 
     engine.adjust(pipeline);
     RunnerApi.Pipeline proto = PipelineTranslation.toProto(pipeline, SdkComponents.create(options));
+    if (!ExperimentalOptions.hasExperiment(options, NO_COMBINER_LIFTING)) {
+      // Otherwise a Combine (Count, Sum, Top...) after RunInference sends every element through
+      // the runner's GroupByKey.
+      proto = CombineLifting.lift(proto);
+    }
     RunnerApi.Pipeline portablePipeline = DefaultArtifactResolver.INSTANCE.resolveArtifacts(proto);
     String jobName = options.getJobName();
     JobInfo jobInfo =
@@ -99,6 +112,24 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
           engine.release(jobInfo);
         });
     return new XinferPipelineResult(engine.runnerName(), job, engine::cancel, engine::liveMetrics);
+  }
+
+  /**
+   * The Java SDK harness sends a bundle's output in messages of {@value #DATA_BUFFER_BYTES} bytes
+   * instead of Beam's 1 MB, unless {@code --experiments=data_buffer_size_limit=...} says otherwise.
+   *
+   * <p>Beam 2.62's runner side reads a bundle's output only once the SDK harness reports the bundle
+   * done ({@code SdkHarnessClient.ActiveBundle#close} waits for the response, then drains), through
+   * a queue of 100 messages; a bundle with more output than that blocks the harness's data stream
+   * and the job hangs. Flink's and Spark's portable batch runners make a whole partition one
+   * bundle, so with 1 MB messages a Java stage that writes more than about 100 MB per partition
+   * (500,000 rows of 64 floats) hangs; with 32 MB messages the bound is about 3.2 GB.
+   */
+  private static void raiseDataBufferLimit(PipelineOptions options) {
+    if (ExperimentalOptions.getExperimentValue(options, DATA_BUFFER_SIZE_LIMIT) == null) {
+      ExperimentalOptions.addExperiment(
+          options.as(ExperimentalOptions.class), DATA_BUFFER_SIZE_LIMIT + "=" + DATA_BUFFER_BYTES);
+    }
   }
 
   @Override
