@@ -47,10 +47,13 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * PCollection}, from a Java pipeline.
  *
  * <p>The model runs in Python, in a worker pool that xinfer starts, through Beam's cross-language
- * expansion service and Beam's Python {@code RunInference}. Each output Row holds every input
- * field, then {@code scores} ({@code ARRAY<FLOAT>}: the model's output for the record), {@code
- * predicted_class} ({@code INT64}: the index of the highest score) and {@code model_id} ({@code
- * STRING}: the model, or model version, that made it); see {@link #outputSchema(Schema)}.
+ * expansion service. Rows cross to Python in blocks of up to {@link #withMaxBatchSize} (their
+ * features as one tensor; see {@link dev.xinfer.runtime.RowBlocks}), so the per-row cost of the
+ * crossing is small; keyed inference, hooks and {@link #withMaxBatchWait} send rows one by one
+ * through Beam's Python {@code RunInference}. Each output Row holds every input field, then {@code
+ * scores} ({@code ARRAY<FLOAT>}: the model's output for the record), {@code predicted_class}
+ * ({@code INT64}: the index of the highest score) and {@code model_id} ({@code STRING}: the model,
+ * or model version, that made it); see {@link #outputSchema(Schema)}.
  *
  * <pre>{@code
  * PipelineOptions options = PipelineOptionsFactory.fromArgs(args).create(); // --runner=FlinkRunner
@@ -237,14 +240,17 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     return toBuilder().setFeatureField(fieldName).build();
   }
 
-  /** The smallest batch Beam's batching forms when it can (default 1). */
+  /**
+   * The smallest batch Beam's batching forms when it can (default 1); rows sent one by one only
+   * (keyed, hooks, batch wait): blocks are as full as a bundle allows.
+   */
   public RunInference withMinBatchSize(int minBatchSize) {
     checkArgument(
         minBatchSize >= 1, "withMinBatchSize(%s) needs a size of at least 1", minBatchSize);
     return toBuilder().setMinBatchSize(minBatchSize).build();
   }
 
-  /** The largest batch handed to the model at once (default 256). */
+  /** The largest batch handed to the model at once, and the largest block (default 256). */
   public RunInference withMaxBatchSize(int maxBatchSize) {
     checkArgument(
         maxBatchSize >= 1, "withMaxBatchSize(%s) needs a size of at least 1", maxBatchSize);
