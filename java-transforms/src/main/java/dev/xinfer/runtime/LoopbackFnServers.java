@@ -47,7 +47,7 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
  * job bundle factories whose EXTERNAL environments serve on loopback. This works for embedded
  * engines (same JVM and class loader); on a cluster the workers build their own.
  */
-final class LoopbackFnServers {
+public final class LoopbackFnServers {
   private static final int KEEP_ALIVE_TIME_SEC = 20;
 
   private LoopbackFnServers() {}
@@ -60,15 +60,33 @@ final class LoopbackFnServers {
       Class<? extends ExecutableStageContext.Factory> factoryClass,
       JobInfo jobInfo,
       SerializableFunction<Object, Boolean> isReleaseSynchronous) {
+    register(factoryClass, jobInfo.jobId(), isReleaseSynchronous);
+  }
+
+  /** As {@link #register(Class, JobInfo, SerializableFunction)}, by job id (a job server's). */
+  public static void register(
+      Class<? extends ExecutableStageContext.Factory> factoryClass,
+      String jobId,
+      SerializableFunction<Object, Boolean> isReleaseSynchronous) {
     ExecutableStageContext.Factory factory =
         ReferenceCountingExecutableStageContextFactory.create(
             LoopbackFnServers::createContext, isReleaseSynchronous);
-    jobFactories(factoryClass).put(jobInfo.jobId(), factory);
+    jobFactories(factoryClass).put(jobId, factory);
   }
 
   static void unregister(
       Class<? extends ExecutableStageContext.Factory> factoryClass, JobInfo jobInfo) {
-    jobFactories(factoryClass).remove(jobInfo.jobId());
+    unregister(factoryClass, jobInfo.jobId());
+  }
+
+  public static void unregister(
+      Class<? extends ExecutableStageContext.Factory> factoryClass, String jobId) {
+    jobFactories(factoryClass).remove(jobId);
+  }
+
+  /** Beam's gRPC server factory, bound to 127.0.0.1 (e.g. for a job server's own services). */
+  public static ServerFactory serverFactory() {
+    return new LoopbackServerFactory();
   }
 
   @SuppressWarnings("unchecked")
