@@ -75,56 +75,32 @@ final class CombineLifting {
     String grouped = pcollection(components, added, id, "Group.out", keyAccs, input, output);
     String merged = pcollection(components, added, id, "Merge.out", keyAcc, input, output);
 
-    String name = transform.getUniqueName();
+    // input -> Precombine -> GroupByKey -> MergeAccumulators -> ExtractOutputs -> output; the
+    // runner's GroupByKey has no SDK environment and no payload.
+    String[] chain = {inputId, precombined, grouped, merged, outputId};
+    String[] suffixes = {"Precombine", "Group", "Merge", "ExtractOutputs"};
+    String[] urns = {
+      PTransformTranslation.COMBINE_PER_KEY_PRECOMBINE_TRANSFORM_URN,
+      PTransformTranslation.GROUP_BY_KEY_TRANSFORM_URN,
+      PTransformTranslation.COMBINE_PER_KEY_MERGE_ACCUMULATORS_TRANSFORM_URN,
+      PTransformTranslation.COMBINE_PER_KEY_EXTRACT_OUTPUTS_TRANSFORM_URN
+    };
     PTransform.Builder lifted = transform.toBuilder().clearSubtransforms();
-    lifted.addSubtransforms(
-        step(
-            components,
-            added,
-            id,
-            name,
-            "Precombine",
-            PTransformTranslation.COMBINE_PER_KEY_PRECOMBINE_TRANSFORM_URN,
-            transform,
-            inputId,
-            precombined,
-            environment));
-    lifted.addSubtransforms(
-        step(
-            components,
-            added,
-            id,
-            name,
-            "Group",
-            PTransformTranslation.GROUP_BY_KEY_TRANSFORM_URN,
-            null,
-            precombined,
-            grouped,
-            ""));
-    lifted.addSubtransforms(
-        step(
-            components,
-            added,
-            id,
-            name,
-            "Merge",
-            PTransformTranslation.COMBINE_PER_KEY_MERGE_ACCUMULATORS_TRANSFORM_URN,
-            transform,
-            grouped,
-            merged,
-            environment));
-    lifted.addSubtransforms(
-        step(
-            components,
-            added,
-            id,
-            name,
-            "ExtractOutputs",
-            PTransformTranslation.COMBINE_PER_KEY_EXTRACT_OUTPUTS_TRANSFORM_URN,
-            transform,
-            merged,
-            outputId,
-            environment));
+    for (int i = 0; i < urns.length; i++) {
+      boolean runner = urns[i].equals(PTransformTranslation.GROUP_BY_KEY_TRANSFORM_URN);
+      lifted.addSubtransforms(
+          step(
+              components,
+              added,
+              id,
+              transform.getUniqueName(),
+              suffixes[i],
+              urns[i],
+              runner ? null : transform,
+              chain[i],
+              chain[i + 1],
+              runner ? "" : environment));
+    }
     return MessageWithComponents.newBuilder()
         .setPtransform(lifted.build())
         .setComponents(added)
