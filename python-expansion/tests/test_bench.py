@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from xinfer import bench, bench_beam, bench_server
+from xinfer import bench, bench_server
 
 
 @pytest.fixture(scope='module')
