@@ -1,0 +1,58 @@
+package dev.xinfer.runtime;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertNotEquals;
+import static org.junit.Assert.assertTrue;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.apache.beam.runners.flink.FlinkPipelineOptions;
+import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
+import org.junit.Rule;
+import org.junit.Test;
+import org.junit.rules.TemporaryFolder;
+
+public class FlinkEngineTest {
+  @Rule public final TemporaryFolder tmp = new TemporaryFolder();
+
+  private static FlinkPipelineOptions flinkOptions(String... args) {
+    PipelineOptions options = PipelineOptionsFactory.fromArgs(args).create();
+    new FlinkEngine(options);
+    return options.as(FlinkPipelineOptions.class);
+  }
+
+  @Test
+  public void streamingBundlesAreShortUnlessTheUserSaysOtherwise() {
+    assertEquals(
+        FlinkEngine.STREAMING_BUNDLE_MILLIS,
+        (long) flinkOptions("--streaming").getMaxBundleTimeMills());
+    assertEquals(
+        1000L,
+        (long) flinkOptions("--streaming", "--maxBundleTimeMills=1000").getMaxBundleTimeMills());
+    // Batch keeps Beam's default.
+    assertEquals(10_000L, (long) flinkOptions().getMaxBundleTimeMills());
+  }
+
+  @Test
+  public void theUsersFlinkConfigurationIsUsedWithXinfersAdditions() throws Exception {
+    Path userConf = tmp.newFolder("conf").toPath();
+    Files.writeString(userConf.resolve("config.yaml"), "taskmanager.numberOfTaskSlots: 3\n");
+    PipelineOptions options =
+        PipelineOptionsFactory.fromArgs("--flinkConfDir=" + userConf, "--streaming").create();
+    FlinkEngine engine = new FlinkEngine(options);
+    engine.runner(JobInfo.create("job", "job", "", PipelineOptionsTranslation.toProto(options)));
+
+    // Beam's runner prefers --flinkConfDir to the directory xinfer hands it: the option must name
+    // xinfer's copy, or the job listener (which lets a job be cancelled) is lost.
+    String confDir = options.as(FlinkPipelineOptions.class).getFlinkConfDir();
+    assertNotEquals(userConf.toString(), confDir);
+    String config = Files.readString(Path.of(confDir, "config.yaml"), StandardCharsets.UTF_8);
+    assertTrue(config, config.contains("taskmanager.numberOfTaskSlots: 3"));
+    assertTrue(
+        config, config.contains("execution.job-listeners: " + FlinkJobClients.class.getName()));
+  }
+}
