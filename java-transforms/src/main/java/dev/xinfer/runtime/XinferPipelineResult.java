@@ -59,6 +59,7 @@ public final class XinferPipelineResult implements PipelineResult {
     // A cancelled job reports no metrics of its own on some engines: keep the last ones seen.
     metricsAtCancel = liveMetrics.get();
     if (!stopJob.getAsBoolean()) {
+      cancelled = false;
       throw new UnsupportedOperationException(
           runnerName + " could not cancel this job: it was not running yet, or it is a batch job");
     }
@@ -112,8 +113,9 @@ public final class XinferPipelineResult implements PipelineResult {
 
   /**
    * The job's metrics: final once it has ended; while a (streaming) job runs, what the engine
-   * reports so far; for a cancelled job, the last ones seen before it was stopped when the engine
-   * gives none with the cancelled job.
+   * reports so far, or {@link UnsupportedOperationException} where it reports none (it never
+   * blocks); for a cancelled job, the last ones seen before it was stopped when the engine gives
+   * none with the cancelled job.
    */
   @Override
   public MetricResults metrics() {
@@ -122,6 +124,11 @@ public final class XinferPipelineResult implements PipelineResult {
       if (live != null) {
         return live;
       }
+      // Never block here: a streaming job runs until it is cancelled.
+      throw new UnsupportedOperationException(
+          runnerName
+              + " reports no metrics while this job runs; read them once it has ended "
+              + "(waitUntilFinish, or cancel a streaming job first)");
     }
     try {
       return job.join().metrics();
