@@ -81,18 +81,20 @@ def test_streaming_latency_summary_table_and_plot(tmp_path):
   runs.write_text(','.join(bench.LATENCY_COLUMNS) + '\n')
   for rate in (500, 1000):
     f = tmp_path / f'run-{rate}.csv'
-    # 100 steady records of 1..100 ms, and one start-up record that must not count.
-    f.write_text('id,latency_ms,steady\n0,9000.0,0\n' +
-                 ''.join(f'{i},{i}.0,1\n' for i in range(1, 101)))
-    line = bench.latency_line(str(f), rate, 50)
-    assert line == f'{rate},50,100,50.0,90.0,99.0,100.0'
+    # 100 steady records of 1..100 ms; a start-up record that counts nowhere,
+    # and two warm-up records that count only in their own p99.
+    f.write_text('id,latency_ms,phase\n0,9000.0,startup\n' +
+                 '1,700.0,warmup\n2,500.0,warmup\n' +
+                 ''.join(f'{i},{i}.0,steady\n' for i in range(3, 103)))
+    line = bench.latency_line(str(f), rate, 50, 10)
+    assert line == f'{rate},50,10,100,52.0,92.0,101.0,102.0,700.0'
     with open(runs, 'a') as out:
       out.write(line + '\n')
   results = tmp_path / 'results.csv'
   results.write_text(','.join(bench.CSV_COLUMNS) + '\n' +
                      'plain-python,a.onnx,64,1000,,0.001,1000000.0,,150\n')
   table = bench.report(str(results), str(runs))
-  assert '| 1000 | 50 | 100 | 50.0 | 90.0 | 99.0 | 100.0 |' in table
+  assert '| 1000 | 50 | 10 | 100 | 52.0 | 92.0 | 101.0 | 102.0 | 700.0 |' in table
   path = bench.plot_latency(str(runs), str(tmp_path))
   with open(path, 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'

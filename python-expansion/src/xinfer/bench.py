@@ -173,8 +173,8 @@ def _mb(value) -> str:
   return f'{float(value):,.0f}' if value else ''
 
 
-LATENCY_COLUMNS = ('offered_per_second', 'max_bundle_ms', 'records', 'p50_ms',
-                   'p90_ms', 'p99_ms', 'max_ms')
+LATENCY_COLUMNS = ('offered_per_second', 'max_bundle_ms', 'warmup_s', 'records',
+                   'p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'warmup_p99_ms')
 
 
 def percentile(sorted_values, q: float) -> float:
@@ -183,18 +183,24 @@ def percentile(sorted_values, q: float) -> float:
   return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def latency_line(latency_csv: str, rate: int, bundle_ms: int) -> str:
-  """One streaming run's latency file (id, latency_ms, steady) as a line of
-  the latency CSV: percentiles over the records sent once the job was up."""
+def latency_line(latency_csv: str, rate: int, bundle_ms: int,
+                 warmup_s: int) -> str:
+  """One streaming run's latency file (id, latency_ms, phase) as a line of
+  the latency CSV: percentiles over the steady records (sent once the job was
+  up and warmed up), then the p99 of the warm-up records on their own."""
   import csv
   with open(latency_csv) as f:
-    values = sorted(
-        float(r['latency_ms']) for r in csv.DictReader(f) if r['steady'] == '1')
+    rows = list(csv.DictReader(f))
+  values = sorted(
+      float(r['latency_ms']) for r in rows if r['phase'] == 'steady')
+  warmup = sorted(
+      float(r['latency_ms']) for r in rows if r['phase'] == 'warmup')
   if not values:
     raise ValueError(f'{latency_csv}: no steady-state record came back')
-  return (f'{rate},{bundle_ms},{len(values)},' +
-          ','.join(f'{percentile(values, q):.1f}'
-                   for q in (0.5, 0.9, 0.99)) + f',{values[-1]:.1f}')
+  warmup_p99 = f'{percentile(warmup, 0.99):.1f}' if warmup else ''
+  return (f'{rate},{bundle_ms},{warmup_s},{len(values)},' +
+          ','.join(f'{percentile(values, q):.1f}' for q in (0.5, 0.9, 0.99)) +
+          f',{values[-1]:.1f},{warmup_p99}')
 
 
 def report(csv_path: str, latency_csv: Optional[str] = None) -> str:
@@ -224,9 +230,9 @@ def report(csv_path: str, latency_csv: Optional[str] = None) -> str:
   if latency_csv and os.path.exists(latency_csv):
     lines += [
         '',
-        '| offered records/s | max bundle (ms) | records | p50 (ms) | p90 (ms) '
-        '| p99 (ms) | max (ms) |',
-        '|---:|---:|---:|---:|---:|---:|---:|',
+        '| offered records/s | max bundle (ms) | warm-up (s) | records | '
+        'p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | p99 during warm-up (ms) |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ]
     for r in read_results(latency_csv):
       lines.append('| ' + ' | '.join(r[c] for c in LATENCY_COLUMNS) + ' |')
@@ -297,7 +303,7 @@ def plot_latency(latency_csv: str, out_dir: str) -> str:
   ax.set_xlabel('offered records/s')
   ax.set_ylabel('end-to-end latency (ms, log scale)')
   ax.set_yscale('log')
-  ax.set_title('Kafka -> xinfer on embedded Flink -> Kafka')
+  ax.set_title('Kafka -> xinfer on embedded Flink -> Kafka (after warm-up)')
   ax.grid(which='both', alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -362,6 +368,7 @@ def main(argv=None):
                        help="a streaming run's latency file to a CSV line")
   lat.add_argument('--rate', type=int, required=True)
   lat.add_argument('--bundle-ms', type=int, required=True)
+  lat.add_argument('--warmup-s', type=int, required=True)
   lat.add_argument('file')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
@@ -377,7 +384,7 @@ def main(argv=None):
     if args.latency_csv and os.path.exists(args.latency_csv):
       print(f'plot: {plot_latency(args.latency_csv, out_dir)}')
   elif args.command == 'latency':
-    print(latency_line(args.file, args.rate, args.bundle_ms))
+    print(latency_line(args.file, args.rate, args.bundle_ms, args.warmup_s))
   elif args.command == 'serve':
     from xinfer import bench_server
     return bench_server.serve(args.model, args.port, args.threads,

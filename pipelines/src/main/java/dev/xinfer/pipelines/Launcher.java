@@ -99,6 +99,15 @@ public final class Launcher {
 
     void setRecords(Integer value);
 
+    @Description(
+        "Streaming: seconds, from the first prediction back, whose examples are left out of the "
+            + "latency percentiles (the JVM is still compiling the pipeline's code; 5-15 s on a "
+            + "small machine). They are still counted and written to the latency file.")
+    @Default.Integer(0)
+    int getWarmupSeconds();
+
+    void setWarmupSeconds(int value);
+
     @Description("Streaming: seconds to wait for every prediction before giving up.")
     @Default.Integer(300)
     int getResultTimeoutSeconds();
@@ -187,7 +196,8 @@ public final class Launcher {
   /**
    * End-to-end latency of a streaming run, in milliseconds: from an example's send to Kafka to its
    * prediction read back from the output topic, over the examples sent once the job was up (after
-   * the first prediction came back), so that the job's start-up is not counted.
+   * the first prediction came back) and warm ({@code --warmupSeconds} after that), so that the
+   * job's start-up and the JVM's compiling are not counted.
    */
   public static final class Latency {
     public final double p50;
@@ -304,6 +314,7 @@ public final class Launcher {
     Map<Long, String> predictions = new TreeMap<>();
     List<String> latencyLines = new ArrayList<>();
     List<Double> latencies = new ArrayList<>();
+    long warmupNanos = TimeUnit.SECONDS.toNanos(options.getWarmupSeconds());
     long start;
     long firstArrival = 0;
     long lastArrival;
@@ -339,14 +350,12 @@ public final class Launcher {
               if (predictions.put(prediction.getKey(), prediction.getValue()) == null
                   && sent != null) {
                 double millis = (lastArrival - sent) / 1e6;
-                // Steady state: sent once the job was up (the first prediction was back).
-                boolean steady = sent >= firstArrival;
-                if (steady) {
+                String phase = phase(sent, firstArrival, warmupNanos);
+                if (phase.equals(STEADY)) {
                   latencies.add(millis);
                 }
                 latencyLines.add(
-                    String.format(
-                        Locale.ROOT, "%d,%.3f,%d", prediction.getKey(), millis, steady ? 1 : 0));
+                    String.format(Locale.ROOT, "%d,%.3f,%s", prediction.getKey(), millis, phase));
               }
             }
           }
@@ -373,7 +382,7 @@ public final class Launcher {
       inference = inferenceMetrics(result);
     }
     writePredictions(options.getOutput(), predictions.values());
-    latencyLines.add(0, "id,latency_ms,steady");
+    latencyLines.add(0, "id,latency_ms,phase");
     writeLines(Paths.get(options.getOutput() + "-latency.csv"), latencyLines);
     Summary summary =
         summarize(
@@ -386,12 +395,34 @@ public final class Launcher {
                 model(options))
             .withInference(inference)
             .withLatency(Latency.of(latencies));
+    if (latencies.isEmpty() && options.getWarmupSeconds() > 0) {
+      progress(
+          "no example was sent after the %d s warm-up, so no latency is reported: produce more "
+              + "(--records) or shorten --warmupSeconds",
+          options.getWarmupSeconds());
+    }
     if (summary.failed() > 0) {
       progress(
           "%d of %d predictions did not arrive within %d s",
           summary.failed(), summary.records, options.getResultTimeoutSeconds());
     }
     return summary;
+  }
+
+  static final String STARTUP = "startup";
+  static final String WARMUP = "warmup";
+  static final String STEADY = "steady";
+
+  /**
+   * Which part of a streaming run an example sent at {@code sentNanos} belongs to: {@value
+   * #STARTUP} before the job was up (its first prediction back at {@code firstArrivalNanos}),
+   * {@value #WARMUP} within {@code warmupNanos} after that, then {@value #STEADY}.
+   */
+  static String phase(long sentNanos, long firstArrivalNanos, long warmupNanos) {
+    if (firstArrivalNanos == 0 || sentNanos < firstArrivalNanos) {
+      return STARTUP;
+    }
+    return sentNanos < firstArrivalNanos + warmupNanos ? WARMUP : STEADY;
   }
 
   /** The run's RunInference metrics as one line, or null when the runner reports none. */

@@ -30,4 +30,16 @@ public class LauncherTest {
     assertEquals("latency_ms(p50=100.0 p90=180.0 p99=198.0 max=200.0)", latency.toString());
     assertNull(Launcher.Latency.of(List.of()));
   }
+
+  @Test
+  public void examplesAreStartupThenWarmupThenSteady() {
+    long up = 1_000_000_000L; // the first prediction came back at 1 s
+    long warmup = 5_000_000_000L;
+    assertEquals(Launcher.STARTUP, Launcher.phase(500, 0, warmup)); // nothing back yet
+    assertEquals(Launcher.STARTUP, Launcher.phase(up - 1, up, warmup));
+    assertEquals(Launcher.WARMUP, Launcher.phase(up, up, warmup));
+    assertEquals(Launcher.WARMUP, Launcher.phase(up + warmup - 1, up, warmup));
+    assertEquals(Launcher.STEADY, Launcher.phase(up + warmup, up, warmup));
+    assertEquals(Launcher.STEADY, Launcher.phase(up, up, 0)); // no warm-up asked for
+  }
 }
