@@ -39,8 +39,8 @@ import org.joda.time.Instant;
  *
  * <pre>
  * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
- *   APPROACH: xinfer-flink | xinfer-flink-rows | xinfer-spark | xinfer-direct | onnxruntime-java
- *             | microservice | java-floor
+ *   APPROACH: xinfer-flink | xinfer-flink-p2 | xinfer-flink-rows | xinfer-spark | xinfer-direct
+ *             | onnxruntime-java | microservice | java-floor
  * </pre>
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
@@ -48,6 +48,9 @@ import org.joda.time.Instant;
  * approach runs the pipeline twice, with {@code ROWS / 5} and {@code ROWS} rows, and reports the
  * marginal throughput {@code (ROWS - ROWS/5) / (T_large - T_small)}: the job start-up (engine,
  * Python services, model load) cancels out, what remains is the cost per row.
+ *
+ * <p>Every approach runs at parallelism 1 except {@code xinfer-flink-p2}: xinfer on two Flink
+ * slots, the compute the microservice gets from its two requests in flight.
  *
  * <p>Output: {@code
  * approach,model,batch_size,rows,seconds_small,seconds_large,rows_per_second,jvm_peak_rss_mb,python_peak_rss_mb}.
@@ -100,6 +103,7 @@ public final class Bench {
     String runner;
     switch (approach) {
       case "xinfer-flink":
+      case "xinfer-flink-p2":
       case "xinfer-flink-rows":
       case "onnxruntime-java":
       case "java-floor":
@@ -116,13 +120,14 @@ public final class Bench {
         throw new IllegalArgumentException(
             "unknown approach "
                 + approach
-                + "; use xinfer-flink, xinfer-flink-rows, xinfer-spark, xinfer-direct, "
+                + "; use xinfer-flink, xinfer-flink-p2, xinfer-flink-rows, xinfer-spark, "
+                + "xinfer-direct, "
                 + "onnxruntime-java, microservice or java-floor");
     }
     List<String> flags = new ArrayList<>(List.of("--runner=" + runner));
     if (runner.equals("FlinkRunner")) {
       flags.add("--flinkMaster=[local]");
-      flags.add("--parallelism=1");
+      flags.add("--parallelism=" + (approach.equals("xinfer-flink-p2") ? 2 : 1));
     } else if (runner.equals("SparkRunner")) {
       flags.add("--sparkMaster=local[1]");
     }
