@@ -299,6 +299,7 @@ public final class Launcher {
    */
   private static <T extends Options> Summary runStreaming(
       T options, BiFunction<Pipeline, T, Pipeline> build) {
+    checkStreamingFlags(options);
     String runName = "xinfer-" + UUID.randomUUID().toString().substring(0, 8);
     if (options.getInputTopic() == null) {
       options.setInputTopic(runName + "-in");
@@ -407,6 +408,22 @@ public final class Launcher {
           summary.failed(), summary.records, options.getResultTimeoutSeconds());
     }
     return summary;
+  }
+
+  /** Fails with the flag, its value and the fix, before anything starts. */
+  static void checkStreamingFlags(Options options) {
+    if (options.getRate() <= 0) {
+      throw new IllegalArgumentException(
+          "--rate=" + options.getRate() + " is not a rate: give examples per second, e.g. 500");
+    }
+    if (options.getRecords() != null && options.getRecords() <= 0) {
+      throw new IllegalArgumentException(
+          "--records=" + options.getRecords() + ": give at least 1, or leave it out for the input");
+    }
+    if (options.getWarmupSeconds() < 0) {
+      throw new IllegalArgumentException(
+          "--warmupSeconds=" + options.getWarmupSeconds() + ": give 0 or more seconds");
+    }
   }
 
   static final String STARTUP = "startup";

@@ -2,10 +2,13 @@ package dev.xinfer.pipelines;
 
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertNull;
+import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
 
 import java.util.List;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.junit.Test;
 
 public class LauncherTest {
@@ -41,5 +44,21 @@ public class LauncherTest {
     assertEquals(Launcher.WARMUP, Launcher.phase(up + warmup - 1, up, warmup));
     assertEquals(Launcher.STEADY, Launcher.phase(up + warmup, up, warmup));
     assertEquals(Launcher.STEADY, Launcher.phase(up, up, 0)); // no warm-up asked for
+  }
+
+  @Test
+  public void badStreamingFlagsNameTheFlagAndTheFix() {
+    for (String[] bad :
+        new String[][] {
+          {"--rate=0", "--rate=0 is not a rate"},
+          {"--records=-3", "--records=-3: give at least 1"},
+          {"--warmupSeconds=-1", "--warmupSeconds=-1: give 0 or more seconds"}
+        }) {
+      Launcher.Options options = PipelineOptionsFactory.fromArgs(bad[0]).as(Launcher.Options.class);
+      IllegalArgumentException e =
+          assertThrows(IllegalArgumentException.class, () -> Launcher.checkStreamingFlags(options));
+      assertTrue(e.getMessage(), e.getMessage().startsWith(bad[1]));
+    }
+    Launcher.checkStreamingFlags(PipelineOptionsFactory.create().as(Launcher.Options.class));
   }
 }
