@@ -50,7 +50,8 @@ import org.joda.time.Instant;
  * Python services, model load) cancels out, what remains is the cost per row.
  *
  * <p>Every approach runs at parallelism 1 except {@code xinfer-flink-p2}: xinfer on two Flink
- * slots, the compute the microservice gets from its two requests in flight.
+ * slots, the compute the microservice gets from its two requests in flight. The environment
+ * variable {@code XINFER_BENCH_FLAGS} adds pipeline flags (space-separated) to every run.
  *
  * <p>Output: {@code
  * approach,model,batch_size,rows,seconds_small,seconds_large,rows_per_second,jvm_peak_rss_mb,python_peak_rss_mb}.
@@ -130,6 +131,10 @@ public final class Bench {
       flags.add("--parallelism=" + (approach.equals("xinfer-flink-p2") ? 2 : 1));
     } else if (runner.equals("SparkRunner")) {
       flags.add("--sparkMaster=local[1]");
+    }
+    String extra = System.getenv("XINFER_BENCH_FLAGS");
+    if (extra != null && !extra.isBlank()) {
+      flags.addAll(List.of(extra.trim().split("\\s+")));
     }
     PipelineOptions options =
         PipelineOptionsFactory.fromArgs(flags.toArray(new String[0])).create();
