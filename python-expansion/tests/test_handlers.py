@@ -1,5 +1,9 @@
 import csv
+import hashlib
 import os
+import pickle
+import re
+import sys
 import time
 
 import apache_beam as beam
@@ -8,6 +12,15 @@ import pytest
 
 from xinfer import digits
 from xinfer import handlers
+from xinfer import modules
+from xinfer import transforms
+
+
+@pytest.fixture(autouse=True)
+def restore_allowlist():
+  saved = modules.allowed()
+  yield
+  modules.configure(saved)
 
 
 class FakeHandler(handlers.RowModelHandler):
@@ -114,6 +127,7 @@ def test_preprocess_and_postprocess_hooks(tmp_path):
 
 
 def test_failing_hooks_fail_only_their_record_in_their_stage(tmp_path):
+  modules.configure(['test_handlers'])
   pre = run(fake(tmp_path, preprocess='test_handlers:explode'), rows(1))[0]
   assert pre.inference == handlers.Failure(handlers.PREPROCESSING,
                                            'RuntimeError', 'hook failed')
@@ -127,8 +141,153 @@ def test_failing_hooks_fail_only_their_record_in_their_stage(tmp_path):
     ('xinfer.examples.hooks:nope', "has no 'nope'"),
 ])
 def test_hook_names_are_checked_with_the_fix(path, message):
+  modules.configure(['no_such_module_xyz'])
   with pytest.raises(Exception, match=message):
     handlers.import_function(path, 'preprocess')
+
+
+UNTRUSTED = 'xinfer_test_untrusted_hooks'
+
+
+@pytest.fixture
+def untrusted(tmp_path, monkeypatch):
+  """A module in tmp_path that writes a marker file when imported; yields the
+  marker."""
+  marker = tmp_path / 'imported'
+  (tmp_path / f'{UNTRUSTED}.py').write_text(
+      f'open({str(marker)!r}, "w").close()\n'
+      'def hook(row):\n'
+      '  return [1.0, 2.0, 3.0]\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  yield marker
+  sys.modules.pop(UNTRUSTED, None)
+
+
+def test_a_hook_from_a_module_not_allowed_is_refused_unimported(
+    tmp_path, untrusted):
+  path = f'{UNTRUSTED}:hook'
+  expected = (f"preprocess '{path}' is in module '{UNTRUSTED}', which the "
+              'operator has not allowed (allowed: xinfer.examples). Allow it '
+              f'when the services start: --xinferAllowedModules={UNTRUSTED}')
+  with pytest.raises(PermissionError, match=re.escape(expected)):
+    fake(tmp_path, preprocess=path)
+  with pytest.raises(PermissionError, match=re.escape(expected)):
+    handlers.import_function(path, 'preprocess')
+  assert UNTRUSTED not in sys.modules and not untrusted.exists()
+
+  modules.configure([UNTRUSTED])
+  handler = fake(tmp_path, preprocess=path)
+  on_worker = pickle.loads(pickle.dumps(handler))
+  assert not untrusted.exists()  # constructing only checks the name
+  assert outcome(run(handler, [beam.Row(id=1)])[0]) == 6.0
+  assert untrusted.exists()  # the module's import side effect is live
+  # A worker checks its own allowlist, even for a module already imported.
+  modules.configure(None)
+  with pytest.raises(PermissionError, match='--xinferAllowedModules'):
+    on_worker.load_model()
+
+
+def test_model_class_must_be_an_allowed_nn_module_subclass():
+  def pytorch(model_class):
+    return handlers.create_handler('pytorch',
+                                   'm.pt',
+                                   feature_field='f',
+                                   model_class=model_class)
+
+  with pytest.raises(PermissionError,
+                     match="model_class 'os:system' is in module 'os'"):
+    pytorch('os:system')
+  modules.configure(['os', 'collections'])
+  for path in ('os:system', 'collections:OrderedDict'):
+    with pytest.raises(TypeError,
+                       match=f"model_class '{path}' is .*; it must be an "
+                       'nn.Module subclass'):
+      pytorch(path)
+  handler = pytorch(TORCH_STATE['model_class'])
+  # The worker resolves the class again and checks it there too.
+  handler._options['model_class'] = 'os:system'
+  with pytest.raises(TypeError, match='must be an nn.Module subclass'):
+    handler._load('m.pt')
+
+
+def sha256_of(path):
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class RunsCodeWhenUnpickled:
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (exec, (f'open({self.marker!r}, "w").close()', ))
+
+
+def test_a_pinned_model_loads_when_its_digest_matches(tmp_path):
+  path = tmp_path / 'model'
+  path.write_text('2')
+  handler = FakeHandler(str(path),
+                        feature_field='features',
+                        model_sha256=sha256_of(path).upper())
+  assert [outcome(r) for r in run(handler, rows(2))] == [0.0, 6.0]
+
+
+def test_a_pinned_pickle_that_differs_is_not_unpickled(tmp_path):
+  marker = tmp_path / 'unpickled'
+  path = tmp_path / 'model.pkl'
+  path.write_bytes(pickle.dumps(RunsCodeWhenUnpickled(marker)))
+  pinned = handlers.create_handler(None,
+                                   str(path),
+                                   feature_field='features',
+                                   model_sha256='0' * 64)
+  with pytest.raises(ValueError) as e:
+    pinned.load_model()
+  assert (f"the model file '{path}' has sha256 {sha256_of(path)}, but "
+          f"model_sha256 is {'0' * 64}; it was not loaded") in str(e.value)
+  assert not marker.exists()
+  # Unpinned, the same file runs its code when it is unpickled.
+  with pytest.raises(AttributeError):
+    handlers.create_handler(None, str(path),
+                            feature_field='features').load_model()
+  assert marker.exists()
+
+
+@pytest.mark.parametrize('name, digest, refresh, message', [
+    ('m.pkl', 'abc', None, "model_sha256 'abc' is not a sha256 digest"),
+    ('m.pkl', 'g' * 64, None, 'is not a sha256 digest'),
+    ('v*', 'a' * 64, 1, 'model_sha256 pins one file, but with model refresh'),
+    ('gs://bucket/m.pkl', 'a' * 64, None, 'needs a local model file'),
+    ('.', 'a' * 64, None, "pins a single file, but '.*' is a directory"),
+])
+def test_unusable_pins_fail_at_construction(tmp_path, name, digest, refresh,
+                                            message):
+  model_uri = name if '://' in name else str(tmp_path / name)
+  with pytest.raises(ValueError, match=message):
+    FakeHandler(model_uri,
+                feature_field='features',
+                model_sha256=digest,
+                refresh_interval_secs=refresh)
+
+
+def test_a_pinned_path_that_became_a_directory_is_not_loaded(tmp_path):
+  with pytest.raises(ValueError, match='pins a single file'):
+    handlers.verify_sha256(str(tmp_path), 'a' * 64)
+
+
+def test_row_inference_passes_model_sha256_to_each_model(tmp_path):
+  path = tmp_path / 'm.pkl'
+  path.write_bytes(b'x')
+  with pytest.raises(ValueError, match='not a sha256 digest'):
+    transforms.RowInference(model_uri=str(path), model_sha256='nope')
+  with pytest.raises(ValueError, match='not a sha256 digest'):
+    transforms.RowInference(models=[{
+        'keys': ['a'],
+        'model_uri': str(path),
+        'model_sha256': 'nope'
+    }],
+                            keyed=True)
+  pinned = transforms.RowInference(model_uri=str(path),
+                                   model_sha256=sha256_of(path))
+  assert pinned._model_handler._model_sha256 == sha256_of(path)
 
 
 def test_refresh_serves_the_newest_version_and_survives_a_broken_one(tmp_path):

@@ -9,7 +9,10 @@ a model file (``_load``); everything else is shared:
 - a batch the model rejects is retried record by record, so only the records the
   model cannot take fail;
 - optional user hooks: ``preprocess`` (record -> model input) and ``postprocess``
-  (model output -> scores), named as ``package.module:function``;
+  (model output -> scores), named as ``package.module:function`` and imported
+  only from the modules the operator allowed (``xinfer.modules``);
+- optional pinning: ``model_sha256``, the digest the model file must have before
+  it is loaded (unpickling a scikit-learn file runs code);
 - optional model refresh: the model URI is a glob pattern of versions, the
   newest (by natural name order, like TF Serving's numbered versions) is loaded,
   and a newer one is picked up between batches.
@@ -20,6 +23,7 @@ scores or a :class:`Failure`; ``xinfer.transforms`` routes them.
 
 import collections
 import glob
+import hashlib
 import importlib
 import logging
 import os
@@ -35,6 +39,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.ml.inference.base import PredictionResult
 
 from xinfer import convert
+from xinfer import modules
 
 _LOG = logging.getLogger(__name__)
 
@@ -101,12 +106,21 @@ def check_batch_sizes(min_batch_size: int, max_batch_size: int):
         f'min_batch_size ({min_batch_size}).')
 
 
-def import_function(path: str, what: str) -> Callable:
-  """``package.module:function`` as a callable; the message says how to fix it."""
+def check_function_path(path: str, what: str) -> Tuple[str, str]:
+  """The module and name of ``package.module:function``, once the format is
+  right and the operator allows the module (nothing is imported)."""
   module_name, sep, name = path.partition(':')
   if not sep or not module_name or not name:
     raise ValueError(
         f"RunInference: {what} '{path}' must be 'package.module:function'.")
+  modules.check(module_name, what, path)
+  return module_name, name
+
+
+def import_function(path: str, what: str) -> Callable:
+  """``package.module:function`` as a callable, imported only from an allowed
+  module (``xinfer.modules``); the message says how to fix it."""
+  module_name, name = check_function_path(path, what)
   try:
     module = importlib.import_module(module_name)
   except ImportError as e:
@@ -123,6 +137,53 @@ def import_function(path: str, what: str) -> Callable:
   if not callable(fn):
     raise TypeError(f"RunInference: {what} '{path}' is not callable.")
   return fn
+
+
+_SHA256 = re.compile(r'[0-9a-fA-F]{64}')
+
+
+def check_sha256(model_sha256: str, model_uri: str,
+                 refresh_interval_secs: Optional[float]) -> str:
+  """The pinned digest in lower case; fails on a pin that cannot work."""
+  if not _SHA256.fullmatch(model_sha256):
+    raise ValueError(
+        f"RunInference: model_sha256 {model_sha256!r} is not a sha256 digest "
+        '(64 hex digits, e.g. from sha256sum MODEL_FILE).')
+  if refresh_interval_secs is not None:
+    raise ValueError(
+        'RunInference: model_sha256 pins one file, but with model refresh the '
+        'model is whichever version is newest; drop model_sha256 or '
+        'refresh_interval_secs.')
+  if '://' in model_uri:
+    raise ValueError(
+        f"RunInference: model_sha256 needs a local model file; '{model_uri}' "
+        'is remote. Copy the model to the workers, or drop model_sha256.')
+  if os.path.isdir(model_uri):
+    raise ValueError(_directory_pin(model_uri))
+  return model_sha256.lower()
+
+
+def _directory_pin(path: str) -> str:
+  return (f"RunInference: model_sha256 pins a single file, but '{path}' is a "
+          'directory (a TensorFlow SavedModel?). Pin a single-file model '
+          '(.keras, .pt, .joblib, .pkl, .onnx) or drop model_sha256.')
+
+
+def verify_sha256(path: str, expected: str):
+  """Raises ValueError unless the file at ``path`` has the sha256 ``expected``
+  (lower-case hex)."""
+  if os.path.isdir(path):
+    raise ValueError(_directory_pin(path))
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  actual = digest.hexdigest()
+  if actual != expected:
+    raise ValueError(
+        f"RunInference: the model file '{path}' has sha256 {actual}, but "
+        f'model_sha256 is {expected}; it was not loaded. If the model was '
+        'replaced on purpose, pin the new digest.')
 
 
 def _natural_key(path: str):
@@ -169,6 +230,9 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     nan_policy: ``reject`` (a record with NaN or infinite values fails in the
       conversion stage) or ``allow`` (it reaches the model).
     refresh_interval_secs: how often to look for a newer model version.
+    model_sha256: the sha256 (hex) the model file must have; checked before
+      each load, and a model file that differs is not loaded. Needs a single
+      local file and no refresh.
     min_batch_size, max_batch_size, max_batch_wait_secs: Beam's batching.
   """
 
@@ -184,6 +248,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
                postprocess: Optional[str] = None,
                nan_policy: str = convert.NAN_REJECT,
                refresh_interval_secs: Optional[float] = None,
+               model_sha256: Optional[str] = None,
                min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
                max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                max_batch_wait_secs: Optional[float] = None,
@@ -203,6 +268,12 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
       raise ValueError(
           'RunInference: max_batch_wait_secs must be positive, got '
           f'{max_batch_wait_secs}.')
+    if preprocess:
+      check_function_path(preprocess, 'preprocess')
+    if postprocess:
+      check_function_path(postprocess, 'postprocess')
+    self._model_sha256 = (None if model_sha256 is None else check_sha256(
+        model_sha256, model_uri, refresh_interval_secs))
     self._model_uri = model_uri
     self._feature_field = feature_field
     self._model_id = model_id
@@ -253,6 +324,8 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     self._resolve_hooks()
     if self._refresh_interval_secs is None:
       check_model_uri(self._model_uri)
+      if self._model_sha256:
+        verify_sha256(self._model_uri, self._model_sha256)
       return _ModelSlot(self._load(self._model_uri), self._model_uri,
                         self.model_id)
     version = latest_version(self._model_uri)
@@ -493,10 +566,11 @@ class PyTorchRowHandler(RowModelHandler):
   """PyTorch: a TorchScript file, or a state dict with the model class named.
 
   Args (beyond RowModelHandler's):
-    model_class: ``package.module:ClassName`` of an ``nn.Module``; when given,
-      the file is a state dict (``torch.save(model.state_dict(), path)``)
-      loaded into ``ClassName(**model_params)``. Without it, the file is
-      TorchScript (``torch.jit.save``).
+    model_class: ``package.module:ClassName`` of an ``nn.Module`` subclass, in
+      a module the operator allowed (``xinfer.modules``); when given, the file
+      is a state dict (``torch.save(model.state_dict(), path)``) loaded into
+      ``ClassName(**model_params)``. Without it, the file is TorchScript
+      (``torch.jit.save``).
     model_params: keyword arguments for the class's constructor.
 
   inference_args are keyword arguments of the module's ``forward``. The input
@@ -513,12 +587,25 @@ class PyTorchRowHandler(RowModelHandler):
       raise ValueError(
           'RunInference: model_params were given without model_class; name the '
           "module's class (e.g. 'my_models.nets:DigitsNet').")
+    if options.get('model_class'):
+      # Fails fast; the class is resolved again on each worker, by name, so the
+      # pickled handler holds only the (checked) name.
+      self._module_class()
+
+  def _module_class(self):
+    from torch import nn
+    path = self._options['model_class']
+    cls = import_function(path, 'model_class')
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+      raise TypeError(
+          f"RunInference: model_class '{path}' is {cls!r}; it must be an "
+          'nn.Module subclass (torch.nn.Module).')
+    return cls
 
   def _load(self, path: str) -> LoadedModel:
     import torch
-    model_class = self._options.get('model_class')
-    if model_class:
-      cls = import_function(model_class, 'model_class')
+    if self._options.get('model_class'):
+      cls = self._module_class()
       module = cls(**(self._options.get('model_params') or {}))
       module.load_state_dict(
           torch.load(path, map_location='cpu', weights_only=True))
@@ -547,7 +634,8 @@ class SklearnRowHandler(RowModelHandler):
 
   Classifiers give ``predict_proba`` as scores; other models (regressors) give
   ``predict``, one score per record. inference_args are keyword arguments of
-  that call. Only load model files you trust: unpickling runs code.
+  that call. Only load model files you trust: unpickling runs code (pin the
+  file with ``model_sha256``).
   """
   accepts_inference_args = True
 

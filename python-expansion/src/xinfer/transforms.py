@@ -56,10 +56,12 @@ class RowInference(beam.PTransform):
       from the model's name when not given.
     model_id: the id carried by each output; defaults to the model's file name.
     model_class, model_params: PyTorch state dicts: the ``nn.Module`` class
-      (``package.module:Class``) and its constructor's arguments (JSON object).
+      (``package.module:Class``, from a module the operator allowed) and its
+      constructor's arguments (JSON object).
+    model_sha256: the sha256 (hex) the model file must have to be loaded.
     models: keyed inference with several models: a JSON list of objects with
       ``keys`` and the per-model arguments above (``model_uri``, ``framework``,
-      ``model_id``, ``model_class``, ``model_params``).
+      ``model_id``, ``model_class``, ``model_params``, ``model_sha256``).
     keyed: the input is ``(key, Row)`` pairs and so is the output.
     dead_letter: return ``{'predictions': ..., 'failures': ...}``; otherwise
       a record that gets no prediction fails the pipeline.
@@ -82,6 +84,7 @@ class RowInference(beam.PTransform):
                model_id: Optional[str] = None,
                model_class: Optional[str] = None,
                model_params: Union[None, str, Dict[str, Any]] = None,
+               model_sha256: Optional[str] = None,
                models: Union[None, str, List[Dict[str, Any]]] = None,
                keyed: bool = False,
                dead_letter: bool = False,
@@ -131,7 +134,8 @@ class RowInference(beam.PTransform):
                              framework=framework,
                              model_id=model_id,
                              model_class=model_class,
-                             model_params=model_params)
+                             model_params=model_params,
+                             model_sha256=model_sha256)
       self._known_keys = None
       # Keyed with one model: every key goes to it.
       self._model_handler = (handlers.KeyedRowModelHandler([], default=single)
@@ -165,12 +169,13 @@ class RowInference(beam.PTransform):
                model_id: Optional[str] = None,
                model_class: Optional[str] = None,
                model_params: Union[None, str, Dict[str, Any]] = None,
+               model_sha256: Optional[str] = None,
                **unknown) -> handlers.RowModelHandler:
     if unknown:
       raise ValueError(
           f"RunInference: unknown model argument(s) {', '.join(sorted(unknown))}"
-          '; a model takes keys, model_uri, framework, model_id, model_class '
-          'and model_params.')
+          '; a model takes keys, model_uri, framework, model_id, model_class, '
+          'model_params and model_sha256.')
     options = {}
     if model_class:
       options['model_class'] = model_class
@@ -180,6 +185,7 @@ class RowInference(beam.PTransform):
     return handlers.create_handler(framework,
                                    model_uri,
                                    model_id=model_id,
+                                   model_sha256=model_sha256,
                                    **common,
                                    **options)
 
