@@ -1,19 +1,26 @@
 """xinfer's Python services: the expansion service and the worker pool.
 
-Both bind 127.0.0.1 unless told otherwise. The expansion service expands only the
+Both bind 127.0.0.1 unless told otherwise, and serve only callers that hold
+their secret (``xinfer.security``). The expansion service expands only the
 transforms in ``xinfer.transforms.EXPANDABLE`` and stamps them with an EXTERNAL
-environment pointing at a worker pool, so the Python stages run in this venv
-(TensorFlow and the model importable) and never in Docker.
+environment pointing at a worker pool, with the pool's secret, so the Python
+stages run in this venv (TensorFlow and the model importable) and never in
+Docker.
 
-    xinfer-expansion-service --port 8097            # with its own worker pool
-    xinfer-expansion-service --worker-pool 127.0.0.1:50000
-    xinfer-worker-pool --port 50000
+    xinfer-expansion-service --port 8097 --secret-file ~/.xinfer-secret
+    xinfer-worker-pool --port 50000 --secret-file pool.secret
+    xinfer-expansion-service --secret-file ~/.xinfer-secret \\
+        --worker-pool 127.0.0.1:50000 --worker-pool-secret-file pool.secret
+
+Java's PythonServices starts ``python -m xinfer.services --secret-stdin`` and
+writes a fresh secret on its standard input.
 
 On start each prints one line ``XINFER_READY {json}`` with the addresses it
 serves, which is what the Java side waits for.
 """
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -22,23 +29,23 @@ import subprocess
 import sys
 import threading
 import traceback
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import grpc
 from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import SetupOptions
-from apache_beam.portability.api import beam_artifact_api_pb2_grpc
 from apache_beam.portability.api import beam_expansion_api_pb2
 from apache_beam.portability.api import beam_expansion_api_pb2_grpc
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.portability.api import beam_fn_api_pb2_grpc
-from apache_beam.runners.portability import artifact_service
 from apache_beam.runners.portability import expansion_service
 from apache_beam.runners.worker import worker_pool_main as beam_worker_pool
 from apache_beam.transforms import fully_qualified_named_transform
 from apache_beam.utils import thread_pool_executor
 
+from xinfer import modules
+from xinfer import security
 from xinfer import transforms
 
 _LOGGER = logging.getLogger('xinfer.services')
@@ -50,19 +57,43 @@ FULLY_QUALIFIED_NAMED_URN = (
 
 
 class AllowlistedExpansionService(expansion_service.ExpansionServiceServicer):
-  """Expands only fully-qualified-named transforms on the allowlist."""
+  """Expands only the transforms on the allowlist, from requests that
+  ``security.check_expansion_request`` accepts (checked before Beam decodes
+  anything in them)."""
   def __init__(self, options, allowlist: Sequence[str]):
     super().__init__(options)
     self._allowlist = tuple(allowlist)
+    _install_exact_allowlist(self._allowlist)
 
   def Expand(self, request, context=None):
-    urn = request.transform.spec.urn
-    if urn != FULLY_QUALIFIED_NAMED_URN:
-      return beam_expansion_api_pb2.ExpansionResponse(error=(
-          f'xinfer expansion service: transform URN {urn!r} is not served; '
-          f'it expands only {FULLY_QUALIFIED_NAMED_URN} for '
-          f'{", ".join(self._allowlist)}.'))
-    return super().Expand(request, context)
+    try:
+      security.check_expansion_request(request, self._allowlist, _signature_of)
+    except security.Refused as e:
+      _LOGGER.warning('Refused an expansion request: %s', e)
+      return beam_expansion_api_pb2.ExpansionResponse(
+          error=f'xinfer expansion service: refused: {e}.')
+    response = super().Expand(request, context)
+    # Beam lists artifacts to stage (the venv's pip freeze, for one); the pool's
+    # workers run in this venv and stage nothing, and there is no artifact
+    # service to fetch them from.
+    for environment in response.components.environments.values():
+      del environment.dependencies[:]
+    return response
+
+  def DiscoverSchemaTransform(self, request, context=None):
+    return beam_expansion_api_pb2.DiscoverSchemaTransformResponse(
+        error='xinfer expansion service: schema transforms are not served.')
+
+  def artifact_service(self):
+    raise NotImplementedError(
+        'xinfer stages no artifacts and serves no artifact service.')
+
+
+def _signature_of(name: str) -> inspect.Signature:
+  module, _, attribute = name.rpartition('.')
+  if module != transforms.__name__:
+    raise security.Refused(f'"{name}" is not one of xinfer\'s transforms')
+  return inspect.signature(getattr(transforms, attribute))
 
 
 def _install_exact_allowlist(names: Sequence[str]):
@@ -80,40 +111,98 @@ def _install_exact_allowlist(names: Sequence[str]):
   cls._check_allowed = classmethod(check_allowed)
 
 
-class WorkerPool(beam_worker_pool.BeamFnExternalWorkerPoolServicer):
-  """Beam's worker pool, starting SDK workers with this interpreter.
+def _is_loopback(url: str) -> bool:
+  host = url.rsplit(':', 1)[0].strip('[]')
+  return host in ('127.0.0.1', 'localhost', '::1') or host.startswith('127.')
 
-  Beam's pool runs ``python`` from PATH and pipes stdout nowhere (a chatty worker
-  then blocks); this one uses ``sys.executable`` and lets output through.
+
+class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
+  """Starts Python SDK workers in this venv for runners that hold the pool's
+  secret.
+
+  A request to start a worker must carry the secret in its ``xinfer_token``
+  parameter (Beam's runners send the EXTERNAL environment's parameters, where
+  the expansion service put it) and name a control endpoint on this machine's
+  loopback (the runner beside this pool) unless ``allow_remote_runners``. A
+  worker is stopped only on request of the connection that started it; it also
+  stops by itself when its runner closes the control stream.
   """
-  def __init__(self):
-    super().__init__(use_process=True)
+  def __init__(self,
+               secret: str,
+               allowed_modules: Sequence[str] = (),
+               allow_remote_runners: bool = False):
+    self._secret = secret
+    self._allow_remote_runners = allow_remote_runners
+    self._workers: Dict[str, Tuple[subprocess.Popen, str]] = {}
+    self._lock = threading.Lock()
+    self._env = dict(os.environ)
+    self._env[modules.ENV] = ','.join(allowed_modules)
 
-  def StartWorker(self, request, unused_context):
+  def StartWorker(self, request, context):
+    if not security.tokens_match(request.params.get(security.POOL_PARAM),
+                                 self._secret):
+      _LOGGER.warning(
+          'Refused to start SDK worker %s: the request does not '
+          'carry the pool\'s secret.', request.worker_id)
+      return beam_fn_api_pb2.StartWorkerResponse(error=(
+          'xinfer worker pool: refused: the request does not carry the '
+          f'pool\'s secret (the "{security.POOL_PARAM}" parameter of the '
+          'EXTERNAL environment). Give the pipeline the secret file the pool '
+          'was started with: --xinferWorkerPoolSecretFile.'))
+    url = request.control_endpoint.url
+    if not self._allow_remote_runners and not _is_loopback(url):
+      _LOGGER.warning('Refused to start SDK worker %s for control endpoint %s',
+                      request.worker_id, url)
+      return beam_fn_api_pb2.StartWorkerResponse(error=(
+          f'xinfer worker pool: refused: the control endpoint {url} is not on '
+          'this machine\'s loopback; the pool serves the runner beside it '
+          '(start it with --allow-remote-runners to serve others).'))
     command = [
         sys.executable,
         '-c',
         'from apache_beam.runners.worker.sdk_worker import SdkHarness; '
-        f'SdkHarness({request.control_endpoint.url!r}, '
+        f'SdkHarness({url!r}, '
         f'worker_id={request.worker_id!r}, state_cache_size=0, '
         'data_buffer_time_limit_ms=-1).run()',
     ]
     try:
       _LOGGER.info('Starting SDK worker %s', request.worker_id)
-      self._worker_processes[request.worker_id] = subprocess.Popen(
-          command, stdout=sys.stderr, close_fds=True)
+      process = subprocess.Popen(command,
+                                 stdout=sys.stderr,
+                                 close_fds=True,
+                                 env=self._env)
+      with self._lock:
+        self._workers[request.worker_id] = (process, context.peer())
       return beam_fn_api_pb2.StartWorkerResponse()
     except Exception:  # pylint: disable=broad-except
       return beam_fn_api_pb2.StartWorkerResponse(error=traceback.format_exc())
 
+  def StopWorker(self, request, context):
+    with self._lock:
+      process, peer = self._workers.get(request.worker_id, (None, None))
+      if process is None:
+        return beam_fn_api_pb2.StopWorkerResponse()
+      if peer != context.peer():
+        _LOGGER.warning(
+            'Not stopping SDK worker %s for %s: it was started by another '
+            'connection (%s); it stops when its runner closes its control '
+            'stream.', request.worker_id, context.peer(), peer)
+        return beam_fn_api_pb2.StopWorkerResponse()
+      del self._workers[request.worker_id]
+    _LOGGER.info('Stopping SDK worker %s', request.worker_id)
+    beam_worker_pool.kill_process_gracefully(process, timeout=5)
+    return beam_fn_api_pb2.StopWorkerResponse()
+
   def stop_all(self):
-    for process in list(self._worker_processes.values()):
+    with self._lock:
+      workers, self._workers = list(self._workers.values()), {}
+    for process, _ in workers:
       beam_worker_pool.kill_process_gracefully(process, timeout=5)
-    self._worker_processes.clear()
 
 
-def _server():
+def _server(*interceptors):
   return grpc.server(thread_pool_executor.shared_unbounded_instance(),
+                     interceptors=interceptors,
                      options=[("grpc.http2.max_pings_without_data", 0),
                               ("grpc.http2.max_ping_strikes", 0)])
 
@@ -127,8 +216,12 @@ def _bind(server, host: str, port: int, what: str) -> str:
   return f'{host}:{bound}'
 
 
-def start_worker_pool(host: str, port: int):
-  pool = WorkerPool()
+def start_worker_pool(host: str,
+                      port: int,
+                      secret: str,
+                      allowed_modules: Sequence[str] = (),
+                      allow_remote_runners: bool = False):
+  pool = WorkerPool(secret, allowed_modules, allow_remote_runners)
   server = _server()
   beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
       pool, server)
@@ -137,21 +230,27 @@ def start_worker_pool(host: str, port: int):
   return address, server, pool
 
 
-def start_expansion_service(host: str, port: int, worker_pool_address: str):
+def start_expansion_service(host: str, port: int, secret: str,
+                            worker_pool_address: str, worker_pool_secret: str):
+  """The expansion service on ``host:port``, serving callers with ``secret``;
+  the transforms it expands run on the worker pool at ``worker_pool_address``,
+  which checks ``worker_pool_secret``."""
+  environment = json.dumps({
+      'url': worker_pool_address,
+      'params': {
+          security.POOL_PARAM: worker_pool_secret
+      }
+  })
   options = PipelineOptions([
       '--experiments=beam_fn_api',
       '--sdk_location=container',
       '--environment_type=EXTERNAL',
-      f'--environment_config={worker_pool_address}',
+      f'--environment_config={environment}',
   ])
   pickler.set_library(options.view_as(SetupOptions).pickle_library)
-  _install_exact_allowlist(transforms.EXPANDABLE)
-  server = _server()
+  server = _server(security.TokenInterceptor(secret, 'expansion service'))
   beam_expansion_api_pb2_grpc.add_ExpansionServiceServicer_to_server(
       AllowlistedExpansionService(options, transforms.EXPANDABLE), server)
-  beam_artifact_api_pb2_grpc.add_ArtifactRetrievalServiceServicer_to_server(
-      artifact_service.ArtifactRetrievalService(
-          artifact_service.BeamFilesystemHandler(None).file_reader), server)
   address = _bind(server, host, port, 'expansion service')
   server.start()
   return address, server
@@ -197,52 +296,101 @@ def _serve(servers, pools, parent_pid: Optional[int]):
     server.stop(grace=1)
 
 
-def _common_arguments(parser: argparse.ArgumentParser):
-  parser.add_argument(
-      '--host',
-      default=DEFAULT_HOST,
-      help=
-      'address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)')
-  parser.add_argument(
-      '--parent-pid',
-      type=int,
-      default=None,
-      help='exit when this process ends (set by the Java side that owns us)')
-  parser.add_argument('--log-level', default='INFO')
-
-
-def expansion_service_main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='xinfer-expansion-service',
-      description='Beam expansion service for xinfer RunInference.')
+def _arguments(prog: str, description: str, expansion: bool):
+  parser = argparse.ArgumentParser(prog=prog, description=description)
   parser.add_argument('-p',
                       '--port',
                       type=int,
                       default=0,
                       help='port (0: any free port)')
   parser.add_argument(
-      '--worker-pool',
-      default=None,
-      help='HOST:PORT of a running xinfer-worker-pool; without it, one is '
-      'started in this process')
+      '--host',
+      default=DEFAULT_HOST,
+      help='address to bind (default 127.0.0.1). Another address exposes the '
+      'service to the network: callers still need the secret, but it travels '
+      'unencrypted.')
+  secret = parser.add_mutually_exclusive_group(required=True)
+  secret.add_argument(
+      '--secret-file',
+      help='file holding the secret callers must present (mode 0600; created '
+      'with a new secret if missing); give the Java pipeline the same file')
+  secret.add_argument(
+      '--secret-stdin',
+      action='store_true',
+      help='read the secret from standard input (what the Java side does)')
   parser.add_argument(
-      '--worker-pool-port',
+      '--allowed-modules',
+      default='',
+      help='comma-separated Python modules that hooks and model classes may '
+      'come from, besides xinfer.examples (Java: --xinferAllowedModules)')
+  parser.add_argument(
+      '--parent-pid',
       type=int,
-      default=0,
-      help='port of the worker pool started in this process (0: any free port)')
-  _common_arguments(parser)
+      default=None,
+      help='exit when this process ends (set by the Java side that owns us)')
+  parser.add_argument('--log-level', default='INFO')
+  if expansion:
+    parser.add_argument(
+        '--worker-pool',
+        default=None,
+        help='HOST:PORT of a running xinfer-worker-pool; without it, one is '
+        'started in this process')
+    parser.add_argument(
+        '--worker-pool-secret-file',
+        default=None,
+        help='with --worker-pool: the file holding that pool\'s secret')
+    parser.add_argument(
+        '--worker-pool-port',
+        type=int,
+        default=0,
+        help='port of the worker pool started in this process (0: any free '
+        'port)')
+  else:
+    parser.add_argument(
+        '--allow-remote-runners',
+        action='store_true',
+        help='start workers for runners on other hosts (default: only for a '
+        'control endpoint on 127.0.0.1)')
+  return parser
+
+
+def _allowed_modules(flag: str) -> Sequence[str]:
+  names = [name.strip() for name in flag.split(',') if name.strip()]
+  modules.configure(names)
+  return names
+
+
+def expansion_service_main(argv=None):
+  parser = _arguments('xinfer-expansion-service',
+                      'Beam expansion service for xinfer RunInference.',
+                      expansion=True)
   args = parser.parse_args(argv)
   logging.basicConfig(level=args.log_level,
                       format='%(asctime)s %(name)s %(levelname)s %(message)s')
+  pool_secret = None
+  if args.secret_stdin:
+    secret, pool_secret = security.read_secrets_from_stdin()
+  else:
+    secret = security.read_secret_file(args.secret_file, create=True)
+  if args.worker_pool_secret_file:
+    pool_secret = security.read_secret_file(args.worker_pool_secret_file,
+                                            create=False)
+  if args.worker_pool and not pool_secret:
+    parser.error('--worker-pool needs --worker-pool-secret-file: the secret '
+                 'file that pool was started with')
+  allowed = _allowed_modules(args.allowed_modules)
 
   servers, pools = [], []
   pool_address = args.worker_pool
   if not pool_address:
+    pool_secret = security.new_secret()
     pool_address, pool_server, pool = start_worker_pool(args.host,
-                                                        args.worker_pool_port)
+                                                        args.worker_pool_port,
+                                                        pool_secret, allowed)
     servers.append(pool_server)
     pools.append(pool)
-  address, server = start_expansion_service(args.host, args.port, pool_address)
+  address, server = start_expansion_service(args.host, args.port, secret,
+                                            pool_address, pool_secret)
   servers.append(server)
   _LOGGER.info('Expansion service on %s (allowlist: %s), worker pool %s',
                address, ', '.join(transforms.EXPANDABLE), pool_address)
@@ -251,19 +399,20 @@ def expansion_service_main(argv=None):
 
 
 def worker_pool_main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='xinfer-worker-pool',
-      description='Beam worker pool running Python SDK workers in this venv.')
-  parser.add_argument('-p',
-                      '--port',
-                      type=int,
-                      default=0,
-                      help='port (0: any free port)')
-  _common_arguments(parser)
+  parser = _arguments(
+      'xinfer-worker-pool',
+      'Beam worker pool running Python SDK workers in this venv.',
+      expansion=False)
   args = parser.parse_args(argv)
   logging.basicConfig(level=args.log_level,
                       format='%(asctime)s %(name)s %(levelname)s %(message)s')
-  address, server, pool = start_worker_pool(args.host, args.port)
+  if args.secret_stdin:
+    secret, _ = security.read_secrets_from_stdin()
+  else:
+    secret = security.read_secret_file(args.secret_file, create=True)
+  allowed = _allowed_modules(args.allowed_modules)
+  address, server, pool = start_worker_pool(args.host, args.port, secret,
+                                            allowed, args.allow_remote_runners)
   _LOGGER.info('Worker pool on %s', address)
   _announce(worker_pool=address)
   _serve([server], [pool], args.parent_pid)

@@ -6,9 +6,11 @@ import static org.apache.beam.sdk.util.Preconditions.checkStateNotNull;
 
 import com.google.auto.value.AutoValue;
 import dev.xinfer.runtime.DirectStage;
+import dev.xinfer.runtime.PythonExpansion;
 import dev.xinfer.runtime.PythonServices;
 import dev.xinfer.runtime.RowBlocks;
 import dev.xinfer.runtime.RunnerBootstrap;
+import dev.xinfer.runtime.ServiceSecret;
 import dev.xinfer.runtime.XinferOptions;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -24,7 +26,6 @@ import org.apache.beam.sdk.coders.Coder;
 import org.apache.beam.sdk.coders.KvCoder;
 import org.apache.beam.sdk.coders.RowCoder;
 import org.apache.beam.sdk.coders.StringUtf8Coder;
-import org.apache.beam.sdk.extensions.python.PythonExternalTransform;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.Field;
@@ -37,7 +38,6 @@ import org.apache.beam.sdk.transforms.display.DisplayData;
 import org.apache.beam.sdk.values.KV;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.PCollectionTuple;
-import org.apache.beam.sdk.values.POutput;
 import org.apache.beam.sdk.values.Row;
 import org.apache.beam.sdk.values.TupleTag;
 import org.checkerframework.checker.nullness.qual.Nullable;
@@ -83,10 +83,11 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <p>Without {@link #withExpansionService}, xinfer starts its Python services itself (see {@link
  * PythonServices}) with the interpreter named by {@code --xinferPython}, {@code $XINFER_PYTHON}, or
- * the nearest {@code .venv/bin/python}. With {@code --runner=FlinkRunner} or {@code SparkRunner}
- * the pipeline runs on Beam's portable runner for that engine; the user's code and flags stay as
- * they are. Metrics (inferences, batch sizes and latencies, model load time, failures per stage)
- * are read back with {@link InferenceMetrics}.
+ * {@code .venv/bin/python} in the working directory; they serve only this JVM (a secret per run).
+ * With {@code --runner=FlinkRunner} or {@code SparkRunner} the pipeline runs on Beam's portable
+ * runner for that engine; the user's code and flags stay as they are. Metrics (inferences, batch
+ * sizes and latencies, model load time, failures per stage) are read back with {@link
+ * InferenceMetrics}.
  */
 @AutoValue
 public abstract class RunInference extends PTransform<PCollection<Row>, PCollection<Row>> {
@@ -155,6 +156,8 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
 
   abstract @Nullable String getExpansionService();
 
+  abstract @Nullable String getExpansionServiceSecretFile();
+
   abstract Builder toBuilder();
 
   @AutoValue.Builder
@@ -184,6 +187,8 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     abstract Builder setRefreshInterval(@Nullable Duration value);
 
     abstract Builder setExpansionService(@Nullable String value);
+
+    abstract Builder setExpansionServiceSecretFile(@Nullable String value);
 
     abstract RunInference build();
   }
@@ -343,15 +348,23 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
 
   /**
    * Uses the xinfer expansion service already running at {@code hostPort} (e.g. {@code
-   * 127.0.0.1:8097}, started with {@code xinfer-expansion-service --port 8097}) instead of starting
-   * one.
+   * 127.0.0.1:8097}) instead of starting one; {@code secretFile} is the file it was started with
+   * ({@code xinfer-expansion-service --port 8097 --secret-file F}; mode 0600, read when the
+   * pipeline is built). The service refuses calls without its secret.
    */
-  public RunInference withExpansionService(String hostPort) {
+  public RunInference withExpansionService(String hostPort, String secretFile) {
     checkArgument(
         hostPort != null && hostPort.lastIndexOf(':') > 0,
-        "withExpansionService(hostPort) needs HOST:PORT, e.g. 127.0.0.1:8097; got %s",
+        "withExpansionService(hostPort, secretFile) needs HOST:PORT, e.g. 127.0.0.1:8097; got %s",
         hostPort);
-    return toBuilder().setExpansionService(hostPort).build();
+    checkArgument(
+        secretFile != null && !secretFile.isEmpty(),
+        "withExpansionService(hostPort, secretFile) needs the secret file the service was started "
+            + "with (xinfer-expansion-service --secret-file F)");
+    return toBuilder()
+        .setExpansionService(hostPort)
+        .setExpansionServiceSecretFile(secretFile)
+        .build();
   }
 
   /** This inference with a dead-letter output: see {@link WithDeadLetter}. */
@@ -508,9 +521,16 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     PipelineOptions options = input.getPipeline().getOptions();
     RunnerBootstrap.prepare(options);
     String address = getExpansionService();
+    String secret;
     if (address == null) {
-      address = PythonServices.shared(options.as(XinferOptions.class)).expansionServiceAddress();
+      PythonServices services = PythonServices.shared(options.as(XinferOptions.class));
+      address = services.expansionServiceAddress();
+      secret = services.secret();
     } else {
+      secret =
+          ServiceSecret.read(
+              checkStateNotNull(getExpansionServiceSecretFile()),
+              "withExpansionService(" + address + ", secretFile)");
       PythonServices.checkReachable(address, REACHABLE_TIMEOUT);
     }
     Map<String, Object> kwargs = kwargs(keyed, deadLetter);
@@ -529,9 +549,8 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
                   ParDo.of(new RowBlocks.PackFn(rowSchema, getFeatureField(), getMaxBatchSize())))
               .setRowSchema(RowBlocks.IN);
     }
-    PythonExternalTransform<PCollection<?>, POutput> python =
-        PythonExternalTransform.<PCollection<?>, POutput>from(PYTHON_TRANSFORM, address)
-            .withKwargs(kwargs);
+    PTransform<PCollection<?>, PCollectionTuple> python =
+        PythonExpansion.of(PYTHON_TRANSFORM, kwargs, address, secret);
 
     Map<String, PCollection<?>> outputs;
     if (RunnerBootstrap.runsPythonStageInDoFn(options)) {
@@ -589,12 +608,13 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     return rowSchema.getField(getFeatureField()).getType();
   }
 
-  private static Map<String, PCollection<?>> outputsOf(POutput output) {
+  /** The Python transform's outputs by name; a single output is the predictions. */
+  private static Map<String, PCollection<?>> outputsOf(PCollectionTuple output) {
     Map<String, PCollection<?>> outputs = new LinkedHashMap<>();
-    if (output instanceof PCollection) {
-      outputs.put(PREDICTIONS, (PCollection<?>) output);
+    if (output.getAll().size() == 1) {
+      outputs.put(PREDICTIONS, output.getAll().values().iterator().next());
     } else {
-      ((PCollectionTuple) output).getAll().forEach((tag, pc) -> outputs.put(tag.getId(), pc));
+      output.getAll().forEach((tag, pc) -> outputs.put(tag.getId(), pc));
     }
     return outputs;
   }

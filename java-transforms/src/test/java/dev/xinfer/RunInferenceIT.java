@@ -5,18 +5,21 @@ import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
 
-import dev.xinfer.runtime.PythonServices;
-import dev.xinfer.runtime.XinferOptions;
+import dev.xinfer.runtime.ServiceSecret;
 import dev.xinfer.testing.Digits;
+import dev.xinfer.testing.HandStartedServices;
 import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
-import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
 import org.apache.beam.sdk.testing.PAssert;
@@ -25,6 +28,7 @@ import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.TemporaryFolder;
 import org.junit.rules.Timeout;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
@@ -37,6 +41,8 @@ import org.junit.runners.JUnit4;
 @RunWith(JUnit4.class)
 public class RunInferenceIT {
   @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+
+  @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 
   private static final Schema EXAMPLE = Digits.EXAMPLE_SCHEMA;
   private static final Schema NULLABLE_EXAMPLE =
@@ -94,30 +100,54 @@ public class RunInferenceIT {
   }
 
   @Test
-  public void anExpansionServiceAlreadyRunningCanBeNamed() {
-    String address =
-        PythonServices.shared(
-                PipelineOptionsFactory.fromArgs(
-                        "--xinferPython=" + System.getProperty("xinfer.python"))
-                    .as(XinferOptions.class))
-            .expansionServiceAddress();
-    Pipeline p = flinkPipeline();
-    PCollection<Row> out =
-        p.apply(Create.of(examples(20)).withRowSchema(EXAMPLE))
-            .apply(
-                RunInference.withModel(Model.of(Digits.model().toString()).withId("digits-v2"))
-                    .withExpansionService(address));
-    PAssert.that(out)
-        .satisfies(
-            rows -> {
-              int n = 0;
-              for (Row row : rows) {
-                assertEquals("digits-v2", row.getString("model_id"));
-                n++;
-              }
-              assertEquals(20, n);
-              return null;
-            });
-    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+  public void anExpansionServiceStartedByHandIsUsedWithItsSecret() throws Exception {
+    try (HandStartedServices services =
+        HandStartedServices.start(System.getProperty("xinfer.python"), tmp.getRoot().toPath())) {
+      Pipeline p = flinkPipeline();
+      PCollection<Row> out =
+          p.apply(Create.of(examples(20)).withRowSchema(EXAMPLE))
+              .apply(
+                  RunInference.withModel(Model.of(Digits.model().toString()).withId("digits-v2"))
+                      .withExpansionService(services.address(), services.secretFile().toString()));
+      PAssert.that(out)
+          .satisfies(
+              rows -> {
+                int n = 0;
+                for (Row row : rows) {
+                  assertEquals("digits-v2", row.getString("model_id"));
+                  n++;
+                }
+                assertEquals(20, n);
+                return null;
+              });
+      assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+      // The transform was expanded there, not by this JVM's own services.
+      assertThat(
+          new String(
+              Files.readAllBytes(tmp.getRoot().toPath().resolve("hand-started-services.log")),
+              StandardCharsets.UTF_8),
+          containsString("Expansion service on " + services.address()));
+    }
+  }
+
+  @Test
+  public void anExpansionServiceRefusesACallerWithoutItsSecret() throws Exception {
+    try (HandStartedServices services =
+        HandStartedServices.start(System.getProperty("xinfer.python"), tmp.getRoot().toPath())) {
+      Path wrong = tmp.getRoot().toPath().resolve("wrong.secret");
+      Files.writeString(wrong, ServiceSecret.generate());
+      Files.setPosixFilePermissions(wrong, PosixFilePermissions.fromString("rw-------"));
+      Pipeline p = flinkPipeline();
+      PCollection<Row> rows = p.apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
+      RuntimeException e =
+          assertThrows(
+              RuntimeException.class,
+              () ->
+                  rows.apply(
+                      RunInference.withModel(Digits.model().toString())
+                          .withExpansionService(services.address(), wrong.toString())));
+      assertThat(e.toString(), containsString("UNAUTHENTICATED"));
+      assertThat(e.toString(), containsString("does not carry the secret of the run"));
+    }
   }
 }

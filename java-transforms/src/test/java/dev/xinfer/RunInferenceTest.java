@@ -69,8 +69,9 @@ public class RunInferenceTest {
         message(assertThrows(IllegalArgumentException.class, () -> r.withMaxBatchSize(-3))),
         containsString("withMaxBatchSize(-3)"));
     assertThat(
-        message(assertThrows(IllegalArgumentException.class, () -> r.withExpansionService("x"))),
-        containsString("withExpansionService(hostPort) needs HOST:PORT"));
+        message(
+            assertThrows(IllegalArgumentException.class, () -> r.withExpansionService("x", "f"))),
+        containsString("withExpansionService(hostPort, secretFile) needs HOST:PORT"));
     assertThat(
         message(assertThrows(IllegalArgumentException.class, () -> Model.of("/m").withId(""))),
         containsString("withId(id) needs a non-empty id"));

@@ -1,9 +1,9 @@
 package dev.xinfer.runtime;
 
 import java.io.BufferedReader;
-import java.io.File;
 import java.io.IOException;
 import java.io.InputStreamReader;
+import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
@@ -11,11 +11,14 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -33,6 +36,11 @@ import org.slf4j.LoggerFactory;
  * <p>One process ({@code python -m xinfer.services}) serves both on 127.0.0.1, on ports it picks
  * and reports. It is started once per JVM ({@link #shared}), stopped by a shutdown hook, and it
  * stops itself if this JVM dies without running the hook.
+ *
+ * <p>The services serve only this JVM: each start makes a random secret ({@link ServiceSecret}) and
+ * hands it to the process on its standard input; the expansion service refuses any call without it,
+ * and the worker pool any start request without its own. The log is in a folder that only this user
+ * can read, removed when the services stop.
  */
 public final class PythonServices implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(PythonServices.class);
@@ -40,19 +48,25 @@ public final class PythonServices implements AutoCloseable {
   private static final Pattern READY_FIELD =
       Pattern.compile("\"(expansion_service|worker_pool|beam_version)\":\\s*\"([^\"]+)\"");
   private static final int LOG_TAIL_LINES = 30;
+  private static final Set<PosixFilePermission> OWNER_ONLY =
+      PosixFilePermissions.fromString("rwx------");
+  private static final Pattern MODULE_NAME =
+      Pattern.compile("[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*");
 
   /** Started services by the worker pool they use ("" for their own). */
   private static final Map<String, PythonServices> SHARED = new HashMap<>();
 
   private final Process process;
   private final Path logFile;
+  private final String secret;
   private final String expansionService;
   private final String workerPool;
 
   private PythonServices(
-      Process process, Path logFile, String expansionService, String workerPool) {
+      Process process, Path logFile, String secret, String expansionService, String workerPool) {
     this.process = process;
     this.logFile = logFile;
+    this.secret = secret;
     this.expansionService = expansionService;
     this.workerPool = workerPool;
   }
@@ -62,16 +76,33 @@ public final class PythonServices implements AutoCloseable {
    * pool ({@code --xinferWorkerPool}), then shared by every pipeline that asks for the same.
    */
   public static synchronized PythonServices shared(XinferOptions options) {
-    String pool = options.getXinferWorkerPool() == null ? "" : options.getXinferWorkerPool();
-    PythonServices services = SHARED.get(pool);
+    @Nullable String pool = options.getXinferWorkerPool();
+    @Nullable String poolSecret = null;
+    if (pool != null) {
+      String file = options.getXinferWorkerPoolSecretFile();
+      if (file == null) {
+        throw new IllegalArgumentException(
+            "--xinferWorkerPool="
+                + pool
+                + " needs --xinferWorkerPoolSecretFile: the secret file the pool was started with "
+                + "(xinfer-worker-pool --secret-file F; ./xinfer cluster up writes "
+                + ".xinfer/clusters/<flink|spark>/pool.secret).");
+      }
+      poolSecret = ServiceSecret.read(file, "--xinferWorkerPoolSecretFile");
+    }
+    List<String> allowedModules = allowedModules(options.getXinferAllowedModules());
+    String key = pool + " " + poolSecret + " " + allowedModules;
+    PythonServices services = SHARED.get(key);
     if (services == null || !services.process.isAlive()) {
       String python = resolvePython(options.getXinferPython());
       services =
           start(
               python,
-              pool.isEmpty() ? null : pool,
+              pool,
+              poolSecret,
+              allowedModules,
               Duration.ofSeconds(options.getXinferServiceStartTimeoutSeconds()));
-      SHARED.put(pool, services);
+      SHARED.put(key, services);
       Runtime.getRuntime()
           .addShutdownHook(new Thread(services::close, "xinfer-python-services-stop"));
     }
@@ -80,39 +111,60 @@ public final class PythonServices implements AutoCloseable {
 
   /** Starts the services with {@code python} and waits until they report ready. */
   public static PythonServices start(String python, Duration readyTimeout) {
-    return start(python, null, readyTimeout);
+    return start(python, null, null, List.of(), readyTimeout);
   }
 
   /**
    * Starts the services with {@code python}; with {@code workerPool} (HOST:PORT) the expansion
-   * service sends the Python stages there instead of to a pool of its own.
+   * service sends the Python stages there, with the pool's secret {@code workerPoolSecret}, instead
+   * of to a pool of its own. Hooks and model classes may come from {@code allowedModules} (besides
+   * xinfer's examples).
    */
   public static PythonServices start(
-      String python, @Nullable String workerPool, Duration readyTimeout) {
+      String python,
+      @Nullable String workerPool,
+      @Nullable String workerPoolSecret,
+      List<String> allowedModules,
+      Duration readyTimeout) {
     List<String> command = new ArrayList<>();
     command.addAll(
         List.of(
             python,
             "-m",
             "xinfer.services",
+            "--secret-stdin",
             "--parent-pid",
             Long.toString(ProcessHandle.current().pid())));
     if (workerPool != null) {
       checkReachable(workerPool, Duration.ofSeconds(5), "worker pool", "xinfer-worker-pool");
       command.addAll(List.of("--worker-pool", workerPool));
     }
+    if (!allowedModules.isEmpty()) {
+      command.addAll(List.of("--allowed-modules", String.join(",", allowedModules)));
+    }
+    String secret = ServiceSecret.generate();
     Path logFile;
     Process process;
     try {
-      logFile = Files.createTempFile("xinfer-python-services-", ".log");
+      Path runDir =
+          Files.createTempDirectory(
+              "xinfer-services-", PosixFilePermissions.asFileAttribute(OWNER_ONLY));
+      logFile = runDir.resolve("python-services.log");
       ProcessBuilder builder =
           new ProcessBuilder(command)
-              .redirectError(ProcessBuilder.Redirect.appendTo(logFile.toFile()))
-              .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
+              .redirectError(ProcessBuilder.Redirect.appendTo(logFile.toFile()));
       Map<String, String> env = builder.environment();
       env.putIfAbsent("TF_CPP_MIN_LOG_LEVEL", "2");
       env.put("PYTHONUNBUFFERED", "1");
       process = builder.start();
+      // The secrets on the process's standard input: never in a file, a command line or a log.
+      try (OutputStream in = process.getOutputStream()) {
+        in.write(
+            (secret + "\n" + (workerPoolSecret == null ? "" : workerPoolSecret) + "\n")
+                .getBytes(StandardCharsets.UTF_8));
+      } catch (IOException e) {
+        // The process died at once; the ready wait below reports it with its log.
+      }
     } catch (IOException e) {
       throw new IllegalStateException(
           String.format(
@@ -182,7 +234,7 @@ public final class PythonServices implements AutoCloseable {
         "xinfer Python services ready: expansion service {}, worker pool {}",
         expansionService,
         servedPool);
-    return new PythonServices(process, logFile, expansionService, servedPool);
+    return new PythonServices(process, logFile, secret, expansionService, servedPool);
   }
 
   private static void readStdout(Process process, CompletableFuture<String> ready) {
@@ -205,7 +257,8 @@ public final class PythonServices implements AutoCloseable {
 
   /**
    * The Python interpreter to use: the given one, else {@code $XINFER_PYTHON}, else {@code
-   * .venv/bin/python} in the working directory or a parent, else {@code python3}.
+   * .venv/bin/python} in the working directory (the project's root), else {@code python3}. Parent
+   * directories are not searched: under a shared directory that would run another user's binary.
    */
   public static String resolvePython(@Nullable String configured) {
     if (configured != null && !configured.isEmpty()) {
@@ -215,13 +268,8 @@ public final class PythonServices implements AutoCloseable {
     if (env != null && !env.isEmpty()) {
       return env;
     }
-    for (Path dir = Paths.get("").toAbsolutePath(); dir != null; dir = dir.getParent()) {
-      Path candidate = dir.resolve(".venv/bin/python");
-      if (Files.isExecutable(candidate)) {
-        return candidate.toString();
-      }
-    }
-    return "python3";
+    Path candidate = Paths.get("").toAbsolutePath().resolve(".venv/bin/python");
+    return Files.isExecutable(candidate) ? candidate.toString() : "python3";
   }
 
   /**
@@ -281,6 +329,11 @@ public final class PythonServices implements AutoCloseable {
     return expansionService;
   }
 
+  /** The secret the expansion service checks on every call. */
+  public String secret() {
+    return secret;
+  }
+
   public String workerPoolAddress() {
     return workerPool;
   }
@@ -296,6 +349,32 @@ public final class PythonServices implements AutoCloseable {
   @Override
   public void close() {
     destroy(process);
+    try {
+      Files.deleteIfExists(logFile);
+      Files.deleteIfExists(logFile.getParent());
+    } catch (IOException e) {
+      LOG.warn("xinfer could not remove its services' log folder {}: {}", logFile.getParent(), e);
+    }
+  }
+
+  /** The modules named by {@code --xinferAllowedModules}, each a dotted Python module name. */
+  static List<String> allowedModules(@Nullable String flag) {
+    List<String> modules = new ArrayList<>();
+    if (flag == null || flag.trim().isEmpty()) {
+      return modules;
+    }
+    for (String name : flag.split(",")) {
+      String module = name.trim();
+      if (!MODULE_NAME.matcher(module).matches()) {
+        throw new IllegalArgumentException(
+            String.format(
+                "--xinferAllowedModules=%s: '%s' is not a Python module name; list dotted module "
+                    + "names separated by commas, e.g. --xinferAllowedModules=my_hooks,my_models.nets",
+                flag, module));
+      }
+      modules.add(module);
+    }
+    return modules;
   }
 
   private static void destroy(Process process) {

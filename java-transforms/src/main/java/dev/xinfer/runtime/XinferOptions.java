@@ -24,6 +24,25 @@ public interface XinferOptions extends PipelineOptions {
 
   void setXinferWorkerPool(@Nullable String value);
 
+  @Description(
+      "With --xinferWorkerPool: the file holding the pool's secret (mode 0600), the one the pool "
+          + "was started with (xinfer-worker-pool --secret-file F; ./xinfer cluster up writes "
+          + ".xinfer/clusters/<flink|spark>/pool.secret). A pool starts workers only for requests "
+          + "that carry it.")
+  @Nullable String getXinferWorkerPoolSecretFile();
+
+  void setXinferWorkerPoolSecretFile(@Nullable String value);
+
+  @Description(
+      "Python modules (comma-separated, e.g. my_hooks,my_models.nets) that hooks "
+          + "(withPreprocess, withPostprocess) and PyTorch model classes (Model.withModelClass) may "
+          + "come from, besides xinfer.examples. They run code in every Python worker, so only the "
+          + "modules named here are imported. A cluster's pool has its own list "
+          + "(XINFER_ALLOWED_MODULES for ./xinfer cluster up).")
+  @Nullable String getXinferAllowedModules();
+
+  void setXinferAllowedModules(@Nullable String value);
+
   @Description("Seconds to wait for the Python services to report ready before failing.")
   @Default.Integer(120)
   int getXinferServiceStartTimeoutSeconds();

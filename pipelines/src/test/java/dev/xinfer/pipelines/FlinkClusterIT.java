@@ -15,7 +15,7 @@ import org.junit.runners.JUnit4;
  * The demo pipeline on a real Flink standalone session cluster (JobManager and TaskManager in their
  * own JVMs) with a Python worker pool beside the TaskManager, as {@code ./xinfer cluster up flink}
  * starts them; the same checks as on the embedded engines. The build passes the cluster's addresses
- * ({@code -Dxinfer.flink.master}, {@code -Dxinfer.flink.pool}).
+ * ({@code -Dxinfer.flink.master}, {@code -Dxinfer.flink.pool}, {@code -Dxinfer.flink.pool.secret}).
  */
 @RunWith(JUnit4.class)
 public class FlinkClusterIT {
@@ -26,11 +26,14 @@ public class FlinkClusterIT {
   private static String[] clusterFlags(String... more) {
     String master = System.getProperty("xinfer.flink.master", "127.0.0.1:8081");
     String pool = System.getProperty("xinfer.flink.pool", "127.0.0.1:50000");
-    String[] flags = new String[more.length + 3];
+    String secret =
+        System.getProperty("xinfer.flink.pool.secret", ".xinfer/clusters/flink/pool.secret");
+    String[] flags = new String[more.length + 4];
     flags[0] = "--flinkMaster=" + master;
     flags[1] = "--xinferWorkerPool=" + pool;
-    flags[2] = "--parallelism=2";
-    System.arraycopy(more, 0, flags, 3, more.length);
+    flags[2] = "--xinferWorkerPoolSecretFile=" + secret;
+    flags[3] = "--parallelism=2";
+    System.arraycopy(more, 0, flags, 4, more.length);
     return flags;
   }
 

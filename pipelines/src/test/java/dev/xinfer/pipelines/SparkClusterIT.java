@@ -38,7 +38,10 @@ public class SparkClusterIT {
             tmp.getRoot().toPath().resolve("predictions"),
             "SparkRunner",
             "--sparkMaster=" + master(),
-            "--xinferWorkerPool=" + pool());
+            "--xinferWorkerPool=" + pool(),
+            "--xinferWorkerPoolSecretFile="
+                + System.getProperty(
+                    "xinfer.spark.pool.secret", ".xinfer/clusters/spark/pool.secret"));
     assertThat(summary.toString(), containsString("records=1797 failed=0"));
   }
 
@@ -49,6 +52,8 @@ public class SparkClusterIT {
         "SparkRunner",
         600,
         "--sparkMaster=" + master(),
-        "--xinferWorkerPool=" + pool());
+        "--xinferWorkerPool=" + pool(),
+        "--xinferWorkerPoolSecretFile="
+            + System.getProperty("xinfer.spark.pool.secret", ".xinfer/clusters/spark/pool.secret"));
   }
 }
