@@ -395,3 +395,22 @@ def test_services_exit_when_their_parent_is_gone():
     assert 'is gone; stopping' in process.stderr.read()
   finally:
     process.kill()
+
+
+def test_services_keep_temp_files_private_and_remove_them(model_dir, tmp_path):
+  process = _start(['--parent-pid', str(os.getpid())],
+                   env=dict(os.environ, TMPDIR=str(tmp_path)))
+  try:
+    address = json.loads(process.stdout.readline()[len(services.READY_PREFIX):])
+    _expand(address['expansion_service'],
+            'xinfer.transforms.RowInference',
+            model_uri=model_dir)
+    (folder, ) = tmp_path.iterdir()
+    assert folder.name.startswith('xinfer-services-')
+    assert folder.stat().st_mode & 0o777 == 0o700
+    # Beam's expansion made its pipeline folder in there.
+    assert any(folder.iterdir())
+  finally:
+    process.terminate()
+    process.wait(timeout=30)
+  assert not list(tmp_path.iterdir())

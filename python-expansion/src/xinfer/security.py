@@ -70,7 +70,8 @@ _ENVIRONMENTS = frozenset([
     common_urns.environments.PROCESS.urn,
     common_urns.environments.EXTERNAL.urn,
     common_urns.environments.DEFAULT.urn,
-    'beam:env:embedded:v1',
+    # Java's EMBEDDED environment (the DirectRunner's shadow pipeline uses it).
+    'EMBEDDED',
 ])
 # Logical types whose Python side decodes plain values (no code, no pickle).
 _LOGICAL_TYPES = frozenset([

@@ -24,9 +24,11 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 from typing import Dict, Optional, Sequence, Tuple
@@ -284,7 +286,17 @@ def _announce(**addresses):
   print(READY_PREFIX + json.dumps(addresses), flush=True)
 
 
-def _serve(servers, pools, parent_pid: Optional[int]):
+def _private_temp_dir() -> str:
+  """A folder only this user can read for this process's and its workers' temp
+  files (Beam makes one per expansion and never removes it), removed by
+  ``_serve`` when the services stop."""
+  path = tempfile.mkdtemp(prefix='xinfer-services-')
+  tempfile.tempdir = path
+  os.environ['TMPDIR'] = path
+  return path
+
+
+def _serve(servers, pools, parent_pid: Optional[int], temp_dir: str):
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
   signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -294,6 +306,7 @@ def _serve(servers, pools, parent_pid: Optional[int]):
     pool.stop_all()
   for server in servers:
     server.stop(grace=1)
+  shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _arguments(prog: str, description: str, expansion: bool):
@@ -379,6 +392,7 @@ def expansion_service_main(argv=None):
     parser.error('--worker-pool needs --worker-pool-secret-file: the secret '
                  'file that pool was started with')
   allowed = _allowed_modules(args.allowed_modules)
+  temp_dir = _private_temp_dir()
 
   servers, pools = [], []
   pool_address = args.worker_pool
@@ -395,7 +409,7 @@ def expansion_service_main(argv=None):
   _LOGGER.info('Expansion service on %s (allowlist: %s), worker pool %s',
                address, ', '.join(transforms.EXPANDABLE), pool_address)
   _announce(expansion_service=address, worker_pool=pool_address)
-  _serve(servers, pools, args.parent_pid)
+  _serve(servers, pools, args.parent_pid, temp_dir)
 
 
 def worker_pool_main(argv=None):
@@ -411,11 +425,12 @@ def worker_pool_main(argv=None):
   else:
     secret = security.read_secret_file(args.secret_file, create=True)
   allowed = _allowed_modules(args.allowed_modules)
+  temp_dir = _private_temp_dir()
   address, server, pool = start_worker_pool(args.host, args.port, secret,
                                             allowed, args.allow_remote_runners)
   _LOGGER.info('Worker pool on %s', address)
   _announce(worker_pool=address)
-  _serve([server], [pool], args.parent_pid)
+  _serve([server], [pool], args.parent_pid, temp_dir)
 
 
 if __name__ == '__main__':

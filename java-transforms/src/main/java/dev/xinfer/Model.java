@@ -9,6 +9,7 @@ import java.nio.file.Paths;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
+import java.util.regex.Pattern;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -34,6 +35,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
 public abstract class Model implements Serializable {
   private static final long serialVersionUID = 1L;
   private static final ObjectMapper JSON = new ObjectMapper();
+  private static final Pattern PYTHON_NAME =
+      Pattern.compile("[A-Za-z_]\\w*(\\.[A-Za-z_]\\w*)*:[A-Za-z_]\\w*");
+  private static final Pattern SHA256 = Pattern.compile("[0-9a-fA-F]{64}");
 
   /** The model frameworks xinfer's Python workers run. */
   public enum Framework {
@@ -57,6 +61,8 @@ public abstract class Model implements Serializable {
 
   abstract @Nullable String getModelParamsJson();
 
+  abstract @Nullable String getSha256();
+
   abstract Builder toBuilder();
 
   @AutoValue.Builder
@@ -70,6 +76,8 @@ public abstract class Model implements Serializable {
     abstract Builder setModelClass(@Nullable String value);
 
     abstract Builder setModelParamsJson(@Nullable String value);
+
+    abstract Builder setSha256(@Nullable String value);
 
     abstract Model build();
   }
@@ -103,10 +111,7 @@ public abstract class Model implements Serializable {
    * arguments (numbers, strings, booleans, lists; may be empty).
    */
   public Model withModelClass(String pythonClass, Map<String, ?> constructorArgs) {
-    checkArgument(
-        pythonClass != null && pythonClass.indexOf(':') > 0,
-        "withModelClass(pythonClass, args) needs 'package.module:ClassName'; got %s",
-        pythonClass);
+    checkPythonName(pythonClass, "withModelClass(pythonClass, args)", "ClassName");
     checkArgument(constructorArgs != null, "withModelClass(pythonClass, args): args is null");
     return toBuilder()
         .setFramework(Framework.PYTORCH)
@@ -114,6 +119,32 @@ public abstract class Model implements Serializable {
         .setModelParamsJson(
             constructorArgs.isEmpty() ? null : json(constructorArgs, "withModelClass"))
         .build();
+  }
+
+  /**
+   * Pins the model file to this SHA-256 digest (64 hex digits): the Python workers hash the file
+   * and refuse to load it if it differs. For pickle and joblib files, which run code when they
+   * load. A single file only (not a directory, not with model refresh).
+   */
+  public Model withSha256(String hexDigest) {
+    checkArgument(
+        hexDigest != null && SHA256.matcher(hexDigest).matches(),
+        "withSha256(hexDigest) needs the file's SHA-256 as 64 hex digits (sha256sum FILE); got %s",
+        hexDigest);
+    return toBuilder().setSha256(hexDigest.toLowerCase(Locale.ROOT)).build();
+  }
+
+  /**
+   * Checks that {@code value} is {@code package.module:name}; the module must also be allowed when
+   * the services start ({@code --xinferAllowedModules}), which Python checks before importing it.
+   */
+  static void checkPythonName(@Nullable String value, String method, String name) {
+    checkArgument(
+        value != null && PYTHON_NAME.matcher(value).matches(),
+        "%s needs 'package.module:%s' (a module allowed with --xinferAllowedModules); got %s",
+        method,
+        name,
+        value);
   }
 
   /** What the Python side takes for this model (see {@code xinfer.transforms.RowInference}). */
@@ -124,6 +155,7 @@ public abstract class Model implements Serializable {
     putIfSet(args, "model_id", getId());
     putIfSet(args, "model_class", getModelClass());
     putIfSet(args, "model_params", getModelParamsJson());
+    putIfSet(args, "model_sha256", getSha256());
     return args;
   }
 

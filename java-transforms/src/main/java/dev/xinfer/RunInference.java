@@ -303,10 +303,7 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
    * {@code preprocessing}).
    */
   public RunInference withPreprocess(String pythonFunction) {
-    checkArgument(
-        pythonFunction != null && pythonFunction.indexOf(':') > 0,
-        "withPreprocess(pythonFunction) needs 'package.module:function'; got %s",
-        pythonFunction);
+    Model.checkPythonName(pythonFunction, "withPreprocess(pythonFunction)", "function");
     return toBuilder().setPreprocess(pythonFunction).build();
   }
 
@@ -316,10 +313,7 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
    * (stage {@code postprocessing}).
    */
   public RunInference withPostprocess(String pythonFunction) {
-    checkArgument(
-        pythonFunction != null && pythonFunction.indexOf(':') > 0,
-        "withPostprocess(pythonFunction) needs 'package.module:function'; got %s",
-        pythonFunction);
+    Model.checkPythonName(pythonFunction, "withPostprocess(pythonFunction)", "function");
     return toBuilder().setPostprocess(pythonFunction).build();
   }
 

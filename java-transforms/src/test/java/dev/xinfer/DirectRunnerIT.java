@@ -124,4 +124,11 @@ public class DirectRunnerIT {
         .satisfies(Failures.exactlyOne(4343L, "odd", "conversion", "RecordError", "has 10 values"));
     assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
   }
+
+  @Test
+  public void everyServerOfARunListensOnLoopbackOnly() throws Exception {
+    p.apply(Create.of(Digits.exampleRows(200)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+        .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(8));
+    RunnerMatrixIT.assertServersListenOnLoopbackOnly(p);
+  }
 }

@@ -3,6 +3,7 @@ package dev.xinfer;
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertThrows;
 
 import dev.xinfer.runtime.ServiceSecret;
@@ -17,6 +18,7 @@ import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
+import java.util.Map;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
@@ -149,5 +151,38 @@ public class RunInferenceIT {
       assertThat(e.toString(), containsString("UNAUTHENTICATED"));
       assertThat(e.toString(), containsString("does not carry the secret of the run"));
     }
+  }
+
+  @Test
+  public void aModelClassFromAModuleNotAllowedIsRefusedBeforeItIsImported() {
+    Path marker = tmp.getRoot().toPath().resolve("marker");
+    Pipeline p = flinkPipeline();
+    PCollection<Row> rows = p.apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
+    RuntimeException e =
+        assertThrows(
+            RuntimeException.class,
+            () ->
+                rows.apply(
+                    RunInference.withModel(
+                        Model.of(Digits.modelsDir().resolve("digits-torch-state.pt").toString())
+                            .withModelClass("os:system", Map.of("command", "touch " + marker)))));
+    assertThat(e.getMessage(), containsString("module 'os', which the operator has not allowed"));
+    assertThat(e.getMessage(), containsString("--xinferAllowedModules"));
+    assertFalse(Files.exists(marker));
+  }
+
+  @Test
+  public void aHookFromAModuleNotAllowedIsRefused() {
+    Pipeline p = flinkPipeline();
+    PCollection<Row> rows = p.apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
+    RuntimeException e =
+        assertThrows(
+            RuntimeException.class,
+            () ->
+                rows.apply(
+                    RunInference.withModel(Digits.model().toString())
+                        .withPreprocess("subprocess:getoutput")));
+    assertThat(e.getMessage(), containsString("preprocess 'subprocess:getoutput'"));
+    assertThat(e.getMessage(), containsString("--xinferAllowedModules"));
   }
 }

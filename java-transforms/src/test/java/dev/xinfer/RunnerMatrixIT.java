@@ -5,18 +5,15 @@ import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.ListeningSockets;
+import dev.xinfer.testing.SocketWatch;
 import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
-import java.util.concurrent.TimeUnit;
-import java.util.stream.Collectors;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.testing.PAssert;
@@ -71,20 +68,29 @@ public class RunnerMatrixIT {
     Pipeline p = TestRunners.pipeline(runner, flags);
     p.apply(Create.of(Digits.exampleRows(500)).withRowSchema(Digits.EXAMPLE_SCHEMA))
         .apply(RunInference.withModel(Digits.model().toString()).withMaxBatchSize(8));
-    Set<String> seen = ConcurrentHashMap.newKeySet();
-    ScheduledExecutorService poller = Executors.newSingleThreadScheduledExecutor();
-    poller.scheduleWithFixedDelay(
-        () -> seen.addAll(ListeningSockets.ofThisJvmAndChildren()), 0, 50, TimeUnit.MILLISECONDS);
-    try {
-      assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
-    } finally {
-      poller.shutdown();
-      poller.awaitTermination(10, TimeUnit.SECONDS);
-    }
-    Set<String> exposed =
-        seen.stream().filter(a -> !ListeningSockets.isLoopback(a)).collect(Collectors.toSet());
-    assertEquals("listening beyond loopback: " + exposed, Set.of(), exposed);
-    // The expansion service, worker pool and the job's Fn API servers were all seen.
-    assertTrue("servers seen during the run: " + seen, seen.size() >= 5);
+    assertServersListenOnLoopbackOnly(p);
+  }
+
+  /**
+   * Runs {@code p} while sampling the listening sockets of this JVM and its children (the Python
+   * services and the SDK workers), and checks that every one is on loopback and that each kind of
+   * server was seen: the Python services' two, and the job's own servers that open in this JVM
+   * during the run (the Fn API servers of the Python stage among them).
+   */
+  static void assertServersListenOnLoopbackOnly(Pipeline p) throws Exception {
+    long jvm = ProcessHandle.current().pid();
+    Set<String> before = ListeningSockets.byProcess(List.of(jvm)).get(jvm);
+    SocketWatch watch =
+        SocketWatch.during(
+            () -> List.of(jvm),
+            () -> assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish()));
+    assertEquals("listening beyond loopback: " + watch.seen(), Set.of(), watch.exposed());
+    Set<String> opened = new HashSet<>(watch.seen().get(jvm));
+    opened.removeAll(before);
+    assertTrue("servers the run opened in this JVM: " + watch.seen(), opened.size() >= 3);
+    assertTrue(
+        "the Python services' expansion service and worker pool: " + watch.seen(),
+        watch.seen().entrySet().stream()
+            .anyMatch(e -> e.getKey() != jvm && e.getValue().size() >= 2));
   }
 }

@@ -35,6 +35,7 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.BindableService;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Server;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerInterceptors;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
+import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * Binds the Fn API servers of a job's Python stages (control, data, state, logging, provisioning,
@@ -44,13 +45,62 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
  * them to all interfaces ({@code NettyServerBuilder.forPort}), and the Flink and Spark runners
  * build their bundle factories with no way to pass another. Both look up the stage-context factory
  * of a job by job id in a static map; registering one for our job id before the job starts gives
- * job bundle factories whose EXTERNAL environments serve on loopback. This works for embedded
- * engines (same JVM and class loader); on a cluster the workers build their own.
+ * job bundle factories whose EXTERNAL environments serve on loopback. An embedded engine's jobs are
+ * registered by their job id in the launching JVM; a cluster's TaskManagers and executors
+ * deserialize a job's stage functions in a class loader of their own, where {@link
+ * XinferOptionsRegistrar} registers {@link #CLUSTER_JOB_ID}, the id xinfer gives every cluster job,
+ * before any stage opens.
  */
 public final class LoopbackFnServers {
   private static final int KEEP_ALIVE_TIME_SEC = 20;
 
+  /**
+   * The job id of every job xinfer submits to a cluster. A TaskManager or executor holds each job's
+   * classes, and so Beam's map of stage-context factories, in a class loader of that job alone, so
+   * one id serves every job.
+   */
+  public static final String CLUSTER_JOB_ID = "xinfer-cluster-job";
+
+  private static final String FLINK_FACTORY =
+      "org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory";
+  private static final String SPARK_FACTORY =
+      "org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory";
+
   private LoopbackFnServers() {}
+
+  /**
+   * Registers loopback Fn API servers for cluster jobs ({@link #CLUSTER_JOB_ID}) with the Flink and
+   * Spark runners whose classes this class loader has (none, neither or both).
+   */
+  static void registerClusterJobs() {
+    ClassLoader loader = LoopbackFnServers.class.getClassLoader();
+    registerClusterJobs(loader, FLINK_FACTORY, "org.apache.flink.api.java.ExecutionEnvironment");
+    registerClusterJobs(loader, SPARK_FACTORY, null);
+  }
+
+  /**
+   * As the runner's own factory: Flink's releases environments synchronously off Flink's parent
+   * class loader ({@code parentClass}), Spark's always asynchronously.
+   */
+  @SuppressWarnings("unchecked")
+  private static void registerClusterJobs(
+      ClassLoader loader, String factoryClass, @Nullable String parentClass) {
+    Class<? extends ExecutableStageContext.Factory> factory;
+    @Nullable ClassLoader parent;
+    try {
+      factory =
+          (Class<? extends ExecutableStageContext.Factory>)
+              Class.forName(factoryClass, false, loader);
+      parent =
+          parentClass == null ? null : Class.forName(parentClass, false, loader).getClassLoader();
+    } catch (ClassNotFoundException | LinkageError e) {
+      return; // this runner is not on the class path
+    }
+    register(
+        factory,
+        CLUSTER_JOB_ID,
+        caller -> parentClass != null && caller.getClass().getClassLoader() != parent);
+  }
 
   /**
    * Makes the portable runner whose stage-context factory is {@code factoryClass} (Flink's or

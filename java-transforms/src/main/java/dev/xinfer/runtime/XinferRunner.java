@@ -74,9 +74,12 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     }
     RunnerApi.Pipeline portablePipeline = DefaultArtifactResolver.INSTANCE.resolveArtifacts(proto);
     String jobName = options.getJobName();
+    // A cluster's TaskManagers and executors find their loopback Fn API servers under one id.
     JobInfo jobInfo =
         JobInfo.create(
-            jobName + "_" + UUID.randomUUID(),
+            engine.embedded()
+                ? jobName + "_" + UUID.randomUUID()
+                : LoopbackFnServers.CLUSTER_JOB_ID,
             jobName,
             "",
             PipelineOptionsTranslation.toProto(options));

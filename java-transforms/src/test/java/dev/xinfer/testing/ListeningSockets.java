@@ -4,11 +4,17 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.Collection;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
 import java.util.Set;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
@@ -24,27 +30,48 @@ public final class ListeningSockets {
 
   /** Listening addresses of this process and its descendants, as {@code host:port}. */
   public static Set<String> ofThisJvmAndChildren() {
-    Set<String> inodes = new HashSet<>();
-    List<Long> pids =
-        Stream.concat(Stream.of(ProcessHandle.current()), ProcessHandle.current().descendants())
-            .map(ProcessHandle::pid)
-            .collect(Collectors.toList());
-    for (long pid : pids) {
-      inodes.addAll(socketInodes(pid));
+    Set<String> all = new HashSet<>();
+    byProcess(List.of(ProcessHandle.current().pid())).values().forEach(all::addAll);
+    return all;
+  }
+
+  /**
+   * The listening addresses of each of {@code roots} and their descendants, by pid. Fails when a
+   * running process's descriptors cannot be read: a socket check that cannot see must not pass.
+   */
+  public static Map<Long, Set<String>> byProcess(Collection<Long> roots) {
+    Map<Long, Set<String>> inodesByPid = new HashMap<>();
+    for (long root : roots) {
+      Optional<ProcessHandle> handle = ProcessHandle.of(root);
+      if (handle.isEmpty()) {
+        throw new IllegalStateException("process " + root + " is not running");
+      }
+      Stream.concat(Stream.of(handle.get()), handle.get().descendants())
+          .map(ProcessHandle::pid)
+          .forEach(pid -> inodesByPid.put(pid, socketInodes(pid)));
     }
-    Set<String> listening = new HashSet<>();
+    Map<String, String> listeningByInode = new HashMap<>();
     for (String table : List.of("/proc/net/tcp", "/proc/net/tcp6")) {
       try {
         for (String line : Files.readAllLines(Paths.get(table), StandardCharsets.US_ASCII)) {
           String[] f = line.trim().split("\\s+");
-          if (f.length > 9 && LISTEN.equals(f[3]) && inodes.contains(f[9])) {
-            listening.add(address(f[1]));
+          if (f.length > 9 && LISTEN.equals(f[3])) {
+            listeningByInode.put(f[9], address(f[1]));
           }
         }
       } catch (IOException e) {
         throw new IllegalStateException("cannot read " + table + " (Linux only)", e);
       }
     }
+    Map<Long, Set<String>> listening = new HashMap<>();
+    inodesByPid.forEach(
+        (pid, inodes) ->
+            listening.put(
+                pid,
+                inodes.stream()
+                    .map(listeningByInode::get)
+                    .filter(Objects::nonNull)
+                    .collect(Collectors.toSet())));
     return listening;
   }
 
@@ -56,19 +83,26 @@ public final class ListeningSockets {
 
   private static Set<String> socketInodes(long pid) {
     Set<String> inodes = new HashSet<>();
-    try (DirectoryStream<Path> fds = Files.newDirectoryStream(Paths.get("/proc", "" + pid, "fd"))) {
+    Path fdDir = Paths.get("/proc", "" + pid, "fd");
+    try (DirectoryStream<Path> fds = Files.newDirectoryStream(fdDir)) {
       for (Path fd : fds) {
         try {
           String target = Files.readSymbolicLink(fd).toString();
           if (target.startsWith("socket:[")) {
             inodes.add(target.substring(8, target.length() - 1));
           }
-        } catch (IOException e) {
+        } catch (NoSuchFileException e) {
           // The descriptor closed while we looked.
+        } catch (IOException e) {
+          throw new IllegalStateException("cannot read " + fd + ": " + e, e);
         }
       }
-    } catch (IOException e) {
+    } catch (NoSuchFileException e) {
       // The process ended while we looked.
+    } catch (IOException e) {
+      if (ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+        throw new IllegalStateException("cannot read the descriptors of process " + pid, e);
+      }
     }
     return inodes;
   }
