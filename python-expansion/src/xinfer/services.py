@@ -54,8 +54,6 @@ _LOGGER = logging.getLogger('xinfer.services')
 
 READY_PREFIX = 'XINFER_READY '
 DEFAULT_HOST = '127.0.0.1'
-FULLY_QUALIFIED_NAMED_URN = (
-    fully_qualified_named_transform.PYTHON_FULLY_QUALIFIED_NAMED_TRANSFORM_URN)
 
 
 class AllowlistedExpansionService(expansion_service.ExpansionServiceServicer):

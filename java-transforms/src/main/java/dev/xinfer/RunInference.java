@@ -549,11 +549,9 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     Map<String, PCollection<?>> outputs;
     if (RunnerBootstrap.runsPythonStageInDoFn(options)) {
       outputs =
-          DirectStage.apply(pythonInput, "Python", python, options.getRunner().getSimpleName())
-              .getAll()
-              .entrySet()
-              .stream()
-              .collect(Collectors.toMap(e -> e.getKey().getId(), e -> e.getValue()));
+          outputsOf(
+              DirectStage.apply(
+                  pythonInput, "Python", python, options.getRunner().getSimpleName()));
     } else {
       outputs = outputsOf(pythonInput.apply("Python", python));
     }

@@ -171,6 +171,27 @@ public class RunInferenceTest {
   }
 
   @Test
+  public void securitySettingsAreCheckedAtConstruction() {
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> Model.of("/m.pkl").withSha256("ab"))),
+        containsString("withSha256(hexDigest) needs the file's SHA-256 as 64 hex digits"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> RunInference.withModel("/m").withPostprocess("my hooks:f"))),
+        containsString("a module allowed with --xinferAllowedModules"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> RunInference.withModel("/m").withExpansionService("127.0.0.1:8097", ""))),
+        containsString("needs the secret file the service was started with"));
+  }
+
+  @Test
   public void modelsByKeyNeedKeyedInput() {
     RunInference byKey = RunInference.withModelsByKey(Map.of("a", Model.of("/m")));
     assertThat(

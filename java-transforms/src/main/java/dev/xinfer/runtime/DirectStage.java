@@ -27,7 +27,6 @@ import org.apache.beam.sdk.util.construction.graph.GreedyPipelineFuser;
 import org.apache.beam.sdk.values.PBegin;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.PCollectionTuple;
-import org.apache.beam.sdk.values.POutput;
 import org.apache.beam.sdk.values.TupleTag;
 import org.apache.beam.sdk.values.TupleTagList;
 import org.apache.beam.sdk.values.TypeDescriptors;
@@ -46,14 +45,13 @@ public final class DirectStage {
 
   /**
    * Applies {@code pythonTransform} to {@code input} as a ParDo. The outputs are tagged by the
-   * Python transform's output names (a single output: {@code predictions}) and carry the coders the
-   * expansion gave them. Fails at construction when the Python stage needs state, timers or side
-   * inputs.
+   * Python transform's output names and carry the coders the expansion gave them. Fails at
+   * construction when the Python stage needs state, timers or side inputs.
    */
   public static PCollectionTuple apply(
       PCollection<?> input,
       String name,
-      PTransform<PCollection<?>, ? extends POutput> pythonTransform,
+      PTransform<PCollection<?>, PCollectionTuple> pythonTransform,
       String runnerName) {
     PipelineOptions shadowOptions = PipelineOptionsFactory.create();
     PortablePipelineOptions portable = shadowOptions.as(PortablePipelineOptions.class);
@@ -61,13 +59,8 @@ public final class DirectStage {
     portable.setFilesToStage(List.of());
     Pipeline shadow = Pipeline.create(shadowOptions);
     PCollection<?> shadowInput = shadow.apply("Input", emptyOf(input.getCoder()));
-    POutput shadowOutput = shadowInput.apply(name, pythonTransform);
     Map<String, PCollection<?>> byName = new LinkedHashMap<>();
-    if (shadowOutput instanceof PCollection) {
-      byName.put(SINGLE_OUTPUT, (PCollection<?>) shadowOutput);
-    } else {
-      ((PCollectionTuple) shadowOutput).getAll().forEach((t, pc) -> byName.put(t.getId(), pc));
-    }
+    shadowInput.apply(name, pythonTransform).getAll().forEach((t, pc) -> byName.put(t.getId(), pc));
     // A Java consumer per output keeps the Python stage's outputs in the fused graph.
     byName.forEach(
         (outputName, pc) ->
@@ -129,9 +122,6 @@ public final class DirectStage {
         (outputName, pc) -> setCoder(outputs.get(new TupleTag<>(outputName)), pc.getCoder()));
     return outputs;
   }
-
-  /** The output name a Python transform's only output gets. */
-  public static final String SINGLE_OUTPUT = "predictions";
 
   private static String pCollectionId(SdkComponents components, PCollection<?> pc) {
     try {

@@ -7,6 +7,7 @@ import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.transforms.display.DisplayData;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -65,5 +66,10 @@ interface Engine {
         throw new IllegalArgumentException(
             "xinfer has no engine for " + runnerName + "; " + RunnerBootstrap.SUPPORTED_RUNNERS);
     }
+  }
+
+  /** Whether the user set the option {@code name} (a default is not shown as display data). */
+  static boolean isSet(PipelineOptions options, String name) {
+    return DisplayData.from(options).items().stream().anyMatch(i -> i.getKey().equals(name));
   }
 }

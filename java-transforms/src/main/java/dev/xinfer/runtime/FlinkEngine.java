@@ -18,7 +18,6 @@ import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
-import org.apache.beam.sdk.transforms.display.DisplayData;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
 import org.apache.flink.api.java.ExecutionEnvironment;
 import org.apache.flink.core.execution.JobClient;
@@ -54,14 +53,9 @@ final class FlinkEngine implements Engine {
     if (master == null || FlinkPipelineOptions.AUTO.equals(master)) {
       flink.setFlinkMaster(LOCAL);
     }
-    if (flink.isStreaming() && !isSet(options, "maxBundleTimeMills")) {
+    if (flink.isStreaming() && !Engine.isSet(options, "maxBundleTimeMills")) {
       flink.setMaxBundleTimeMills(STREAMING_BUNDLE_MILLIS);
     }
-  }
-
-  /** Whether the user set the option {@code name} (a default is not shown as display data). */
-  private static boolean isSet(PipelineOptions options, String name) {
-    return DisplayData.from(options).items().stream().anyMatch(i -> i.getKey().equals(name));
   }
 
   @Override
@@ -191,8 +185,7 @@ final class FlinkEngine implements Engine {
    */
   static String xinferConfDir(String userConfDir, boolean embedded) {
     try {
-      Path dir = Files.createTempDirectory("xinfer-flink-conf-");
-      dir.toFile().deleteOnExit();
+      Path dir = PrivateTempDirs.create("xinfer-flink-conf-");
       String fileName = "config.yaml";
       StringBuilder config = new StringBuilder();
       if (userConfDir != null) {
@@ -215,6 +208,8 @@ final class FlinkEngine implements Engine {
                 "taskmanager.host: 127.0.0.1",
                 "rest.bind-address: 127.0.0.1",
                 "rest.address: 127.0.0.1",
+                "# Uploads and the web UI's files in this run's private folder, not /tmp.",
+                "web.tmpdir: " + dir,
                 ""));
       }
       config
@@ -224,7 +219,6 @@ final class FlinkEngine implements Engine {
           .append('\n');
       Path file = dir.resolve(fileName);
       Files.writeString(file, config.toString(), StandardCharsets.UTF_8);
-      file.toFile().deleteOnExit();
       return dir.toString();
     } catch (IOException e) {
       throw new UncheckedIOException("xinfer could not write a Flink configuration", e);

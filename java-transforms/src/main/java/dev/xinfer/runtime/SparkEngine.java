@@ -81,6 +81,10 @@ final class SparkEngine implements Engine {
   public PortablePipelineRunner runner(JobInfo jobInfo) {
     checkJavaOpens();
     bindDriverToLoopback();
+    if (spark.isStreaming() && !Engine.isSet(spark, "checkpointDir")) {
+      // Beam's default is /tmp/JOBNAME, readable by every user; this run's own folder instead.
+      spark.setCheckpointDir(PrivateTempDirs.create("xinfer-spark-checkpoint-").toString());
+    }
     if (!embedded()) {
       prepareForCluster();
     }
@@ -101,11 +105,20 @@ final class SparkEngine implements Engine {
   }
 
   /**
-   * What a standalone cluster's executors need to run the job's Java stages: this JVM's jars
-   * (shipped with the job), the Java 17 flags, and Beam's Guava ahead of the Guava that Spark's own
-   * jars bring (Beam's dependencies call methods that old Guava lacks).
+   * What a standalone cluster needs of the driver: its secret, when the cluster authenticates
+   * applications ({@code --xinferSparkSecretFile}); and for the executors to run the job's Java
+   * stages: this JVM's jars (shipped with the job), the Java 17 flags, and Beam's Guava ahead of
+   * the Guava that Spark's own jars bring (Beam's dependencies call methods that old Guava lacks).
    */
   private void prepareForCluster() {
+    String secretFile = spark.as(XinferOptions.class).getXinferSparkSecretFile();
+    if (secretFile != null) {
+      // In this JVM only (a -D flag would show on its command line); the worker hands the
+      // executors its own copy.
+      setIfAbsent("spark.authenticate", "true");
+      setIfAbsent(
+          "spark.authenticate.secret", ServiceSecret.read(secretFile, "--xinferSparkSecretFile"));
+    }
     List<String> jars = ClusterJars.ofThisJvm(spark);
     spark.setFilesToStage(jars);
     StringBuilder opens = new StringBuilder();

@@ -11,7 +11,7 @@ public interface XinferOptions extends PipelineOptions {
   @Description(
       "Python interpreter with the xinfer-expansion package installed, used to start the "
           + "expansion service and worker pool. Default: $XINFER_PYTHON, else .venv/bin/python "
-          + "in the working directory or a parent, else python3 on PATH.")
+          + "in the working directory (not its parents), else python3 on PATH.")
   @Nullable String getXinferPython();
 
   void setXinferPython(@Nullable String value);
@@ -32,6 +32,15 @@ public interface XinferOptions extends PipelineOptions {
   @Nullable String getXinferWorkerPoolSecretFile();
 
   void setXinferWorkerPoolSecretFile(@Nullable String value);
+
+  @Description(
+      "For a Spark standalone cluster that authenticates applications (spark.authenticate, as "
+          + "./xinfer cluster up spark starts it): the file holding its secret (mode 0600; "
+          + ".xinfer/clusters/spark/auth/secret). The driver (this JVM) presents it to the master "
+          + "and executors.")
+  @Nullable String getXinferSparkSecretFile();
+
+  void setXinferSparkSecretFile(@Nullable String value);
 
   @Description(
       "Python modules (comma-separated, e.g. my_hooks,my_models.nets) that hooks "

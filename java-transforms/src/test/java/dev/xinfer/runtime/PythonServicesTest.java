@@ -10,7 +10,9 @@ import static org.junit.Assert.assertTrue;
 import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
+import java.util.List;
 import org.apache.beam.sdk.util.ReleaseInfo;
 import org.junit.Rule;
 import org.junit.Test;
@@ -120,5 +122,33 @@ public class PythonServicesTest {
   @Test
   public void configuredInterpreterWins() {
     assertEquals("/opt/py/bin/python", PythonServices.resolvePython("/opt/py/bin/python"));
+  }
+
+  @Test
+  public void allowedModulesAreDottedNames() {
+    assertEquals(
+        List.of("my_hooks", "pkg.nets"), PythonServices.allowedModules(" my_hooks,pkg.nets"));
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> PythonServices.allowedModules("os,*"))
+            .getMessage(),
+        containsString("'*' is not a Python module name"));
+  }
+
+  @Test
+  public void aSecretFileOthersCanReadIsRefused() throws Exception {
+    Path file = Files.createTempFile("secret", "");
+    try {
+      Files.writeString(file, ServiceSecret.generate());
+      Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-r--r--"));
+      assertThat(
+          assertThrows(
+                  IllegalArgumentException.class, () -> ServiceSecret.read(file.toString(), "--f"))
+              .getMessage(),
+          containsString("chmod 600"));
+      Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rw-------"));
+      assertEquals(64, ServiceSecret.read(file.toString(), "--f").length());
+    } finally {
+      Files.delete(file);
+    }
   }
 }

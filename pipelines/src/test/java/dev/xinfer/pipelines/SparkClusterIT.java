@@ -2,9 +2,19 @@ package dev.xinfer.pipelines;
 
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertNotEquals;
+import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Clusters;
 import dev.xinfer.testing.Stalls;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
@@ -42,7 +52,8 @@ public class SparkClusterIT {
             "SparkRunner",
             "--sparkMaster=" + master(),
             "--xinferWorkerPool=" + pool(),
-            "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"));
+            "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
+            "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"));
     assertThat(summary.toString(), containsString("records=1797 failed=0"));
   }
 
@@ -57,6 +68,44 @@ public class SparkClusterIT {
                 600,
                 "--sparkMaster=" + master(),
                 "--xinferWorkerPool=" + pool(),
-                "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark")));
+                "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
+                "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret")));
+  }
+
+  @Test
+  public void anApplicationWithoutTheClustersSecretRunsNothing() throws Exception {
+    // The probe works: with the secret, its task runs on the worker and writes its output.
+    Path ran = tmp.getRoot().toPath().resolve("with-secret");
+    assertEquals(0, probe(ran, Clusters.dir("spark").resolve("auth/secret").toString()));
+    assertTrue(Files.exists(ran.resolve("_SUCCESS")));
+    // Without it, as any other local process: refused, nothing runs.
+    Path refused = tmp.getRoot().toPath().resolve("without-secret");
+    assertNotEquals(0, probe(refused));
+    assertFalse(Files.exists(refused.resolve("_SUCCESS")));
+  }
+
+  /** Runs {@link SparkProbe} in a JVM of its own, bounded to 2 minutes; its exit code. */
+  private static int probe(Path output, String... secretFile) throws Exception {
+    List<String> command =
+        new ArrayList<>(
+            List.of(
+                Paths.get(System.getProperty("java.home"), "bin", "java").toString(),
+                "@runners-config/java17.args",
+                "-cp",
+                System.getProperty("java.class.path"),
+                SparkProbe.class.getName(),
+                master(),
+                output.toString()));
+    command.addAll(List.of(secretFile));
+    Process process =
+        new ProcessBuilder(command)
+            .redirectErrorStream(true)
+            .redirectOutput(output.resolveSibling(output.getFileName() + ".log").toFile())
+            .start();
+    if (!process.waitFor(120, TimeUnit.SECONDS)) {
+      process.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+      return -1;
+    }
+    return process.exitValue();
   }
 }
