@@ -11,14 +11,11 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
-import java.nio.file.attribute.PosixFilePermission;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -48,12 +45,10 @@ public final class PythonServices implements AutoCloseable {
   private static final Pattern READY_FIELD =
       Pattern.compile("\"(expansion_service|worker_pool|beam_version)\":\\s*\"([^\"]+)\"");
   private static final int LOG_TAIL_LINES = 30;
-  private static final Set<PosixFilePermission> OWNER_ONLY =
-      PosixFilePermissions.fromString("rwx------");
   private static final Pattern MODULE_NAME =
       Pattern.compile("[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*");
 
-  /** Started services by the worker pool they use ("" for their own). */
+  /** Started services by what they were started with (worker pool, its secret, modules). */
   private static final Map<String, PythonServices> SHARED = new HashMap<>();
 
   private final Process process;
@@ -146,10 +141,7 @@ public final class PythonServices implements AutoCloseable {
     Path logFile;
     Process process;
     try {
-      Path runDir =
-          Files.createTempDirectory(
-              "xinfer-services-", PosixFilePermissions.asFileAttribute(OWNER_ONLY));
-      logFile = runDir.resolve("python-services.log");
+      logFile = PrivateTempDirs.create("xinfer-services-log-").resolve("python-services.log");
       ProcessBuilder builder =
           new ProcessBuilder(command)
               .redirectError(ProcessBuilder.Redirect.appendTo(logFile.toFile()));
@@ -349,12 +341,7 @@ public final class PythonServices implements AutoCloseable {
   @Override
   public void close() {
     destroy(process);
-    try {
-      Files.deleteIfExists(logFile);
-      Files.deleteIfExists(logFile.getParent());
-    } catch (IOException e) {
-      LOG.warn("xinfer could not remove its services' log folder {}: {}", logFile.getParent(), e);
-    }
+    PrivateTempDirs.deleteRecursively(logFile.getParent());
   }
 
   /** The modules named by {@code --xinferAllowedModules}, each a dotted Python module name. */
