@@ -1,0 +1,306 @@
+# shellcheck shell=bash
+# Sourced by ./xinfer (`./xinfer cluster up|down|status`, and the tests): real single-machine
+# clusters on 127.0.0.1 (Kafka; Flink and Spark, each with a Python worker pool beside it),
+# started from Maven artifacts. It uses the entry script's ROOT, STATE, CLUSTERS, VENV, MVN and
+# CLEANUP, and its step, note, die, fingerprint and check_tools.
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() {  # PORT SECONDS WHAT LOG
+  local port=$1 deadline=$((SECONDS + $2))
+  until port_open "$port"; do
+    if [ $SECONDS -ge $deadline ]; then
+      tail -20 "$4" >&2 || true
+      die "$3 did not open 127.0.0.1:$port within $2 s; its log is $4 (last lines above)."
+    fi
+    sleep 0.5
+  done
+}
+
+cluster_classpath() {  # NAME: resolve the component's jars once per POM change
+  local name=$1 dir="$CLUSTERS/$1" want have=""
+  # The clusters' logs, data and secrets are this user's alone.
+  mkdir -p "$dir" && chmod 700 "$CLUSTERS" "$dir"
+  want=$(fingerprint pom.xml "runners-config/clusters/$name/pom.xml")
+  [ -f "$dir/classpath.stamp" ] && have=$(cat "$dir/classpath.stamp")
+  if [ "$want" != "$have" ] || [ ! -s "$dir/classpath.txt" ]; then
+    note "resolving $name jars with Maven (first time: a download)" >&2
+    (cd "$ROOT" && "${MVN[@]}" -q -f "runners-config/clusters/$name/pom.xml" \
+      dependency:build-classpath -Dmdep.outputFile="$dir/classpath.txt") >&2 \
+      || die "could not resolve the $name jars (Maven failed above)."
+    echo "$want" > "$dir/classpath.stamp"
+  fi
+  cat "$dir/classpath.txt"
+}
+
+# Whether the process a pid file names still runs: the same pid and the same start time.
+cluster_pid_alive() {
+  [ -f "$1" ] && [ -f "$1.start" ] && kill -0 "$(cat "$1")" 2>/dev/null \
+    && [ "$(process_start_time "$(cat "$1")")" = "$(cat "$1.start")" ]
+}
+
+kafka_up() {
+  local dir="$CLUSTERS/kafka" port="${XINFER_KAFKA_PORT:-9092}" cport="${XINFER_KAFKA_CONTROLLER_PORT:-9093}"
+  if cluster_pid_alive "$dir/kafka.pid" && port_open "$port"; then
+    note "kafka already up on 127.0.0.1:$port (pid $(cat "$dir/kafka.pid"))"; return
+  fi
+  port_open "$port" && die "127.0.0.1:$port is taken by another process; set XINFER_KAFKA_PORT to a free port."
+  step "Starting Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/pom.xml") (KRaft, one node) on 127.0.0.1:$port"
+  local cp; cp=$(cluster_classpath kafka) || exit $?
+  mkdir -p "$dir/data"
+  sed -e "s#@PORT@#$port#g" -e "s#@CONTROLLER_PORT@#$cport#g" -e "s#@DATA@#$dir/data#g" \
+    "$ROOT/runners-config/clusters/kafka/server.properties" > "$dir/server.properties"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local id
+    id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>> "$dir/kafka.log" | tail -1) \
+      || die "Kafka's StorageTool did not run; see $dir/kafka.log."
+    java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >> "$dir/kafka.log" 2>&1 \
+      || die "formatting Kafka's storage failed; see $dir/kafka.log."
+  fi
+  start_daemon kafka "$dir/kafka.pid" "$dir/kafka.log" \
+    java -Xms256m -Xmx512m -cp "$cp" kafka.Kafka "$dir/server.properties"
+  wait_for_port "$port" 90 "Kafka" "$dir/kafka.log"
+  note "kafka up: bootstrap servers 127.0.0.1:$port (pid $(cat "$dir/kafka.pid"), log $dir/kafka.log)"
+}
+
+# Starts a background JVM or process, recording its pid and what it runs: NAME PIDFILE LOG COMMAND...
+start_daemon() {
+  local name=$1 pidfile=$2 log=$3; shift 3
+  nohup setsid "$@" >> "$log" 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+  # A process that is gone at once leaves an empty start time; the readiness wait reports it.
+  process_start_time $! > "$pidfile.start" || true
+  note "$name started (pid $!, log $log)"
+}
+
+# The kernel's start time of a process (field 22 of /proc/PID/stat): with the pid, it names one
+# process for good, so a stale pid file never names another.
+process_start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+
+# The cluster's Python worker pool: DIR PORT. It starts workers only for requests that carry the
+# secret in DIR/pool.secret (made by the pool on first start, mode 0600), which jobs get with
+# --xinferWorkerPoolSecretFile; hooks may come from the modules in $XINFER_ALLOWED_MODULES.
+start_worker_pool() {
+  local dir=$1 port=$2
+  start_daemon "Python worker pool" "$dir/worker-pool.pid" "$dir/worker-pool.log" \
+    "$VENV/bin/xinfer-worker-pool" --port "$port" --secret-file "$dir/pool.secret" \
+    --allowed-modules "${XINFER_ALLOWED_MODULES:-}"
+  wait_for_port "$port" 60 "the Python worker pool" "$dir/worker-pool.log"
+}
+
+# The JVM flags Flink's own scripts compute for a JobManager or TaskManager: JVM line, then
+# dynamic properties line.
+flink_resource_params() {  # JM|TM CLASSPATH CONFDIR
+  java -cp "$2" org.apache.flink.runtime.util.bash.BashJavaUtils "GET_$1_RESOURCE_PARAMS" --configDir "$3" 2>/dev/null \
+    | sed -n 's/^BASH_JAVA_UTILS_EXEC_RESULT://p'
+}
+
+# Mutual TLS for the Flink cluster: its REST API (job submission, cancellation, the web UI) and
+# its internal connections (RPC, blob server, data) accept only a peer that holds the cluster's
+# key, which lives in DIR/tls (this user's alone). Made once: a key pair for 127.0.0.1, its trust
+# store, and the settings (DIR/tls/ssl.yaml) that the cluster's configuration and the clients'
+# (DIR/client-conf, for --flinkConfDir) both take.
+flink_tls() (  # a subshell: the umask stays in it
+  local tls="$1/tls"
+  [ -s "$tls/ssl.yaml" ] && return
+  umask 077
+  rm -rf "$tls" && mkdir -p "$tls"
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$tls/password"
+  local pw; pw=$(cat "$tls/password")
+  keytool -genkeypair -alias flink -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=xinfer-flink" \
+    -ext "SAN=ip:127.0.0.1,dns:localhost" -storetype PKCS12 -keystore "$tls/keystore.p12" \
+    -storepass:file "$tls/password" -keypass:file "$tls/password" > "$tls/keytool.log" 2>&1 \
+    && keytool -exportcert -alias flink -rfc -keystore "$tls/keystore.p12" \
+      -storepass:file "$tls/password" -file "$tls/flink.pem" >> "$tls/keytool.log" 2>&1 \
+    && keytool -importcert -noprompt -alias flink -file "$tls/flink.pem" -storetype PKCS12 \
+      -keystore "$tls/truststore.p12" -storepass:file "$tls/password" >> "$tls/keytool.log" 2>&1 \
+    || die "keytool could not make the Flink cluster's TLS key; see $tls/keytool.log."
+  local stores="keystore: $tls/keystore.p12, keystore-password: $pw, key-password: $pw, truststore: $tls/truststore.p12, truststore-password: $pw"
+  printf 'security:\n  ssl:\n    internal: { enabled: true, %s }\n    rest: { enabled: true, authentication-enabled: true, %s }\n' \
+    "$stores" "$stores" > "$tls/ssl.yaml"
+)
+
+flink_up() {
+  local dir="$CLUSTERS/flink" rest="${XINFER_FLINK_REST_PORT:-8081}" pool="${XINFER_FLINK_POOL_PORT:-50000}"
+  if cluster_pid_alive "$dir/jobmanager.pid" && cluster_pid_alive "$dir/taskmanager.pid" \
+      && cluster_pid_alive "$dir/worker-pool.pid" && port_open "$rest"; then
+    note "flink already up: REST 127.0.0.1:$rest, Python worker pool 127.0.0.1:$pool"; return
+  fi
+  if cluster_pid_alive "$dir/jobmanager.pid" || cluster_pid_alive "$dir/taskmanager.pid" \
+      || cluster_pid_alive "$dir/worker-pool.pid"; then
+    note "flink is partly up (a process died): restarting it"
+    flink_down
+  fi
+  for port in "$rest" "$pool"; do
+    port_open "$port" && die "127.0.0.1:$port is taken by another process; stop it, or set XINFER_FLINK_REST_PORT / XINFER_FLINK_POOL_PORT."
+  done
+  step "Starting a Flink $(sed -n 's:.*<flink.version>\(.*\)</flink.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (JobManager + TaskManager JVMs) and a Python worker pool beside it"
+  local cp; cp=$(cluster_classpath flink) || exit $?
+  mkdir -p "$dir/conf" "$dir/tmp" "$dir/client-conf"
+  flink_tls "$dir" || exit 2
+  (umask 077
+   sed -e "s#@REST_PORT@#$rest#g" "$ROOT/runners-config/clusters/flink/config.yaml" > "$dir/conf/config.yaml"
+   printf 'io:\n  tmp:\n    dirs: %s\nweb.tmpdir: %s\n' "$dir/tmp" "$dir/tmp" >> "$dir/conf/config.yaml"
+   cat "$dir/tls/ssl.yaml" >> "$dir/conf/config.yaml"
+   cp "$dir/tls/ssl.yaml" "$dir/client-conf/config.yaml")
+  cp "$ROOT/runners-config/clusters/flink/log4j.properties" "$dir/conf/"
+  local jm tm
+  mapfile -t jm < <(flink_resource_params JM "$cp" "$dir/conf")
+  mapfile -t tm < <(flink_resource_params TM "$cp" "$dir/conf")
+  [ ${#jm[@]} -eq 2 ] && [ ${#tm[@]} -eq 2 ] || die "Flink's BashJavaUtils did not compute memory settings from $dir/conf/config.yaml."
+  local logging=(-Dlog4j.configurationFile="file:$dir/conf/log4j.properties") logged=0
+  if [ -f "$dir/jobmanager.log" ]; then logged=$(wc -l < "$dir/jobmanager.log"); fi
+  # shellcheck disable=SC2086
+  start_daemon jobmanager "$dir/jobmanager.pid" "$dir/jobmanager.out" \
+    java ${jm[0]} "@$ROOT/runners-config/java17.args" "${logging[@]}" -Dlog.file="$dir/jobmanager.log" \
+    -cp "$cp" org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$dir/conf" ${jm[1]}
+  wait_for_port "$rest" 90 "Flink's JobManager" "$dir/jobmanager.log"
+  # shellcheck disable=SC2086
+  start_daemon taskmanager "$dir/taskmanager.pid" "$dir/taskmanager.out" \
+    java ${tm[0]} "@$ROOT/runners-config/java17.args" "${logging[@]}" -Dlog.file="$dir/taskmanager.log" \
+    -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]}
+  start_worker_pool "$dir" "$pool"
+  local deadline=$((SECONDS + 90))
+  # The REST API takes only TLS clients with the cluster's key: the JobManager's log tells instead.
+  until tail -n "+$((logged + 1))" "$dir/jobmanager.log" 2>/dev/null | grep -q "Registering TaskManager"; do
+    [ $SECONDS -ge $deadline ] && die "no TaskManager registered with the JobManager within 90 s; see $dir/taskmanager.log."
+    sleep 1
+  done
+  note "flink up: --flinkMaster=127.0.0.1:$rest --flinkConfDir=$dir/client-conf (REST and web UI https://127.0.0.1:$rest, mutual TLS with $dir/tls/keystore.p12), worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret"
+}
+
+flink_down() {
+  cluster_stop "Python worker pool" "$CLUSTERS/flink/worker-pool.pid"
+  cluster_stop taskmanager "$CLUSTERS/flink/taskmanager.pid"
+  cluster_stop jobmanager "$CLUSTERS/flink/jobmanager.pid"
+}
+
+
+# Spark's authentication for the standalone cluster: the master, the worker and its executors
+# serve only applications that present the cluster's secret (DIR/auth/secret, this user's alone;
+# jobs name it with --xinferSparkSecretFile), and the web UIs cannot kill applications. Made
+# once; the settings go to the master and worker as a properties file, off their command lines.
+spark_auth() (  # a subshell: the umask stays in it
+  local auth="$1/auth"
+  [ -s "$auth/spark.conf" ] && return
+  umask 077
+  rm -rf "$auth" && mkdir -p "$auth"
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$auth/secret"
+  printf 'spark.authenticate true\nspark.authenticate.secret %s\nspark.ui.killEnabled false\n' \
+    "$(cat "$auth/secret")" > "$auth/spark.conf"
+)
+
+spark_up() {
+  local dir="$CLUSTERS/spark" port="${XINFER_SPARK_PORT:-7077}" pool="${XINFER_SPARK_POOL_PORT:-50001}"
+  if cluster_pid_alive "$dir/master.pid" && cluster_pid_alive "$dir/worker.pid" \
+      && cluster_pid_alive "$dir/worker-pool.pid" && port_open "$port"; then
+    note "spark already up: spark://127.0.0.1:$port, Python worker pool 127.0.0.1:$pool"; return
+  fi
+  if cluster_pid_alive "$dir/master.pid" || cluster_pid_alive "$dir/worker.pid" \
+      || cluster_pid_alive "$dir/worker-pool.pid"; then
+    note "spark is partly up (a process died): restarting it"
+    spark_down
+  fi
+  for p in "$port" "$pool"; do
+    port_open "$p" && die "127.0.0.1:$p is taken by another process; stop it, or set XINFER_SPARK_PORT / XINFER_SPARK_POOL_PORT."
+  done
+  step "Starting a Spark $(sed -n 's:.*<spark.version>\(.*\)</spark.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (master + worker JVMs) and a Python worker pool beside it"
+  local cp; cp=$(cluster_classpath spark) || exit $?
+  # The worker starts executors from SPARK_HOME/jars: link the cluster's jars there.
+  rm -rf "$dir/home" && mkdir -p "$dir/home/jars" "$dir/home/conf" "$dir/work"
+  local jar
+  while IFS= read -r jar; do ln -s "$jar" "$dir/home/jars/"; done < <(tr ':' '\n' <<< "$cp")
+  cp "$ROOT/runners-config/clusters/spark/log4j.properties" "$dir/home/conf/"
+  spark_auth "$dir" || exit 2
+  local env=(env SPARK_HOME="$dir/home" SPARK_SCALA_VERSION=2.12 SPARK_LOCAL_IP=127.0.0.1 SPARK_NO_DAEMONIZE=1)
+  start_daemon master "$dir/master.pid" "$dir/master.log" "${env[@]}" \
+    java -Xmx512m -Dlog4j.configuration="file:$dir/home/conf/log4j.properties" -cp "$dir/home/conf:$cp" \
+    org.apache.spark.deploy.master.Master --host 127.0.0.1 --port "$port" --webui-port "${XINFER_SPARK_UI_PORT:-8082}" \
+    --properties-file "$dir/auth/spark.conf"
+  wait_for_port "$port" 90 "Spark's master" "$dir/master.log"
+  start_daemon worker "$dir/worker.pid" "$dir/worker.log" "${env[@]}" \
+    java -Xmx512m -Dlog4j.configuration="file:$dir/home/conf/log4j.properties" -cp "$dir/home/conf:$cp" \
+    org.apache.spark.deploy.worker.Worker "spark://127.0.0.1:$port" --host 127.0.0.1 \
+    --properties-file "$dir/auth/spark.conf" \
+    --webui-port "${XINFER_SPARK_WORKER_UI_PORT:-8083}" --cores 2 --memory 3g --work-dir "$dir/work"
+  start_worker_pool "$dir" "$pool"
+  local deadline=$((SECONDS + 90))
+  until grep -q "Registered worker\|Registering worker" "$dir/master.log" 2>/dev/null; do
+    [ $SECONDS -ge $deadline ] && die "no Spark worker registered with the master within 90 s; see $dir/worker.log."
+    sleep 1
+  done
+  note "spark up: --sparkMaster=spark://127.0.0.1:$port --xinferSparkSecretFile=$dir/auth/secret, worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret"
+}
+
+spark_down() {
+  cluster_stop "Python worker pool" "$CLUSTERS/spark/worker-pool.pid"
+  cluster_stop worker "$CLUSTERS/spark/worker.pid"
+  cluster_stop master "$CLUSTERS/spark/master.pid"
+}
+
+# Starts Kafka for this command if it is not up, and stops it when the command ends.
+with_kafka() {
+  if cluster_pid_alive "$CLUSTERS/kafka/kafka.pid" && port_open "${XINFER_KAFKA_PORT:-9092}"; then
+    note "using the running Kafka on 127.0.0.1:${XINFER_KAFKA_PORT:-9092}"
+    return
+  fi
+  kafka_up
+  CLEANUP+=('cluster_stop kafka "$CLUSTERS/kafka/kafka.pid"')
+}
+
+# Starts the Spark cluster for this command if it is not up, and stops it when the command ends.
+with_spark() {
+  if cluster_pid_alive "$CLUSTERS/spark/master.pid" && cluster_pid_alive "$CLUSTERS/spark/worker.pid" \
+      && cluster_pid_alive "$CLUSTERS/spark/worker-pool.pid"; then
+    note "using the running Spark cluster on spark://127.0.0.1:${XINFER_SPARK_PORT:-7077}"
+    return
+  fi
+  spark_up
+  CLEANUP+=('spark_down')
+}
+
+# Starts the Flink cluster for this command if it is not up, and stops it when the command ends.
+with_flink() {
+  if cluster_pid_alive "$CLUSTERS/flink/jobmanager.pid" && cluster_pid_alive "$CLUSTERS/flink/taskmanager.pid" \
+      && cluster_pid_alive "$CLUSTERS/flink/worker-pool.pid"; then
+    note "using the running Flink cluster on 127.0.0.1:${XINFER_FLINK_REST_PORT:-8081}"
+    return
+  fi
+  flink_up
+  CLEANUP+=('flink_down')
+}
+
+cluster_stop() {  # NAME PIDFILE
+  local pidfile=$2
+  if cluster_pid_alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    note "$1 stopped (pid $pid)"
+  else
+    note "$1 is not running"
+  fi
+  rm -f "$pidfile" "$pidfile.start"
+}
+
+cluster() {
+  local action="${1:-}" name="${2:-}"
+  mkdir -p "$CLUSTERS" && chmod 700 "$CLUSTERS"
+  case "$action:$name" in
+    up:kafka) check_tools; kafka_up ;;
+    down:kafka) cluster_stop kafka "$CLUSTERS/kafka/kafka.pid" ;;
+    up:flink) check_tools; setup_python; flink_up ;;
+    down:flink) flink_down ;;
+    up:spark) check_tools; setup_python; spark_up ;;
+    down:spark) spark_down ;;
+    status:*)
+      local pidfile
+      for pidfile in "$CLUSTERS"/*/*.pid; do
+        [ -f "$pidfile" ] || continue
+        if cluster_pid_alive "$pidfile"; then note "$(basename "$(dirname "$pidfile")")/$(basename "$pidfile" .pid): up (pid $(cat "$pidfile"))"
+        else note "$(basename "$(dirname "$pidfile")")/$(basename "$pidfile" .pid): down"; fi
+      done ;;
+    *) die "usage: ./xinfer cluster up|down|status kafka|flink|spark" ;;
+  esac
+}
