@@ -11,7 +11,7 @@
 bench_streaming() {  # CSV WARMUP SECONDS RATE:BUNDLE_MS...
   local csv=$1 warmup=$2 seconds=$3; shift 3
   with_kafka
-  "$PY" -c 'from xinfer import bench; print(",".join(bench.LATENCY_COLUMNS))' > "$csv"
+  "$PY" -c 'from xinfer_bench import measure; print(",".join(measure.LATENCY_COLUMNS))' > "$csv"
   local run rate bundle out
   for run in "$@"; do
     rate=${run%%:*} bundle=${run##*:}
@@ -23,7 +23,7 @@ bench_streaming() {  # CSV WARMUP SECONDS RATE:BUNDLE_MS...
         "--rate=$rate" "--records=$((rate * (warmup + seconds)))" "--warmupSeconds=$warmup" \
         "--maxBundleTimeMills=$bundle" "--resultTimeoutSeconds=$(((warmup + seconds) * 4 + 60))" \
         > "$STATE/bench-streaming.log" 2>&1; then
-      "$PY" -m xinfer.bench latency --rate "$rate" --bundle-ms "$bundle" --warmup-s "$warmup" \
+      "$PY" -m xinfer_bench latency --rate "$rate" --bundle-ms "$bundle" --warmup-s "$warmup" \
         "$out-latency.csv" | tee -a "$csv" | sed -u 's/^/    /'
     else
       note "the streaming run at $rate/s failed (log: $STATE/bench-streaming.log)"
@@ -78,19 +78,19 @@ bench() {
   local dir="$ROOT/bench/results/$(date +%Y-%m-%d)"
   mkdir -p "$dir"
   step "Preparing the benchmark models (ONNX: identity and a wide MLP, 64 float features)"
-  "$PY" -m xinfer.bench prepare --out "$STATE/bench-models" | sed -u 's/^/    /'
+  "$PY" -m xinfer_bench prepare --out "$STATE/bench-models" | sed -u 's/^/    /'
   if [ -n "$quick" ]; then batches="256"; else batches="64 256 1024"; fi
   # java-floor: the Java pipeline with no model at all; xinfer-flink-rows: rows crossing one by
   # one (--xinferRowBlocks=false), what blocks buy.
   # xinfer-flink-p2: two Flink slots, the compute the microservice's two requests in flight get.
   approaches="java-floor onnxruntime-java microservice xinfer-flink xinfer-flink-p2 xinfer-flink-rows xinfer-spark xinfer-direct"
   local csv="$dir/results.csv"
-  "$PY" -c 'import sys; from xinfer import bench; print(",".join(bench.CSV_COLUMNS))' > "$csv"
+  "$PY" -c 'import sys; from xinfer_bench import measure; print(",".join(measure.CSV_COLUMNS))' > "$csv"
   for model in identity wide-mlp; do
     local file="$STATE/bench-models/$model.onnx" rows
     for batch in $batches; do
       step "$model.onnx, batch size $batch: plain Python (the limit), then each approach"
-      "$PY" -m xinfer.bench plain --csv --model "$file" --rows "$(bench_rows plain-python "$model")" \
+      "$PY" -m xinfer_bench plain --csv --model "$file" --rows "$(bench_rows plain-python "$model")" \
         --batch-size "$batch" | tee -a "$csv" | sed -u 's/^/    /'
       beam_runs+=("$file $(bench_rows beam-python-flink "$model") $batch")
       for approach in $approaches; do
@@ -117,12 +117,12 @@ bench() {
   beam_job_server_up
   # A new job server runs its first few jobs slower (JIT): a throwaway measurement warms it up.
   read -r file rows batch <<< "${beam_runs[0]}"
-  timeout 900 "$PY" -m xinfer.bench beam --model "$file" --rows 5000 --batch-size "$batch" \
+  timeout 900 "$PY" -m xinfer_bench beam --model "$file" --rows 5000 --batch-size "$batch" \
     --job-endpoint "$BEAM_JOB_ENDPOINT" > /dev/null 2>> "$STATE/bench.log" || true
   local run line
   for run in "${beam_runs[@]}"; do
     read -r file rows batch <<< "$run"
-    line=$(timeout 900 "$PY" -m xinfer.bench beam --csv --model "$file" --rows "$rows" --batch-size "$batch" \
+    line=$(timeout 900 "$PY" -m xinfer_bench beam --csv --model "$file" --rows "$rows" --batch-size "$batch" \
       --job-endpoint "$BEAM_JOB_ENDPOINT" --job-server-pid "$(cat "$STATE/beam-job-server/job-server.pid")" \
       2>> "$STATE/bench.log" | tail -1) && [ -n "$line" ] \
       && echo "$line" | tee -a "$csv" | sed -u 's/^/    /' \
@@ -135,8 +135,8 @@ bench() {
   else
     bench_streaming "$dir/latency.csv" 15 30 1000:1000 250:10 500:10 1000:5 1000:10 2000:10 1000:50
   fi
-  "$PY" -m xinfer.bench report "$csv" "$dir/latency.csv" > "$dir/results.md"
-  "$PY" -m xinfer.bench plot "$csv" "$dir/latency.csv" | sed -u 's/^/    /'
+  "$PY" -m xinfer_bench report "$csv" "$dir/latency.csv" > "$dir/results.md"
+  "$PY" -m xinfer_bench plot "$csv" "$dir/latency.csv" | sed -u 's/^/    /'
   step "Results ($dir): rows/s, and the ratio to plain Python for the same model and batch size"
   sed 's/^/    /' "$dir/results.md"
 }

@@ -15,8 +15,8 @@ from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 from apache_beam.typehints.schemas import schema_from_element_type
 
-from test_handlers import fake
-from xinfer import bench
+from handler_fakes import fake
+from xinfer_bench import measure as bench
 from xinfer import blocks
 from xinfer import convert
 from xinfer import handlers

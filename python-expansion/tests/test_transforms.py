@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from xinfer import digits
+import xinfer_digits as digits
 from xinfer import transforms
 
 

@@ -29,6 +29,7 @@ from apache_beam.utils import shared
 
 from xinfer import convert
 from xinfer import handlers
+from xinfer import metrics
 
 # The fields of the blocks, in the order of RowBlocks.IN and RowBlocks.OUT.
 IN_FIELDS = (('count', np.int64), ('width', np.int64), ('features', bytes),
@@ -89,17 +90,15 @@ class BlockInference(beam.DoFn):
     self._slot = None
     self._coder = None
     self._load_millis = None
-    ns = handlers.METRICS_NAMESPACE
-    self._inferences = Metrics.counter(ns, 'num_inferences')
-    self._predictions = Metrics.counter(ns, 'predictions')
-    self._failures = Metrics.counter(ns, 'failures')
-    self._batch_size = Metrics.distribution(ns, 'inference_request_batch_size')
-    self._batch_bytes = Metrics.distribution(
-        ns, 'inference_request_batch_byte_size')
-    self._latency = Metrics.distribution(ns,
-                                         'inference_batch_latency_micro_secs')
+    ns = metrics.NAMESPACE
+    self._inferences = Metrics.counter(ns, metrics.NUM_INFERENCES)
+    self._predictions = Metrics.counter(ns, metrics.PREDICTIONS)
+    self._failures = Metrics.counter(ns, metrics.FAILURES)
+    self._batch_size = Metrics.distribution(ns, metrics.BATCH_SIZE)
+    self._batch_bytes = Metrics.distribution(ns, metrics.BATCH_BYTE_SIZE)
+    self._latency = Metrics.distribution(ns, metrics.BATCH_LATENCY_MICROS)
     self._load_latency = Metrics.distribution(ns,
-                                              'load_model_latency_milli_secs')
+                                              metrics.LOAD_MODEL_LATENCY_MILLIS)
 
   def setup(self):
     self._coder = RowCoder(input_schema(self._schema_b64)).get_impl()

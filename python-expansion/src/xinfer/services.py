@@ -42,10 +42,10 @@ from apache_beam.portability.api import beam_expansion_api_pb2_grpc
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.portability.api import beam_fn_api_pb2_grpc
 from apache_beam.runners.portability import expansion_service
-from apache_beam.runners.worker import worker_pool_main as beam_worker_pool
-from apache_beam.transforms import fully_qualified_named_transform
 from apache_beam.utils import thread_pool_executor
 
+from xinfer import beam_compat
+from xinfer import lifecycle
 from xinfer import modules
 from xinfer import security
 from xinfer import transforms
@@ -63,7 +63,7 @@ class AllowlistedExpansionService(expansion_service.ExpansionServiceServicer):
   def __init__(self, options, allowlist: Sequence[str]):
     super().__init__(options)
     self._allowlist = tuple(allowlist)
-    _install_exact_allowlist(self._allowlist)
+    beam_compat.install_exact_allowlist(self._allowlist)
 
   def Expand(self, request, context=None):
     try:
@@ -94,21 +94,6 @@ def _signature_of(name: str) -> inspect.Signature:
   if module != transforms.__name__:
     raise security.Refused(f'"{name}" is not one of xinfer\'s transforms')
   return inspect.signature(getattr(transforms, attribute))
-
-
-def _install_exact_allowlist(names: Sequence[str]):
-  # Beam matches one glob with fnmatch; a glob cannot list several exact names, so
-  # the check is replaced by an exact-name check (no wildcards at all).
-  allowed = frozenset(names)
-  cls = fully_qualified_named_transform.FullyQualifiedNamedTransform
-
-  def check_allowed(unused_cls, fully_qualified_name):
-    if fully_qualified_name not in allowed:
-      raise ValueError(
-          f'xinfer expansion service: "{fully_qualified_name}" is not on the '
-          f'allowlist ({", ".join(sorted(allowed))}).')
-
-  cls._check_allowed = classmethod(check_allowed)
 
 
 def _is_loopback(url: str) -> bool:
@@ -160,10 +145,8 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
     command = [
         sys.executable,
         '-c',
-        'from apache_beam.runners.worker.sdk_worker import SdkHarness; '
-        f'SdkHarness({url!r}, '
-        f'worker_id={request.worker_id!r}, state_cache_size=0, '
-        'data_buffer_time_limit_ms=-1).run()',
+        beam_compat.SDK_WORKER_COMMAND.format(url=url,
+                                              worker_id=request.worker_id),
     ]
     try:
       _LOGGER.info('Starting SDK worker %s', request.worker_id)
@@ -190,14 +173,14 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
         return beam_fn_api_pb2.StopWorkerResponse()
       del self._workers[request.worker_id]
     _LOGGER.info('Stopping SDK worker %s', request.worker_id)
-    beam_worker_pool.kill_process_gracefully(process, timeout=5)
+    beam_compat.stop_worker_process(process, timeout=5)
     return beam_fn_api_pb2.StopWorkerResponse()
 
   def stop_all(self):
     with self._lock:
       workers, self._workers = list(self._workers.values()), {}
     for process, _ in workers:
-      beam_worker_pool.kill_process_gracefully(process, timeout=5)
+      beam_compat.stop_worker_process(process, timeout=5)
 
 
 def _server(*interceptors):
@@ -256,25 +239,6 @@ def start_expansion_service(host: str, port: int, secret: str,
   return address, server
 
 
-def _watch_parent(parent_pid: Optional[int], stop: threading.Event):
-  """Stops this process when the process that started it is gone."""
-  if not parent_pid:
-    return
-
-  def watch():
-    while not stop.wait(1.0):
-      try:
-        os.kill(parent_pid, 0)
-      except ProcessLookupError:
-        _LOGGER.warning('Parent process %d is gone; stopping.', parent_pid)
-        stop.set()
-      except PermissionError:
-        pass
-
-  threading.Thread(target=watch, name='xinfer-parent-watch',
-                   daemon=True).start()
-
-
 def _announce(**addresses):
   """The ready line: addresses, and the versions the Java side checks against its own."""
   import apache_beam
@@ -298,7 +262,7 @@ def _serve(servers, pools, parent_pid: Optional[int], temp_dir: str):
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
   signal.signal(signal.SIGINT, lambda *_: stop.set())
-  _watch_parent(parent_pid, stop)
+  lifecycle.watch_parent(parent_pid, stop)
   stop.wait()
   for pool in pools:
     pool.stop_all()
@@ -371,10 +335,9 @@ def _allowed_modules(flag: str) -> Sequence[str]:
   return names
 
 
-def expansion_service_main(argv=None):
-  parser = _arguments('xinfer-expansion-service',
-                      'Beam expansion service for xinfer RunInference.',
-                      expansion=True)
+def _start(parser: argparse.ArgumentParser, argv):
+  """What both services do first: arguments, logging, the secrets (the second
+  one only from standard input), the module allowlist, the private temp dir."""
   args = parser.parse_args(argv)
   logging.basicConfig(level=args.log_level,
                       format='%(asctime)s %(name)s %(levelname)s %(message)s')
@@ -383,14 +346,21 @@ def expansion_service_main(argv=None):
     secret, pool_secret = security.read_secrets_from_stdin()
   else:
     secret = security.read_secret_file(args.secret_file, create=True)
+  return (args, secret, pool_secret, _allowed_modules(args.allowed_modules),
+          _private_temp_dir())
+
+
+def expansion_service_main(argv=None):
+  parser = _arguments('xinfer-expansion-service',
+                      'Beam expansion service for xinfer RunInference.',
+                      expansion=True)
+  args, secret, pool_secret, allowed, temp_dir = _start(parser, argv)
   if args.worker_pool_secret_file:
     pool_secret = security.read_secret_file(args.worker_pool_secret_file,
                                             create=False)
   if args.worker_pool and not pool_secret:
     parser.error('--worker-pool needs --worker-pool-secret-file: the secret '
                  'file that pool was started with')
-  allowed = _allowed_modules(args.allowed_modules)
-  temp_dir = _private_temp_dir()
 
   servers, pools = [], []
   pool_address = args.worker_pool
@@ -415,15 +385,7 @@ def worker_pool_main(argv=None):
       'xinfer-worker-pool',
       'Beam worker pool running Python SDK workers in this venv.',
       expansion=False)
-  args = parser.parse_args(argv)
-  logging.basicConfig(level=args.log_level,
-                      format='%(asctime)s %(name)s %(levelname)s %(message)s')
-  if args.secret_stdin:
-    secret, _ = security.read_secrets_from_stdin()
-  else:
-    secret = security.read_secret_file(args.secret_file, create=True)
-  allowed = _allowed_modules(args.allowed_modules)
-  temp_dir = _private_temp_dir()
+  args, secret, _, allowed, temp_dir = _start(parser, argv)
   address, server, pool = start_worker_pool(args.host, args.port, secret,
                                             allowed, args.allow_remote_runners)
   _LOGGER.info('Worker pool on %s', address)

@@ -14,11 +14,11 @@ from apache_beam.ml.inference import base
 from xinfer import blocks
 from xinfer import convert
 from xinfer import handlers
+from xinfer import metrics
 
 PREDICTIONS = 'predictions'
 FAILURES = 'failures'
-# A keyed record whose key no model is mapped to fails in this stage.
-ROUTING = 'routing'
+ROUTING = metrics.ROUTING
 
 
 def _json(value: Union[None, str, Dict, List], what: str):
@@ -267,8 +267,7 @@ class _CheckKeys(beam.DoFn):
   def __init__(self, known_keys, dead_letter: bool):
     self._known = known_keys
     self._dead_letter = dead_letter
-    self._failed = Metrics.counter(handlers.METRICS_NAMESPACE,
-                                   f'failed_{ROUTING}')
+    self._failed = Metrics.counter(metrics.NAMESPACE, metrics.failed(ROUTING))
 
   def process(self, element):
     if self._known is None or element[0] in self._known:
@@ -292,9 +291,8 @@ class _Route(beam.DoFn):
     self._field_names = field_names
     self._keyed = keyed
     self._dead_letter = dead_letter
-    self._predictions = Metrics.counter(handlers.METRICS_NAMESPACE,
-                                        'predictions')
-    self._failures = Metrics.counter(handlers.METRICS_NAMESPACE, 'failures')
+    self._predictions = Metrics.counter(metrics.NAMESPACE, metrics.PREDICTIONS)
+    self._failures = Metrics.counter(metrics.NAMESPACE, metrics.FAILURES)
 
   def process(self, element):
     key, result = element if self._keyed else (None, element)

@@ -109,9 +109,12 @@ public final class InferenceMetrics {
 
   /** The longest model load, in milliseconds (0 if none was reported). */
   public long maxModelLoadMillis() {
+    // An empty distribution's max is Long.MIN_VALUE: no load reported reads as 0.
     return Math.max(
-        distribution("load_model_latency_milli_secs").getMax(),
-        distribution("keyed_load_model_latency_milli_secs").getMax());
+        0L,
+        Math.max(
+            distribution("load_model_latency_milli_secs").getMax(),
+            distribution("keyed_load_model_latency_milli_secs").getMax()));
   }
 
   /** New model versions loaded by model refresh. */

@@ -1,13 +1,11 @@
 package dev.xinfer.runtime;
 
 import java.io.IOException;
-import java.lang.reflect.Field;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.ConcurrentMap;
 import java.util.concurrent.TimeUnit;
 import org.apache.beam.model.pipeline.v1.Endpoints;
 import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
@@ -41,15 +39,15 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * Binds the Fn API servers of a job's Python stages (control, data, state, logging, provisioning,
  * artifacts) to 127.0.0.1.
  *
- * <p>Beam 2.62's {@code ServerFactory.createDefault()}, which the EXTERNAL environment uses, binds
- * them to all interfaces ({@code NettyServerBuilder.forPort}), and the Flink and Spark runners
- * build their bundle factories with no way to pass another. Both look up the stage-context factory
- * of a job by job id in a static map; registering one for our job id before the job starts gives
- * job bundle factories whose EXTERNAL environments serve on loopback. An embedded engine's jobs are
- * registered by their job id in the launching JVM; a cluster's TaskManagers and executors
- * deserialize a job's stage functions in a class loader of their own, where {@link
- * XinferOptionsRegistrar} registers {@link #CLUSTER_JOB_ID}, the id xinfer gives every cluster job,
- * before any stage opens.
+ * <p>Beam's {@code ServerFactory.createDefault()} (see {@link BeamHooks}), which the EXTERNAL
+ * environment uses, binds them to all interfaces ({@code NettyServerBuilder.forPort}), and the
+ * Flink and Spark runners build their bundle factories with no way to pass another. Both look up
+ * the stage-context factory of a job by job id in a static map; registering one for our job id
+ * before the job starts gives job bundle factories whose EXTERNAL environments serve on loopback.
+ * An embedded engine's jobs are registered by their job id in the launching JVM; a cluster's
+ * TaskManagers and executors deserialize a job's stage functions in a class loader of their own,
+ * where {@link XinferOptionsRegistrar} registers {@link #CLUSTER_JOB_ID}, the id xinfer gives every
+ * cluster job, before any stage opens.
  */
 public final class LoopbackFnServers {
   private static final int KEEP_ALIVE_TIME_SEC = 20;
@@ -121,7 +119,7 @@ public final class LoopbackFnServers {
     ExecutableStageContext.Factory factory =
         ReferenceCountingExecutableStageContextFactory.create(
             LoopbackFnServers::createContext, isReleaseSynchronous);
-    jobFactories(factoryClass).put(jobId, factory);
+    BeamHooks.jobFactories(factoryClass).put(jobId, factory);
   }
 
   static void unregister(
@@ -131,28 +129,12 @@ public final class LoopbackFnServers {
 
   public static void unregister(
       Class<? extends ExecutableStageContext.Factory> factoryClass, String jobId) {
-    jobFactories(factoryClass).remove(jobId);
+    BeamHooks.jobFactories(factoryClass).remove(jobId);
   }
 
   /** Beam's gRPC server factory, bound to 127.0.0.1 (e.g. for a job server's own services). */
   public static ServerFactory serverFactory() {
     return new LoopbackServerFactory();
-  }
-
-  @SuppressWarnings("unchecked")
-  private static ConcurrentMap<String, ExecutableStageContext.Factory> jobFactories(
-      Class<?> factoryClass) {
-    try {
-      Field field = factoryClass.getDeclaredField("jobFactories");
-      field.setAccessible(true);
-      return (ConcurrentMap<String, ExecutableStageContext.Factory>) field.get(null);
-    } catch (ReflectiveOperationException | ClassCastException e) {
-      throw new IllegalStateException(
-          "xinfer cannot reach "
-              + factoryClass.getSimpleName()
-              + ".jobFactories; this xinfer version is built for Beam 2.62.0's runners.",
-          e);
-    }
   }
 
   private static ExecutableStageContext createContext(JobInfo jobInfo) {

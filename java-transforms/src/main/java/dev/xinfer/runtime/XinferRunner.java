@@ -60,6 +60,8 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     Engine engine = Engine.forRunner(requested == null ? "FlinkRunner" : requested, options);
 
     raiseDataBufferLimit(options);
+    // The EMBEDDED Java harness's end-of-job reports are not the user's failures.
+    HarnessTeardownNoise.install();
     PortablePipelineOptions portable = options.as(PortablePipelineOptions.class);
     portable.setDefaultEnvironmentType(Environments.ENVIRONMENT_EMBEDDED);
     // The Java harness shares this JVM's classpath (embedded) or the jars the engine ships.

@@ -21,7 +21,7 @@ import org.apache.beam.sdk.values.Row;
 
 /**
  * The demo data, model and reference predictions written by {@code ./xinfer setup} (Python's {@code
- * xinfer.digits prepare}), as tests read them.
+ * xinfer_digits prepare}), as tests read them.
  */
 public final class Digits {
   public static final String MODEL_NAME = "digits-mlp";

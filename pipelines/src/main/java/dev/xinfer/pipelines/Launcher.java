@@ -238,9 +238,6 @@ public final class Launcher {
   /** Parses {@code args}, builds and runs the pipeline, prints the summary; exits on error. */
   public static <T extends Options> void launch(
       String[] args, Class<T> optionsClass, BiFunction<Pipeline, T, Pipeline> build) {
-    // The embedded Java SDK harness replays its teardown through java.util.logging at
-    // SEVERE after every job; the run's own failures reach the user as exceptions.
-    java.util.logging.Logger.getLogger("").setLevel(java.util.logging.Level.OFF);
     try {
       System.out.println(run(args, optionsClass, build));
     } catch (IllegalArgumentException e) {

@@ -44,10 +44,10 @@ import org.joda.time.Instant;
  * </pre>
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
- * 17}, as {@code xinfer.bench.rows} in Python), runs the model on them and counts the outputs. Each
- * approach runs the pipeline twice, with {@code ROWS / 5} and {@code ROWS} rows, and reports the
- * marginal throughput {@code (ROWS - ROWS/5) / (T_large - T_small)}: the job start-up (engine,
- * Python services, model load) cancels out, what remains is the cost per row.
+ * 17}, as {@code xinfer_bench.measure.rows} in Python), runs the model on them and counts the
+ * outputs. Each approach runs the pipeline twice, with {@code ROWS / 5} and {@code ROWS} rows, and
+ * reports the marginal throughput {@code (ROWS - ROWS/5) / (T_large - T_small)}: the job start-up
+ * (engine, Python services, model load) cancels out, what remains is the cost per row.
  *
  * <p>Every approach runs at parallelism 1 except {@code xinfer-flink-p2}: xinfer on two Flink
  * slots, the compute the microservice gets from its two requests in flight. The environment

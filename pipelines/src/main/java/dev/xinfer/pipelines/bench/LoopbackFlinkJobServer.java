@@ -26,7 +26,7 @@ import org.apache.flink.api.java.ExecutionEnvironment;
 /**
  * Beam's Flink job server with every server it opens on 127.0.0.1: the job server of the
  * benchmark's approach 2 (a pure-Python Beam pipeline on portable Flink, {@code python -m
- * xinfer.bench beam}).
+ * xinfer_bench beam}).
  *
  * <pre>
  * LoopbackFlinkJobServer --flink-master=[local] --job-host=127.0.0.1 --job-port=P

@@ -30,8 +30,9 @@ import org.joda.time.Instant;
 
 /**
  * Approach 4, the microservice: the pipeline sends batches of rows to a model server over HTTP
- * ({@code python -m xinfer.bench serve}, see {@code xinfer/bench_server.py}) and turns the replies
- * into the same output Rows as {@link RunInference}: the input fields plus {@code scores}, {@code
+ * ({@code python -m xinfer_bench serve}, see {@code
+ * python-expansion/bench/src/xinfer_bench/model_server.py}) and turns the replies into the same
+ * output Rows as {@link RunInference}: the input fields plus {@code scores}, {@code
  * predicted_class} and {@code model_id}.
  *
  * <p>The DoFn batches the rows of a bundle to {@code batchSize}, posts each full batch with {@link
@@ -373,7 +374,7 @@ public final class Microservice extends PTransform<PCollection<Row>, PCollection
               + url
               + " "
               + what
-              + ". Start it with `python -m xinfer.bench serve --model FILE.onnx --port PORT`"
+              + ". Start it with `python -m xinfer_bench serve --model FILE.onnx --port PORT`"
               + " (Bench microservice starts one itself) and pass its /predict URL.",
           e);
     }

@@ -12,7 +12,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The benchmark's model server process ({@code python -m xinfer.bench serve}), started on a free
+ * The benchmark's model server process ({@code python -m xinfer_bench serve}), started on a free
  * port of 127.0.0.1 and stopped by {@link #close} (SIGTERM, then a kill after 10 s). A shutdown
  * hook stops it too if the JVM exits first; and the server exits by itself when this JVM is gone.
  */
@@ -39,7 +39,7 @@ public final class ModelServer implements AutoCloseable {
         List.of(
             python,
             "-m",
-            "xinfer.bench",
+            "xinfer_bench",
             "serve",
             "--model",
             model,

@@ -1,4 +1,4 @@
-"""Model handlers built from plain arguments, so Java can name them.
+"""What every xinfer model handler shares: Beam's contract, failures per record, hooks.
 
 Each handler follows Beam's ``ModelHandler`` contract: ``load_model`` once per
 worker, ``run_inference`` per batch. A framework subclass only says how to load
@@ -21,8 +21,6 @@ Predictions are Beam ``PredictionResult``s whose ``inference`` is either the
 scores or a :class:`Failure`; ``xinfer.transforms`` routes them.
 """
 
-import collections
-import glob
 import hashlib
 import importlib
 import logging
@@ -39,19 +37,19 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.ml.inference.base import PredictionResult
 
 from xinfer import convert
+from xinfer import metrics
 from xinfer import modules
+from xinfer.handlers.versions import latest_version
+from xinfer.handlers.versions import name_of
 
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_MIN_BATCH_SIZE = 1
 DEFAULT_MAX_BATCH_SIZE = 256
-METRICS_NAMESPACE = 'xinfer'
+METRICS_NAMESPACE = metrics.NAMESPACE
 
 # The stages a record can fail in, as reported in the dead-letter output.
-PREPROCESSING = 'preprocessing'
-CONVERSION = 'conversion'
-INFERENCE = 'inference'
-POSTPROCESSING = 'postprocessing'
+PREPROCESSING, CONVERSION, INFERENCE, POSTPROCESSING = metrics.STAGES
 
 
 class Failure(NamedTuple):
@@ -186,24 +184,6 @@ def verify_sha256(path: str, expected: str):
         'replaced on purpose, pin the new digest.')
 
 
-def _natural_key(path: str):
-  name = os.path.basename(path.rstrip('/'))
-  return [(0, int(t), '') if t.isdigit() else (1, 0, t)
-          for t in re.split(r'(\d+)', name)]
-
-
-def latest_version(pattern: str) -> Optional[str]:
-  """The newest model matching a glob pattern: the last in natural name order."""
-  matches = [
-      m for m in glob.glob(pattern) if not os.path.basename(m).startswith('.')
-  ]
-  return max(matches, key=_natural_key) if matches else None
-
-
-def _name_of(path: str) -> str:
-  return os.path.basename(path.rstrip('/'))
-
-
 class _ModelSlot:
   """The loaded model of one handler in one worker, swapped on refresh."""
   def __init__(self, model: LoadedModel, version: str, model_id: str):
@@ -307,7 +287,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
 
   @property
   def model_id(self) -> str:
-    return self._model_id or _name_of(self._model_uri)
+    return self._model_id or name_of(self._model_uri)
 
   def check_model_exists(self):
     """Fails at construction when there is no model (or no version) to load."""
@@ -331,7 +311,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     version = latest_version(self._model_uri)
     if version is None:
       self.check_model_exists()
-    return _ModelSlot(self._load(version), version, _name_of(version))
+    return _ModelSlot(self._load(version), version, name_of(version))
 
   def run_inference(
       self,
@@ -487,407 +467,19 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
             type(e).__name__, e, slot.version)
         return
       slot.model, slot.version, slot.model_id = (model, version,
-                                                 _name_of(version))
-      Metrics.counter(METRICS_NAMESPACE, 'model_refreshes').inc()
+                                                 name_of(version))
+      Metrics.counter(METRICS_NAMESPACE, metrics.MODEL_REFRESHES).inc()
       Metrics.distribution(METRICS_NAMESPACE,
-                           'refresh_load_latency_milli_secs').update(
+                           metrics.REFRESH_LOAD_LATENCY_MILLIS).update(
                                int((time.monotonic() - started) * 1000))
       _LOG.info('RunInference: now serving model version %s', version)
 
   def _count(self, results: Sequence[PredictionResult]):
     if self._counters is None:
       self._counters = {
-          stage: Metrics.counter(METRICS_NAMESPACE, f'failed_{stage}')
+          stage: Metrics.counter(METRICS_NAMESPACE, metrics.failed(stage))
           for stage in (PREPROCESSING, CONVERSION, INFERENCE, POSTPROCESSING)
       }
     for result in results:
       if isinstance(result.inference, Failure):
         self._counters[result.inference.stage].inc()
-
-
-class TensorFlowRowHandler(RowModelHandler):
-  """TensorFlow: a SavedModel directory (its ``serving_default`` signature) or a
-  Keras ``.keras`` file.
-
-  SavedModels load with ``tf.saved_model.load``, so models exported by current
-  TensorFlow and Keras 3 (``model.export``) work; Beam's own TF handler loads them
-  through ``tf.keras.models.load_model``, which Keras 3 refuses. Keras files take
-  inference_args (keyword arguments of the model call); SavedModel signatures do
-  not.
-  """
-  accepts_inference_args = True
-
-  def validate_inference_args(self, inference_args):
-    if inference_args and not self._model_uri.endswith('.keras'):
-      raise ValueError(
-          f'RunInference: inference_args {sorted(inference_args)} were given, '
-          'but a SavedModel signature takes only its input tensor. Use a .keras '
-          'file, or drop the inference args.')
-
-  def _load(self, path: str) -> LoadedModel:
-    import tensorflow as tf
-    if path.endswith('.keras'):
-      import keras
-      model = keras.models.load_model(path)
-      shape = tuple(model.inputs[0].shape)
-      return LoadedModel(
-          lambda x, **kw: np.asarray(model(x, training=False, **kw)), shape,
-          np.float32)
-    loaded = tf.saved_model.load(path)
-    signatures = getattr(loaded, 'signatures', {})
-    if 'serving_default' not in signatures:
-      raise ValueError(
-          f"RunInference: the SavedModel at '{path}' has no "
-          f"'serving_default' signature (it has: {', '.join(signatures) or 'none'})."
-          ' Export it with model.export(path) or tf.saved_model.save(..., '
-          'signatures=...).')
-    signature = signatures['serving_default']
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-      raise ValueError(
-          f"RunInference: the SavedModel at '{path}' has inputs "
-          f'{sorted(inputs)} and outputs {sorted(outputs)}; xinfer runs models '
-          'with one input and one output.')
-    input_name, spec = next(iter(inputs.items()))
-    output_name = next(iter(outputs))
-    dtype = spec.dtype.as_numpy_dtype
-
-    def predict(x):
-      result = signature(**{input_name: tf.constant(x, dtype=spec.dtype)})
-      return result[output_name].numpy()
-
-    # Keep the loaded object alive: the signature does not hold it.
-    predict.saved_model = loaded
-    return LoadedModel(predict, tuple(spec.shape.as_list()), dtype)
-
-
-class PyTorchRowHandler(RowModelHandler):
-  """PyTorch: a TorchScript file, or a state dict with the model class named.
-
-  Args (beyond RowModelHandler's):
-    model_class: ``package.module:ClassName`` of an ``nn.Module`` subclass, in
-      a module the operator allowed (``xinfer.modules``); when given, the file
-      is a state dict (``torch.save(model.state_dict(), path)``) loaded into
-      ``ClassName(**model_params)``. Without it, the file is TorchScript
-      (``torch.jit.save``).
-    model_params: keyword arguments for the class's constructor.
-
-  inference_args are keyword arguments of the module's ``forward``. The input
-  size is not recorded in PyTorch files: a record of the wrong size fails in the
-  inference stage with PyTorch's message, and the rest of the batch still runs.
-  """
-  accepts_inference_args = True
-
-  def _check_options(self, options):
-    unknown = set(options) - {'model_class', 'model_params'}
-    if unknown:
-      super()._check_options({k: options[k] for k in unknown})
-    if options.get('model_params') and not options.get('model_class'):
-      raise ValueError(
-          'RunInference: model_params were given without model_class; name the '
-          "module's class (e.g. 'my_models.nets:DigitsNet').")
-    if options.get('model_class'):
-      # Fails fast; the class is resolved again on each worker, by name, so the
-      # pickled handler holds only the (checked) name.
-      self._module_class()
-
-  def _module_class(self):
-    from torch import nn
-    path = self._options['model_class']
-    cls = import_function(path, 'model_class')
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-      raise TypeError(
-          f"RunInference: model_class '{path}' is {cls!r}; it must be an "
-          'nn.Module subclass (torch.nn.Module).')
-    return cls
-
-  def _load(self, path: str) -> LoadedModel:
-    import torch
-    if self._options.get('model_class'):
-      cls = self._module_class()
-      module = cls(**(self._options.get('model_params') or {}))
-      module.load_state_dict(
-          torch.load(path, map_location='cpu', weights_only=True))
-    else:
-      try:
-        module = torch.jit.load(path, map_location='cpu')
-      except RuntimeError as e:
-        raise ValueError(
-            f"RunInference: '{path}' is not a TorchScript file ({e}). For a "
-            'state dict, also name the model class (withModelClass in Java).'
-        ) from e
-    module.eval()
-
-    def predict(x, **kwargs):
-      with torch.no_grad():
-        out = module(torch.from_numpy(x), **kwargs)
-      if isinstance(out, (tuple, list)):
-        out = out[0]
-      return out.detach().cpu().numpy()
-
-    return LoadedModel(predict, None, np.float32)
-
-
-class SklearnRowHandler(RowModelHandler):
-  """scikit-learn: a model saved with joblib (``.joblib``) or pickle (``.pkl``).
-
-  Classifiers give ``predict_proba`` as scores; other models (regressors) give
-  ``predict``, one score per record. inference_args are keyword arguments of
-  that call. Only load model files you trust: unpickling runs code (pin the
-  file with ``model_sha256``).
-  """
-  accepts_inference_args = True
-
-  def _load(self, path: str) -> LoadedModel:
-    if path.endswith(('.pkl', '.pickle')):
-      import pickle
-      with open(path, 'rb') as f:
-        model = pickle.load(f)
-    else:
-      import joblib
-      model = joblib.load(path)
-    method = getattr(model, 'predict_proba', None) or model.predict
-    n = getattr(model, 'n_features_in_', None)
-
-    def predict(x, **kwargs):
-      out = np.asarray(method(x, **kwargs))
-      return out.reshape(len(x), -1)
-
-    return LoadedModel(predict, (None, n), np.float64)
-
-
-class OnnxRowHandler(RowModelHandler):
-  """ONNX: an ``.onnx`` file run by onnxruntime on CPU.
-
-  The model's first input takes the batch; the scores are its first float tensor
-  output (for a converted scikit-learn classifier, the probabilities: convert
-  with ``options={'zipmap': False}``).
-  """
-  _DTYPES = {
-      'tensor(float)': np.float32,
-      'tensor(double)': np.float64,
-      'tensor(int64)': np.int64,
-      'tensor(int32)': np.int32,
-  }
-
-  def _load(self, path: str) -> LoadedModel:
-    import onnxruntime
-    options = onnxruntime.SessionOptions()
-    # One thread per worker process: the worker pool runs one process per core.
-    options.intra_op_num_threads = int(
-        os.environ.get('XINFER_ONNX_THREADS', '1'))
-    session = onnxruntime.InferenceSession(path,
-                                           sess_options=options,
-                                           providers=['CPUExecutionProvider'])
-    model_input = session.get_inputs()[0]
-    floats = [
-        o for o in session.get_outputs()
-        if o.type in ('tensor(float)', 'tensor(double)')
-    ]
-    if not floats:
-      raise ValueError(
-          f"RunInference: the ONNX model '{path}' has no float tensor output "
-          f"(outputs: {[(o.name, o.type) for o in session.get_outputs()]}). "
-          "For a scikit-learn classifier, convert with options={'zipmap': False}."
-      )
-    output_name = floats[0].name
-    dtype = self._DTYPES.get(model_input.type)
-    if dtype is None:
-      raise ValueError(
-          f"RunInference: the ONNX model '{path}' takes {model_input.type}; "
-          'xinfer feeds numeric tensors (float, double, int32, int64).')
-    shape = [d if isinstance(d, int) else None for d in model_input.shape]
-
-    def predict(x):
-      return session.run([output_name], {model_input.name: x})[0]
-
-    return LoadedModel(predict, shape, dtype)
-
-
-FRAMEWORKS: Dict[str, Callable[..., RowModelHandler]] = {
-    'tensorflow': TensorFlowRowHandler,
-    'pytorch': PyTorchRowHandler,
-    'sklearn': SklearnRowHandler,
-    'onnx': OnnxRowHandler,
-}
-
-_SUFFIXES = (
-    (('.keras', ), 'tensorflow'),
-    (('.pt', '.pth', '.ts'), 'pytorch'),
-    (('.joblib', '.pkl', '.pickle'), 'sklearn'),
-    (('.onnx', ), 'onnx'),
-)
-
-
-def detect_framework(model_uri: str) -> str:
-  """The framework of a model file from its name (a directory is a SavedModel)."""
-  name = model_uri.rstrip('/').lower()
-  for suffixes, framework in _SUFFIXES:
-    if name.endswith(suffixes):
-      return framework
-  if os.path.isdir(model_uri) and os.path.exists(
-      os.path.join(model_uri, 'saved_model.pb')):
-    return 'tensorflow'
-  if any(c in model_uri for c in '*?[') or '://' in model_uri:
-    version = latest_version(model_uri) if '://' not in model_uri else None
-    if version and version != model_uri:
-      return detect_framework(version)
-  raise ValueError(
-      f"RunInference: cannot tell the framework of '{model_uri}' from its name "
-      "(known: a SavedModel directory, .keras, .pt/.pth/.ts, .joblib/.pkl, "
-      f".onnx). Name it: framework= one of {', '.join(sorted(FRAMEWORKS))} "
-      '(withFramework in Java).')
-
-
-def create_handler(framework: Optional[str], model_uri: str,
-                   **kwargs) -> RowModelHandler:
-  """The model-handler factory: a handler for a framework from plain arguments.
-
-  ``framework=None`` detects it from the model's name.
-  """
-  if not framework:
-    if not any(c in model_uri for c in '*?['):
-      check_model_uri(model_uri)
-    framework = detect_framework(model_uri)
-  try:
-    handler_class = FRAMEWORKS[framework]
-  except KeyError:
-    raise ValueError(
-        f"RunInference: unknown framework '{framework}'; xinfer supports "
-        f"{', '.join(sorted(FRAMEWORKS))}.") from None
-  return handler_class(model_uri, **kwargs)
-
-
-class _ModelCache:
-  """The models of a keyed handler held in one worker, least recently used
-  first out when more than ``capacity`` are loaded."""
-  def __init__(self, capacity: Optional[int]):
-    self._capacity = capacity
-    self._slots: 'collections.OrderedDict[str, _ModelSlot]' = (
-        collections.OrderedDict())
-    self._lock = threading.Lock()
-
-  def get(self, model_key: str, handler: RowModelHandler) -> _ModelSlot:
-    with self._lock:
-      slot = self._slots.get(model_key)
-      if slot is not None:
-        self._slots.move_to_end(model_key)
-        return slot
-    started = time.monotonic()
-    slot = handler.load_model()
-    Metrics.distribution(METRICS_NAMESPACE,
-                         'keyed_load_model_latency_milli_secs').update(
-                             int((time.monotonic() - started) * 1000))
-    with self._lock:
-      self._slots[model_key] = slot
-      self._slots.move_to_end(model_key)
-      while self._capacity and len(self._slots) > self._capacity:
-        evicted, _ = self._slots.popitem(last=False)
-        Metrics.counter(METRICS_NAMESPACE, 'model_evictions').inc()
-        _LOG.info('RunInference: unloaded model %s (max %d in memory)', evicted,
-                  self._capacity)
-    return slot
-
-
-class KeyedRowModelHandler(ModelHandler[Tuple[str, Any],
-                                        Tuple[str,
-                                              PredictionResult], _ModelCache]):
-  """Keyed examples ``(key, Row)`` in, ``(key, PredictionResult)`` out, each
-  key's records run by the model mapped to it.
-
-  Beam's ``KeyedModelHandler`` does this too, but with several models it loads
-  each through a separate multi-process manager (a server process and proxied
-  calls) and ignores the handlers' batching and metrics settings. This one keeps
-  the models in the worker process, least recently used unloaded first when more
-  than ``max_models_in_memory`` are loaded.
-
-  Args:
-    mappings: ``(keys, handler)`` pairs; every key maps to one handler.
-    default: the handler for keys no mapping names (None: such keys fail).
-    max_models_in_memory: the most models loaded at once per worker (None: all).
-  """
-  _DEFAULT = ''
-
-  def __init__(self,
-               mappings: Sequence[Tuple[Sequence[str], RowModelHandler]],
-               *,
-               default: Optional[RowModelHandler] = None,
-               max_models_in_memory: Optional[int] = None):
-    super().__init__()
-    if not mappings and default is None:
-      raise ValueError(
-          'RunInference: keyed inference needs at least one model.')
-    if max_models_in_memory is not None and max_models_in_memory < 1:
-      raise ValueError(
-          'RunInference: max_models_in_memory must be at least 1, got '
-          f'{max_models_in_memory}.')
-    self._handlers: Dict[str, RowModelHandler] = {}
-    self._model_key: Dict[str, str] = {}
-    for keys, handler in mappings:
-      if not keys:
-        raise ValueError(
-            f"RunInference: the model '{handler.model_id}' is mapped to no keys."
-        )
-      model_key = 'key:' + keys[0]
-      self._handlers[model_key] = handler
-      for key in keys:
-        if key in self._model_key:
-          raise ValueError(
-              f"RunInference: key '{key}' is mapped to two models; map each key "
-              'to one model.')
-        self._model_key[key] = model_key
-    if default is not None:
-      self._handlers[self._DEFAULT] = default
-    self._has_default = default is not None
-    self._max_models = max_models_in_memory
-    self._first = next(iter(self._handlers.values()))
-
-  def _model_key_of(self, key: str) -> str:
-    model_key = self._model_key.get(key)
-    if model_key is not None:
-      return model_key
-    if self._has_default:
-      return self._DEFAULT
-    raise KeyError(
-        f"RunInference: key '{key}' has no model (keys with a model: "
-        f"{', '.join(self.keys)}).")
-
-  @property
-  def keys(self) -> List[str]:
-    return sorted(self._model_key)
-
-  def check_model_exists(self):
-    for handler in self._handlers.values():
-      handler.check_model_exists()
-
-  def load_model(self) -> _ModelCache:
-    return _ModelCache(self._max_models)
-
-  def run_inference(self, batch, model: _ModelCache, inference_args=None):
-    by_model = collections.defaultdict(list)
-    for position, (key, _) in enumerate(batch):
-      by_model[self._model_key_of(key)].append(position)
-    results: List[Any] = [None] * len(batch)
-    for model_key, positions in by_model.items():
-      handler = self._handlers[model_key]
-      slot = model.get(model_key, handler)
-      predictions = handler.run_inference([batch[p][1] for p in positions],
-                                          slot, inference_args)
-      for position, prediction in zip(positions, predictions):
-        results[position] = (batch[position][0], prediction)
-    return results
-
-  def validate_inference_args(self, inference_args):
-    for handler in self._handlers.values():
-      handler.validate_inference_args(inference_args)
-
-  def get_num_bytes(self, batch) -> int:
-    return sum(self._handlers[self._model_key_of(key)].get_num_bytes([row])
-               for key, row in batch)
-
-  def get_metrics_namespace(self) -> str:
-    return METRICS_NAMESPACE
-
-  def batch_elements_kwargs(self) -> Mapping[str, Any]:
-    return self._first.batch_elements_kwargs()

@@ -1,3 +1,5 @@
+"""The shared handler contract (xinfer.handlers.base): failures per record and stage, inference args, hooks, the module allowlist, model pinning, batching."""
+
 import csv
 import hashlib
 import os
@@ -10,63 +12,13 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from xinfer import digits
+import xinfer_digits as digits
 from xinfer import handlers
 from xinfer import modules
 from xinfer import transforms
 
-
-@pytest.fixture(autouse=True)
-def restore_allowlist():
-  saved = modules.allowed()
-  yield
-  modules.configure(saved)
-
-
-class FakeHandler(handlers.RowModelHandler):
-  """Multiplies the sum of each record's 3 features by the number in the model
-  file (1 when the file is empty); a record holding 13 makes the model raise."""
-  accepts_inference_args = True
-  loads = []
-
-  def _load(self, path):
-    FakeHandler.loads.append(os.path.basename(path))
-    factor = 1.0
-    if os.path.isfile(path):
-      with open(path) as f:
-        factor = float(f.read() or 1)
-
-    def predict(x, offset=0.0):
-      if (x == 13).any():
-        raise ValueError('the model cannot take 13')
-      return x.sum(axis=1, keepdims=True) * factor + offset
-
-    return handlers.LoadedModel(predict, (None, 3))
-
-
-def rows(n, width=3):
-  return [beam.Row(id=i, features=[float(i)] * width) for i in range(n)]
-
-
-def fake(tmp_path, name='fake', **kwargs):
-  path = tmp_path / name
-  path.write_text('')
-  return FakeHandler(str(path), feature_field='features', **kwargs)
-
-
-def run(handler, batch, **inference_args):
-  return handler.run_inference(batch, handler.load_model(), inference_args)
-
-
-def outcome(result):
-  inference = result.inference
-  if isinstance(inference, handlers.Failure):
-    return inference.stage
-  return float(inference[0])
-
-
-def explode(_):
-  raise RuntimeError('hook failed')
+from handler_fakes import FakeHandler, explode, fake, outcome, rows, run  # pylint: disable=unused-import
+from handler_fakes import restore_allowlist  # pylint: disable=unused-import
 
 
 def test_row_handler_runs_a_batch_and_keeps_each_example(tmp_path):
@@ -127,11 +79,11 @@ def test_preprocess_and_postprocess_hooks(tmp_path):
 
 
 def test_failing_hooks_fail_only_their_record_in_their_stage(tmp_path):
-  modules.configure(['test_handlers'])
-  pre = run(fake(tmp_path, preprocess='test_handlers:explode'), rows(1))[0]
+  modules.configure(['handler_fakes'])
+  pre = run(fake(tmp_path, preprocess='handler_fakes:explode'), rows(1))[0]
   assert pre.inference == handlers.Failure(handlers.PREPROCESSING,
                                            'RuntimeError', 'hook failed')
-  post = run(fake(tmp_path, postprocess='test_handlers:explode'), rows(1))[0]
+  post = run(fake(tmp_path, postprocess='handler_fakes:explode'), rows(1))[0]
   assert post.inference.stage == handlers.POSTPROCESSING
 
 
@@ -185,29 +137,6 @@ def test_a_hook_from_a_module_not_allowed_is_refused_unimported(
   modules.configure(None)
   with pytest.raises(PermissionError, match='--xinferAllowedModules'):
     on_worker.load_model()
-
-
-def test_model_class_must_be_an_allowed_nn_module_subclass():
-  def pytorch(model_class):
-    return handlers.create_handler('pytorch',
-                                   'm.pt',
-                                   feature_field='f',
-                                   model_class=model_class)
-
-  with pytest.raises(PermissionError,
-                     match="model_class 'os:system' is in module 'os'"):
-    pytorch('os:system')
-  modules.configure(['os', 'collections'])
-  for path in ('os:system', 'collections:OrderedDict'):
-    with pytest.raises(TypeError,
-                       match=f"model_class '{path}' is .*; it must be an "
-                       'nn.Module subclass'):
-      pytorch(path)
-  handler = pytorch(TORCH_STATE['model_class'])
-  # The worker resolves the class again and checks it there too.
-  handler._options['model_class'] = 'os:system'
-  with pytest.raises(TypeError, match='must be an nn.Module subclass'):
-    handler._load('m.pt')
 
 
 def sha256_of(path):
@@ -290,73 +219,6 @@ def test_row_inference_passes_model_sha256_to_each_model(tmp_path):
   assert pinned._model_handler._model_sha256 == sha256_of(path)
 
 
-def test_refresh_serves_the_newest_version_and_survives_a_broken_one(tmp_path):
-  (tmp_path / 'v1').write_text('1')
-  handler = FakeHandler(str(tmp_path / 'v*'),
-                        feature_field='features',
-                        refresh_interval_secs=0.05)
-  slot = handler.load_model()
-  assert [outcome(r) for r in handler.run_inference(rows(2), slot)] == [0, 3]
-  (tmp_path / 'v2').write_text('not a number')
-  time.sleep(0.1)
-  results = handler.run_inference(rows(2), slot)
-  assert {r.model_id for r in results} == {'v1'}
-  (tmp_path / 'v10').write_text('2')
-  time.sleep(0.1)
-  results = handler.run_inference(rows(2), slot)
-  assert {r.model_id for r in results} == {'v10'}
-  assert [outcome(r) for r in results] == [0, 6]
-
-
-def test_refresh_needs_a_first_version_and_no_fixed_id(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nothing matches.*'.*v\\*'"):
-    FakeHandler(str(tmp_path / 'v*'),
-                feature_field='f',
-                refresh_interval_secs=1).check_model_exists()
-  with pytest.raises(ValueError, match="don't also set model_id"):
-    FakeHandler('m', feature_field='f', refresh_interval_secs=1, model_id='x')
-
-
-def test_latest_version_sorts_numbers_naturally(tmp_path):
-  for name in ('v2', 'v10', 'v9', '.v99'):
-    (tmp_path / name).mkdir()
-  assert handlers.latest_version(str(tmp_path / '*')).endswith('v10')
-
-
-def test_keyed_handler_routes_keys_and_bounds_models_in_memory(tmp_path):
-  (tmp_path / 'double').write_text('2')
-  one = fake(tmp_path, name='one')
-  two = FakeHandler(str(tmp_path / 'double'), feature_field='features')
-  keyed = handlers.KeyedRowModelHandler([(['a', 'b'], one), (['c'], two)],
-                                        max_models_in_memory=1)
-  cache = keyed.load_model()
-  FakeHandler.loads.clear()
-  batch = [('a', rows(2)[1]), ('c', rows(2)[1]), ('b', rows(3)[2])]
-  results = keyed.run_inference(batch, cache)
-  assert [(k, outcome(r), r.model_id)
-          for k, r in results] == [('a', 3.0, 'one'), ('c', 6.0, 'double'),
-                                   ('b', 6.0, 'one')]
-  keyed.run_inference([('c', rows(1)[0])], cache)
-  # One model at a time: 'one', then 'double'; 'double' stays for the next batch.
-  assert FakeHandler.loads == ['one', 'double']
-  keyed.run_inference([('a', rows(1)[0])], cache)
-  assert FakeHandler.loads == ['one', 'double', 'one']
-  with pytest.raises(KeyError, match="key 'z' has no model.*a, b, c"):
-    keyed.run_inference([('z', rows(1)[0])], cache)
-
-
-def test_keyed_handler_with_a_default_takes_any_key(tmp_path):
-  keyed = handlers.KeyedRowModelHandler([], default=fake(tmp_path))
-  results = keyed.run_inference([('x', rows(2)[1])], keyed.load_model())
-  assert [(k, outcome(r)) for k, r in results] == [('x', 3.0)]
-
-
-def test_keyed_handler_rejects_a_key_mapped_twice(tmp_path):
-  with pytest.raises(ValueError, match="key 'a' is mapped to two models"):
-    handlers.KeyedRowModelHandler([(['a'], fake(tmp_path)),
-                                   (['a'], fake(tmp_path))])
-
-
 def test_batch_settings_are_validated_and_passed_to_beam():
   handler = FakeHandler('m',
                         feature_field='f',
@@ -375,80 +237,7 @@ def test_batch_settings_are_validated_and_passed_to_beam():
     FakeHandler('m', feature_field='f', min_batch_size=0)
 
 
-@pytest.mark.parametrize('name, framework', [
-    ('m.keras', 'tensorflow'),
-    ('m.pt', 'pytorch'),
-    ('m.pth', 'pytorch'),
-    ('m.joblib', 'sklearn'),
-    ('m.pkl', 'sklearn'),
-    ('m.onnx', 'onnx'),
-])
-def test_framework_is_detected_from_the_name(name, framework):
-  assert handlers.detect_framework('/models/' + name) == framework
-
-
-def test_undetectable_framework_says_how_to_name_it(tmp_path):
-  with pytest.raises(ValueError,
-                     match='cannot tell the framework.*withFramework'):
-    handlers.detect_framework(str(tmp_path / 'model.bin'))
-
-
-def test_unknown_framework_lists_the_known_ones():
-  with pytest.raises(ValueError,
-                     match="unknown framework 'caffe'.*onnx, pytorch, sklearn"):
-    handlers.create_handler('caffe', 'm', feature_field='f')
-
-
 def test_missing_model_names_path_and_fix(tmp_path):
   missing = str(tmp_path / 'nope')
   with pytest.raises(FileNotFoundError, match=r"no model at '.*nope'.*setup"):
     handlers.check_model_uri(missing)
-
-
-def test_model_params_need_a_model_class():
-  with pytest.raises(ValueError, match='model_params were given without'):
-    handlers.create_handler('pytorch',
-                            'm.pt',
-                            feature_field='f',
-                            model_params={'hidden': 3})
-
-
-def read_reference(digits_dir, name):
-  with open(os.path.join(digits_dir, f'{name}.reference.csv')) as f:
-    return np.array([[float(r[f's{i}']) for i in range(10)]
-                     for r in csv.DictReader(f)])
-
-
-TORCH_STATE = {
-    'model_class': 'xinfer.examples.nets:DigitsNet',
-    'model_params': {
-        'hidden': digits.TORCH_HIDDEN
-    }
-}
-
-
-@pytest.mark.parametrize('name, options, inference_args, reference', [
-    ('digits-mlp', {}, {}, 'digits-mlp'),
-    ('digits-mlp.keras', {}, {}, 'digits-mlp.keras'),
-    ('digits-torch.pt', {}, {}, 'digits-torch.pt'),
-    ('digits-torch-state.pt', TORCH_STATE, {}, 'digits-torch-state.pt'),
-    ('digits-torch-state.pt', TORCH_STATE, {
-        'temperature': 2.0
-    }, 'digits-torch-state.pt.t2'),
-    ('digits-sklearn.joblib', {}, {}, 'digits-sklearn.joblib'),
-    ('digits-sklearn.onnx', {}, {}, 'digits-sklearn.onnx'),
-])
-def test_each_framework_matches_its_own_prediction(digits_dir, name, options,
-                                                   inference_args, reference):
-  features, _ = digits.load_digits()
-  handler = handlers.create_handler(None,
-                                    os.path.join(digits_dir, name),
-                                    feature_field='features',
-                                    **options)
-  batch = [beam.Row(id=i, features=list(features[i])) for i in range(64)]
-  results = run(handler, batch, **inference_args)
-  np.testing.assert_allclose(np.stack([r.inference for r in results]),
-                             read_reference(digits_dir, reference)[:64],
-                             rtol=1e-5,
-                             atol=1e-6)
-  assert {r.model_id for r in results} == {name}

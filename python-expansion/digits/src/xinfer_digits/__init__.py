@@ -1,6 +1,6 @@
 """The example models and data: scikit-learn's bundled handwritten digits.
 
-``python -m xinfer.digits prepare --out DIR`` writes, idempotently:
+``python -m xinfer_digits prepare --out DIR`` writes, idempotently:
 
 - ``DIR/digits.csv``: 1,797 labelled 8x8 images, ``id,label,p0..p63`` (pixels 0-16);
 - one model per framework, each trained on the same seeded 80% of them:
@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 from typing import Optional
 
 import numpy as np
@@ -257,7 +256,7 @@ def prepare(out_dir: str, force: bool = False) -> dict:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m xinfer.digits')
+  parser = argparse.ArgumentParser(prog='python -m xinfer_digits')
   sub = parser.add_subparsers(dest='command', required=True)
   prep = sub.add_parser('prepare', help='write data, model and reference')
   prep.add_argument('--out', required=True)
@@ -269,7 +268,3 @@ def main(argv=None):
   for name, accuracy in stamp['held_out_accuracy'].items():
     print(f'  {name}: held-out accuracy {accuracy:.3f}')
   return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -1,11 +1,11 @@
 """Approach 2 of the benchmark: a pure-Python Beam pipeline with Beam's own
 RunInference and ONNX handler, on a portable runner.
 
-``python -m xinfer.bench beam --model FILE --rows N --batch-size B
+``python -m xinfer_bench beam --model FILE --rows N --batch-size B
 --job-endpoint HOST:PORT`` runs, on a Beam job server (``./xinfer bench`` starts
 Beam's Flink job server with an embedded Flink, parallelism 1):
 
-- the benchmark rows (``xinfer.bench.rows``), one element per row, a float32
+- the benchmark rows (``xinfer_bench.measure.rows``), one element per row, a float32
   numpy array of 64;
 - Beam's ``RunInference`` with ``OnnxModelHandlerNumpy``, batches of exactly
   the batch size, one ONNX Runtime intra-op thread (as the other approaches);
@@ -36,7 +36,7 @@ from apache_beam.runners.worker import sdk_worker_main
 from apache_beam.runners.worker import worker_pool_main
 from apache_beam.utils import thread_pool_executor
 
-from xinfer import bench
+from xinfer_bench import measure
 
 APPROACH = 'beam-python-flink'
 HOST = '127.0.0.1'
@@ -70,7 +70,7 @@ class OnnxHandler(OnnxModelHandlerNumpy):
 
 
 def _rows(unused_impulse, n: int):
-  yield from bench.rows(n)
+  yield from measure.rows(n)
 
 
 def _expect(count: int, n: int) -> int:
@@ -157,7 +157,7 @@ def run_on_job_server(model: str,
     return run_once(model, n, batch_size, options, threads)
 
 
-def measure(run, n: int):
+def timed(run, n: int):
   """``run(rows)`` after a warm-up: (T(N/5), T(N), marginal rows/s)."""
   small = n // 5
   run(min(small, 1000))  # warm-up: imports, model load, job server JIT
@@ -176,7 +176,7 @@ def benchmark(model: str,
               batch_size: int,
               job_endpoint: str,
               threads: int = 1) -> dict:
-  t_small, t_large, throughput = measure(
+  t_small, t_large, throughput = timed(
       lambda rows: run_on_job_server(model, rows, batch_size, job_endpoint,
                                      threads), n)
   return {
@@ -191,7 +191,7 @@ def benchmark(model: str,
 
 
 def csv_line(result: dict) -> str:
-  """A result as a line of the benchmark CSV (``bench.CSV_COLUMNS``)."""
+  """A result as a line of the benchmark CSV (``measure.CSV_COLUMNS``)."""
   jvm = result.get('jvm_peak_rss_mb')
   python = result.get('python_peak_rss_mb')
   return (f"{result['approach']},{result['model']},{result['batch_size']},"

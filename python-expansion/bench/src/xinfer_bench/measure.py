@@ -1,6 +1,6 @@
-"""Benchmark models and the plain-Python baseline (``./xinfer bench``).
+"""Benchmark models, the plain-Python baseline, and the results (``./xinfer bench``).
 
-``python -m xinfer.bench prepare --out DIR`` writes, idempotently, two ONNX
+``python -m xinfer_bench prepare --out DIR`` writes, idempotently, two ONNX
 models over rows of 64 float32 features, so that every approach the benchmark
 compares runs the very same model file with the same runtime (ONNX Runtime):
 
@@ -9,20 +9,18 @@ compares runs the very same model file with the same runtime (ONNX Runtime):
 - ``wide-mlp.onnx``: 64 -> 2048 -> 2048 -> 10 with ReLUs and a softmax (about
   4.3 M multiply-adds per row): a model whose compute dominates.
 
-``python -m xinfer.bench plain --model FILE --rows N --batch-size B`` runs the
+``python -m xinfer_bench plain --model FILE --rows N --batch-size B`` runs the
 model's own predict loop in plain Python (approach 1, the limit the others are
 compared with) and prints one JSON line (``--csv``: a line of the results CSV).
-``python -m xinfer.bench serve --model FILE --port P`` serves the model over
-HTTP on 127.0.0.1 (approach 4, the microservice: ``xinfer.bench_server``).
-``python -m xinfer.bench beam ... --job-endpoint HOST:PORT`` runs approach 2,
-Beam's own RunInference in a Python pipeline (``xinfer.bench_beam``).
-``python -m xinfer.bench report results.csv`` prints the Markdown table.
+``python -m xinfer_bench serve --model FILE --port P`` serves the model over
+HTTP on 127.0.0.1 (approach 4, the microservice: ``xinfer_bench.model_server``).
+``python -m xinfer_bench beam ... --job-endpoint HOST:PORT`` runs approach 2,
+Beam's own RunInference in a Python pipeline (``xinfer_bench.beam_pipeline``).
+``python -m xinfer_bench report results.csv`` prints the Markdown table.
 """
 
-import argparse
 import json
 import os
-import sys
 import time
 from typing import Optional
 
@@ -311,98 +309,3 @@ def plot_latency(latency_csv: str, out_dir: str) -> str:
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
-
-
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m xinfer.bench')
-  sub = parser.add_subparsers(dest='command', required=True)
-  prep = sub.add_parser('prepare', help='write the benchmark models')
-  prep.add_argument('--out', required=True)
-  run = sub.add_parser('plain', help='approach 1: plain Python predict loop')
-  run.add_argument('--model', required=True)
-  run.add_argument('--rows', type=int, required=True)
-  run.add_argument('--batch-size', type=int, required=True)
-  run.add_argument('--threads', type=int, default=1)
-  run.add_argument('--csv',
-                   action='store_true',
-                   help='print a line of the benchmark CSV, not JSON')
-  srv = sub.add_parser(
-      'serve', help='approach 4: serve the model over HTTP on 127.0.0.1')
-  srv.add_argument('--model', required=True)
-  srv.add_argument('--port',
-                   type=int,
-                   default=0,
-                   help='port (0: a free port, printed in the ready line)')
-  srv.add_argument('--threads',
-                   type=int,
-                   default=1,
-                   help='ONNX Runtime intra-op threads per request')
-  srv.add_argument('--parent-pid',
-                   type=int,
-                   default=None,
-                   help='stop when this process ends (default: when the '
-                   'process that started the server ends)')
-  beam = sub.add_parser(
-      'beam', help='approach 2: Beam Python RunInference on a job server')
-  beam.add_argument('--model', required=True)
-  beam.add_argument('--rows', type=int, required=True)
-  beam.add_argument('--batch-size', type=int, required=True)
-  beam.add_argument('--job-endpoint',
-                    required=True,
-                    help='HOST:PORT of a Beam job server (Flink)')
-  beam.add_argument('--threads', type=int, default=1)
-  beam.add_argument('--job-server-pid',
-                    type=int,
-                    default=None,
-                    help="the job server's pid, to report its peak memory")
-  beam.add_argument('--csv',
-                    action='store_true',
-                    help='print a line of the benchmark CSV, not JSON')
-  rep = sub.add_parser('report', help='results CSV to a Markdown table')
-  rep.add_argument('csv')
-  rep.add_argument('latency_csv', nargs='?')
-  plot = sub.add_parser('plot', help='results CSV to PNG plots beside it')
-  plot.add_argument('csv')
-  plot.add_argument('latency_csv', nargs='?')
-  lat = sub.add_parser('latency',
-                       help="a streaming run's latency file to a CSV line")
-  lat.add_argument('--rate', type=int, required=True)
-  lat.add_argument('--bundle-ms', type=int, required=True)
-  lat.add_argument('--warmup-s', type=int, required=True)
-  lat.add_argument('file')
-  args = parser.parse_args(argv)
-  if args.command == 'prepare':
-    written = prepare(args.out)
-    print(f"bench models in {args.out}: {', '.join(MODELS)}"
-          f"{' (written now: ' + ', '.join(written) + ')' if written else ''}")
-  elif args.command == 'report':
-    print(report(args.csv, args.latency_csv), end='')
-  elif args.command == 'plot':
-    out_dir = os.path.dirname(args.csv) or '.'
-    for path in plot_throughput(args.csv, out_dir):
-      print(f'plot: {path}')
-    if args.latency_csv and os.path.exists(args.latency_csv):
-      print(f'plot: {plot_latency(args.latency_csv, out_dir)}')
-  elif args.command == 'latency':
-    print(latency_line(args.file, args.rate, args.bundle_ms, args.warmup_s))
-  elif args.command == 'serve':
-    from xinfer import bench_server
-    return bench_server.serve(args.model, args.port, args.threads,
-                              args.parent_pid)
-  elif args.command == 'beam':
-    from xinfer import bench_beam
-    result = bench_beam.benchmark(args.model, args.rows, args.batch_size,
-                                  args.job_endpoint, args.threads)
-    # The SDK worker runs in this process; the job server is the JVM.
-    result['python_peak_rss_mb'] = peak_rss_mb()
-    if args.job_server_pid:
-      result['jvm_peak_rss_mb'] = process_peak_rss_mb(args.job_server_pid)
-    print(bench_beam.csv_line(result) if args.csv else json.dumps(result))
-  else:
-    result = plain(args.model, args.rows, args.batch_size, args.threads)
-    print(plain_csv_line(result) if args.csv else json.dumps(result))
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -1,8 +1,8 @@
 """The benchmark's model server (approach 4, the microservice).
 
-``python -m xinfer.bench serve --model FILE [--port P] [--threads T]`` serves
+``python -m xinfer_bench serve --model FILE [--port P] [--threads T]`` serves
 one ONNX benchmark model over HTTP on 127.0.0.1, with the same ONNX Runtime
-session settings as the plain-Python baseline (``bench.session``: one
+session settings as the plain-Python baseline (``measure.session``: one
 intra-op thread per call). It is a real server process: the Java pipeline's
 ``Microservice`` transform sends it batches of rows, several at a time.
 
@@ -30,6 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from xinfer import lifecycle
+from xinfer_bench import measure
+
 READY_PREFIX = 'xinfer-bench-server ready '
 HOST = '127.0.0.1'
 # A batch of 100,000 rows of 64 floats is 25 MB: anything above is a mistake.
@@ -47,13 +50,12 @@ class ModelServer(ThreadingHTTPServer):
   request_queue_size = 64
 
   def __init__(self, model_path: str, port: int = 0, threads: int = 1):
-    from xinfer import bench
     self.model_path = model_path
-    self.session = bench.session(model_path, threads)
+    self.session = measure.session(model_path, threads)
     model_input = self.session.get_inputs()[0]
     self.input_name = model_input.name
     width = model_input.shape[-1]
-    self.width = width if isinstance(width, int) else bench.FEATURES
+    self.width = width if isinstance(width, int) else measure.FEATURES
     super().__init__((HOST, port), PredictHandler)
 
   @property
@@ -160,32 +162,6 @@ class PredictHandler(BaseHTTPRequestHandler):
     sys.stderr.write('xinfer-bench-server: %s\n' % (format % args))
 
 
-def _watch_parent(parent_pid, stop: threading.Event):
-  """Sets ``stop`` when ``parent_pid`` is gone; without one, when this process
-  is re-parented (the process that started it died)."""
-  original_ppid = os.getppid()
-
-  def gone() -> bool:
-    if not parent_pid:
-      return os.getppid() != original_ppid
-    try:
-      os.kill(parent_pid, 0)
-    except ProcessLookupError:
-      return True
-    except PermissionError:
-      pass
-    return False
-
-  def watch():
-    while not stop.wait(1.0):
-      if gone():
-        sys.stderr.write('xinfer-bench-server: parent process gone; '
-                         'stopping\n')
-        stop.set()
-
-  threading.Thread(target=watch, name='parent-watch', daemon=True).start()
-
-
 def serve(model_path: str,
           port: int = 0,
           threads: int = 1,
@@ -195,7 +171,7 @@ def serve(model_path: str,
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
   signal.signal(signal.SIGINT, lambda *_: stop.set())
-  _watch_parent(parent_pid, stop)
+  lifecycle.watch_parent(parent_pid, stop, or_reparented=True)
   thread = threading.Thread(target=server.serve_forever,
                             name='http',
                             daemon=True)
