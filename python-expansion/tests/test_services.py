@@ -354,28 +354,25 @@ def test_stop_all_stops_the_sdk_workers():
   assert not pool._workers
 
 
+def refused_start(*args) -> str:
+  """The services started with ``args``, which must refuse to start: their stderr."""
+  process = subprocess.run([sys.executable, '-m', 'xinfer.services', *args],
+                           capture_output=True,
+                           text=True,
+                           timeout=120)
+  assert process.returncode != 0, process.stdout
+  return process.stderr
+
+
 def test_services_need_a_secret():
-  process = subprocess.run(
-      [sys.executable, '-m', 'xinfer.services', '--port', '0'],
-      capture_output=True,
-      text=True,
-      timeout=120)
-  assert process.returncode != 0
-  assert '--secret-file' in process.stderr
+  assert '--secret-file' in refused_start('--port', '0')
 
 
 def test_a_secret_file_others_can_read_is_refused(tmp_path):
   secret = tmp_path / 'secret'
   secret.write_text(SECRET)
   secret.chmod(0o644)
-  process = subprocess.run(
-      [sys.executable, '-m', 'xinfer.services', '--secret-file',
-       str(secret)],
-      capture_output=True,
-      text=True,
-      timeout=120)
-  assert process.returncode != 0
-  assert 'chmod 600' in process.stderr
+  assert 'chmod 600' in refused_start('--secret-file', str(secret))
 
 
 def test_a_missing_secret_file_is_created_private(tmp_path):

@@ -39,6 +39,31 @@ cluster_pid_alive() {
     && [ "$(process_start_time "$(cat "$1")")" = "$(cat "$1.start")" ]
 }
 
+# cluster_is_up NAME DIR PORT PROC...: whether every process (DIR/PROC.pid) runs and PORT
+# answers. A cluster that is partly up (a process died) is stopped (NAME_down), so that a false
+# answer always means "start it".
+cluster_is_up() {
+  local name=$1 dir=$2 port=$3 proc alive=0 dead=0; shift 3
+  for proc in "$@"; do
+    if cluster_pid_alive "$dir/$proc.pid"; then alive=$((alive + 1)); else dead=$((dead + 1)); fi
+  done
+  [ "$dead" = 0 ] && port_open "$port" && return 0
+  if [ "$alive" -gt 0 ]; then
+    note "$name is partly up (a process died): restarting it"
+    "${name}_down"
+  fi
+  return 1
+}
+
+# cluster_ports_free HINT PORT...: fails, naming the variables in HINT, when a port is taken.
+cluster_ports_free() {
+  local hint=$1 port; shift
+  for port in "$@"; do
+    port_open "$port" && die "127.0.0.1:$port is taken by another process; stop it, or set $hint."
+  done
+  return 0
+}
+
 kafka_up() {
   local dir="$CLUSTERS/kafka" port="${XINFER_KAFKA_PORT:-9092}" cport="${XINFER_KAFKA_CONTROLLER_PORT:-9093}"
   if cluster_pid_alive "$dir/kafka.pid" && port_open "$port"; then
@@ -122,18 +147,10 @@ flink_tls() (  # a subshell: the umask stays in it
 
 flink_up() {
   local dir="$CLUSTERS/flink" rest="${XINFER_FLINK_REST_PORT:-8081}" pool="${XINFER_FLINK_POOL_PORT:-50000}"
-  if cluster_pid_alive "$dir/jobmanager.pid" && cluster_pid_alive "$dir/taskmanager.pid" \
-      && cluster_pid_alive "$dir/worker-pool.pid" && port_open "$rest"; then
+  if cluster_is_up flink "$dir" "$rest" jobmanager taskmanager worker-pool; then
     note "flink already up: REST 127.0.0.1:$rest, Python worker pool 127.0.0.1:$pool"; return
   fi
-  if cluster_pid_alive "$dir/jobmanager.pid" || cluster_pid_alive "$dir/taskmanager.pid" \
-      || cluster_pid_alive "$dir/worker-pool.pid"; then
-    note "flink is partly up (a process died): restarting it"
-    flink_down
-  fi
-  for port in "$rest" "$pool"; do
-    port_open "$port" && die "127.0.0.1:$port is taken by another process; stop it, or set XINFER_FLINK_REST_PORT / XINFER_FLINK_POOL_PORT."
-  done
+  cluster_ports_free "XINFER_FLINK_REST_PORT / XINFER_FLINK_POOL_PORT" "$rest" "$pool"
   step "Starting a Flink $(sed -n 's:.*<flink.version>\(.*\)</flink.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (JobManager + TaskManager JVMs) and a Python worker pool beside it"
   local cp; cp=$(cluster_classpath flink) || exit $?
   mkdir -p "$dir/conf" "$dir/tmp" "$dir/client-conf"
@@ -192,18 +209,10 @@ spark_auth() (  # a subshell: the umask stays in it
 
 spark_up() {
   local dir="$CLUSTERS/spark" port="${XINFER_SPARK_PORT:-7077}" pool="${XINFER_SPARK_POOL_PORT:-50001}"
-  if cluster_pid_alive "$dir/master.pid" && cluster_pid_alive "$dir/worker.pid" \
-      && cluster_pid_alive "$dir/worker-pool.pid" && port_open "$port"; then
+  if cluster_is_up spark "$dir" "$port" master worker worker-pool; then
     note "spark already up: spark://127.0.0.1:$port, Python worker pool 127.0.0.1:$pool"; return
   fi
-  if cluster_pid_alive "$dir/master.pid" || cluster_pid_alive "$dir/worker.pid" \
-      || cluster_pid_alive "$dir/worker-pool.pid"; then
-    note "spark is partly up (a process died): restarting it"
-    spark_down
-  fi
-  for p in "$port" "$pool"; do
-    port_open "$p" && die "127.0.0.1:$p is taken by another process; stop it, or set XINFER_SPARK_PORT / XINFER_SPARK_POOL_PORT."
-  done
+  cluster_ports_free "XINFER_SPARK_PORT / XINFER_SPARK_POOL_PORT" "$port" "$pool"
   step "Starting a Spark $(sed -n 's:.*<spark.version>\(.*\)</spark.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (master + worker JVMs) and a Python worker pool beside it"
   local cp; cp=$(cluster_classpath spark) || exit $?
   # The worker starts executors from SPARK_HOME/jars: link the cluster's jars there.

@@ -16,7 +16,7 @@ marginal throughput ``(N - N/5) / (T(N) - T(N/5))``: job start-up and model
 load cancel out.
 
 The SDK worker runs in this process, as with Beam's LOOPBACK environment, but
-behind a worker pool bound to 127.0.0.1: Beam 2.62's LOOPBACK pool listens on
+behind a worker pool bound to 127.0.0.1: Beam's LOOPBACK pool listens on
 all interfaces (``[::]``).
 """
 

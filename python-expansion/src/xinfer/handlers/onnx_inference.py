@@ -1,6 +1,6 @@
 """ONNX: ``.onnx`` files run by onnxruntime on CPU.
 
-Usage (Java names the framework with ``withFramework("onnx")``, or it is
+Usage (Java names the framework with ``withFramework(Model.Framework.ONNX)``, or it is
 detected from the file name)::
 
   from xinfer.handlers import create_handler

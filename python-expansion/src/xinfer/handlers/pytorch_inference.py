@@ -1,6 +1,6 @@
 """PyTorch: TorchScript files, or state dicts with their ``nn.Module`` class named.
 
-Usage (Java names the framework with ``withFramework("pytorch")``, or it is
+Usage (Java names the framework with ``withFramework(Model.Framework.PYTORCH)``, or it is
 detected from the file name)::
 
   from xinfer.handlers import create_handler

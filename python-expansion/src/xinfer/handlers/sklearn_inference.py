@@ -1,6 +1,6 @@
 """scikit-learn: models saved with joblib or pickle.
 
-Usage (Java names the framework with ``withFramework("sklearn")``, or it is
+Usage (Java names the framework with ``withFramework(Model.Framework.SKLEARN)``, or it is
 detected from the file name)::
 
   from xinfer.handlers import create_handler

@@ -1,6 +1,6 @@
 """TensorFlow: SavedModel directories and Keras ``.keras`` files.
 
-Usage (Java names the framework with ``withFramework("tensorflow")``, or it is
+Usage (Java names the framework with ``withFramework(Model.Framework.TENSORFLOW)``, or it is
 detected from the file name)::
 
   from xinfer.handlers import create_handler

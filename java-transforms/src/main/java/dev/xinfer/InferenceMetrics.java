@@ -1,5 +1,6 @@
 package dev.xinfer;
 
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
@@ -29,7 +30,30 @@ public final class InferenceMetrics {
   /** The metrics namespace of xinfer's Python side. */
   public static final String NAMESPACE = "xinfer";
 
-  private static final String FAILED_PREFIX = "failed_";
+  // The names the Python side reports under (Python's xinfer.metrics, which `python -m
+  // xinfer.metrics` prints; MetricNamesIT checks these against it).
+  static final String NUM_INFERENCES = "num_inferences";
+  static final String PREDICTIONS = "predictions";
+  static final String FAILURES = "failures";
+  static final String FAILED_PREFIX = "failed_";
+  static final String FAILED_BATCHES = "failed_batches_counter";
+  static final String MODEL_REFRESHES = "model_refreshes";
+  static final String BATCH_SIZE = "inference_request_batch_size";
+  static final String BATCH_LATENCY_MICROS = "inference_batch_latency_micro_secs";
+  static final String LOAD_MODEL_LATENCY_MILLIS = "load_model_latency_milli_secs";
+  static final String KEYED_LOAD_MODEL_LATENCY_MILLIS = "keyed_load_model_latency_milli_secs";
+
+  /** The counters this class reads by name. */
+  static final List<String> COUNTERS_READ =
+      List.of(NUM_INFERENCES, PREDICTIONS, FAILURES, FAILED_BATCHES, MODEL_REFRESHES);
+
+  /** The distributions this class reads by name. */
+  static final List<String> DISTRIBUTIONS_READ =
+      List.of(
+          BATCH_SIZE,
+          BATCH_LATENCY_MICROS,
+          LOAD_MODEL_LATENCY_MILLIS,
+          KEYED_LOAD_MODEL_LATENCY_MILLIS);
 
   private final Map<String, Long> counters;
   private final Map<String, DistributionResult> distributions;
@@ -62,17 +86,17 @@ public final class InferenceMetrics {
 
   /** Records given to a model (Beam's {@code num_inferences}). */
   public long inferences() {
-    return counter("num_inferences");
+    return counter(NUM_INFERENCES);
   }
 
   /** Records that got a prediction. */
   public long predictions() {
-    return counter("predictions");
+    return counter(PREDICTIONS);
   }
 
   /** Records that got none (in the dead-letter output, or failing the run without one). */
   public long failures() {
-    return counter("failures");
+    return counter(FAILURES);
   }
 
   /**
@@ -83,9 +107,7 @@ public final class InferenceMetrics {
     Map<String, Long> byStage = new TreeMap<>();
     counters.forEach(
         (name, value) -> {
-          if (name.startsWith(FAILED_PREFIX)
-              && !name.equals("failed_batches_counter")
-              && value > 0) {
+          if (name.startsWith(FAILED_PREFIX) && !name.equals(FAILED_BATCHES) && value > 0) {
             byStage.put(name.substring(FAILED_PREFIX.length()), value);
           }
         });
@@ -94,17 +116,17 @@ public final class InferenceMetrics {
 
   /** Batches handed to models. */
   public long batches() {
-    return distribution("inference_request_batch_size").getCount();
+    return distribution(BATCH_SIZE).getCount();
   }
 
   /** The mean batch size, or 0 with no batches. */
   public double meanBatchSize() {
-    return distribution("inference_request_batch_size").getMean();
+    return distribution(BATCH_SIZE).getMean();
   }
 
   /** The mean time a model took per batch, in milliseconds. */
   public double meanBatchLatencyMillis() {
-    return distribution("inference_batch_latency_micro_secs").getMean() / 1000.0;
+    return distribution(BATCH_LATENCY_MICROS).getMean() / 1000.0;
   }
 
   /** The longest model load, in milliseconds (0 if none was reported). */
@@ -113,13 +135,13 @@ public final class InferenceMetrics {
     return Math.max(
         0L,
         Math.max(
-            distribution("load_model_latency_milli_secs").getMax(),
-            distribution("keyed_load_model_latency_milli_secs").getMax()));
+            distribution(LOAD_MODEL_LATENCY_MILLIS).getMax(),
+            distribution(KEYED_LOAD_MODEL_LATENCY_MILLIS).getMax()));
   }
 
   /** New model versions loaded by model refresh. */
   public long modelRefreshes() {
-    return counter("model_refreshes");
+    return counter(MODEL_REFRESHES);
   }
 
   /** A counter by its name in the {@value #NAMESPACE} namespace (0 when not reported). */

@@ -5,13 +5,8 @@ import static dev.xinfer.Model.putIfSet;
 import static org.apache.beam.sdk.util.Preconditions.checkStateNotNull;
 
 import com.google.auto.value.AutoValue;
-import dev.xinfer.runtime.DirectStage;
-import dev.xinfer.runtime.PythonExpansion;
-import dev.xinfer.runtime.PythonServices;
-import dev.xinfer.runtime.RowBlocks;
-import dev.xinfer.runtime.RunnerBootstrap;
-import dev.xinfer.runtime.ServiceSecret;
-import dev.xinfer.runtime.XinferOptions;
+import dev.xinfer.runtime.PythonTransforms;
+import dev.xinfer.runtime.python.PythonServices;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -21,18 +16,14 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeMap;
-import java.util.stream.Collectors;
 import org.apache.beam.sdk.coders.Coder;
 import org.apache.beam.sdk.coders.KvCoder;
 import org.apache.beam.sdk.coders.RowCoder;
 import org.apache.beam.sdk.coders.StringUtf8Coder;
-import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.schemas.Schema;
-import org.apache.beam.sdk.schemas.Schema.Field;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
 import org.apache.beam.sdk.schemas.Schema.TypeName;
 import org.apache.beam.sdk.transforms.PTransform;
-import org.apache.beam.sdk.transforms.ParDo;
 import org.apache.beam.sdk.transforms.WithFailures;
 import org.apache.beam.sdk.transforms.display.DisplayData;
 import org.apache.beam.sdk.values.KV;
@@ -48,8 +39,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <p>The model runs in Python, in a worker pool that xinfer starts, through Beam's cross-language
  * expansion service. Rows cross to Python in blocks of up to {@link #withMaxBatchSize} (their
- * features as one tensor; see {@link dev.xinfer.runtime.RowBlocks}), so the per-row cost of the
- * crossing is small; keyed inference, hooks and {@link #withMaxBatchWait} send rows one by one
+ * features as one tensor; see {@link dev.xinfer.runtime.python.RowBlocks}), so the per-row cost of
+ * the crossing is small; keyed inference, hooks and {@link #withMaxBatchWait} send rows one by one
  * through Beam's Python {@code RunInference}. Each output Row holds every input field, then {@code
  * scores} ({@code ARRAY<FLOAT>}: the model's output for the record), {@code predicted_class}
  * ({@code INT64}: the index of the highest score) and {@code model_id} ({@code STRING}: the model,
@@ -118,8 +109,6 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     ALLOW
   }
 
-  private static final String PREDICTIONS = "predictions";
-  private static final String FAILURES = "failures";
   private static final Set<TypeName> NUMERIC =
       EnumSet.of(
           TypeName.BYTE,
@@ -128,7 +117,6 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
           TypeName.INT64,
           TypeName.FLOAT,
           TypeName.DOUBLE);
-  private static final Duration REACHABLE_TIMEOUT = Duration.ofSeconds(15);
 
   abstract @Nullable Model getModel();
 
@@ -511,104 +499,38 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
         keyed
             ? KvCoder.of(StringUtf8Coder.of(), RowCoder.of(outputSchema))
             : RowCoder.of(outputSchema);
-
-    PipelineOptions options = input.getPipeline().getOptions();
-    RunnerBootstrap.prepare(options);
     String address = getExpansionService();
-    String secret;
-    if (address == null) {
-      PythonServices services = PythonServices.shared(options.as(XinferOptions.class));
-      address = services.expansionServiceAddress();
-      secret = services.secret();
-    } else {
-      secret =
-          ServiceSecret.read(
-              checkStateNotNull(getExpansionServiceSecretFile()),
-              "withExpansionService(" + address + ", secretFile)");
-      PythonServices.checkReachable(address, REACHABLE_TIMEOUT);
-    }
-    Map<String, Object> kwargs = kwargs(keyed, deadLetter);
-    @Nullable String blockDtype =
-        inBlocks(keyed, rowSchema, options) ? RowBlocks.dtypeOf(featureType(rowSchema)) : null;
-    PCollection<?> pythonInput = input;
-    if (blockDtype != null) {
-      kwargs.put("packed", true);
-      kwargs.put("feature_dtype", blockDtype);
-      kwargs.put("input_schema", RowBlocks.schemaForPython(rowSchema));
-      @SuppressWarnings("unchecked")
-      PCollection<Row> rows = (PCollection<Row>) input;
-      pythonInput =
-          rows.apply(
-                  "PackRows",
-                  ParDo.of(new RowBlocks.PackFn(rowSchema, getFeatureField(), getMaxBatchSize())))
-              .setRowSchema(RowBlocks.IN);
-    }
-    PTransform<PCollection<?>, PCollectionTuple> python =
-        PythonExpansion.of(PYTHON_TRANSFORM, kwargs, address, secret);
-
-    Map<String, PCollection<?>> outputs;
-    if (RunnerBootstrap.runsPythonStageInDoFn(options)) {
-      outputs =
-          outputsOf(
-              DirectStage.apply(
-                  pythonInput, "Python", python, options.getRunner().getSimpleName()));
-    } else {
-      outputs = outputsOf(pythonInput.apply("Python", python));
-    }
-    PCollection<?> predictions = outputs.get(PREDICTIONS);
-    checkStateNotNull(predictions, "the Python transform returned no predictions: %s", outputs);
-    if (blockDtype != null) {
-      Coder<Row> blockCoder = RowCoder.of(RowBlocks.OUT);
-      checkSchema(predictions, blockCoder);
-      setCoder(predictions, blockCoder);
-      @SuppressWarnings("unchecked")
-      PCollection<Row> blocks = (PCollection<Row>) predictions;
-      predictions =
-          blocks
-              .apply("UnpackRows", ParDo.of(new RowBlocks.UnpackFn(rowSchema, outputSchema)))
-              .setRowSchema(outputSchema);
-    }
-    checkSchema(predictions, predictionCoder);
-    setCoder(predictions, predictionCoder);
-    PCollectionTuple tuple = PCollectionTuple.of(new TupleTag<>(PREDICTIONS), predictions);
-    if (deadLetter) {
-      PCollection<?> failures = outputs.get(FAILURES);
-      checkStateNotNull(failures, "the Python transform returned no failures: %s", outputs);
-      Coder<Row> failureCoder = RowCoder.of(failureSchema(rowSchema));
-      checkSchema(failures, failureCoder);
-      setCoder(failures, failureCoder);
-      tuple = tuple.and(new TupleTag<>(FAILURES), failures);
-    }
-    return tuple;
+    PythonTransforms.Service service =
+        address == null
+            ? PythonTransforms.Service.ofRun()
+            : PythonTransforms.Service.at(
+                address,
+                checkStateNotNull(getExpansionServiceSecretFile()),
+                "withExpansionService(" + address + ", secretFile)");
+    return PythonTransforms.apply(
+        input,
+        PYTHON_TRANSFORM,
+        kwargs(keyed, deadLetter),
+        service,
+        blocksAllowed(keyed)
+            ? PythonTransforms.Blocks.of(
+                rowSchema, getFeatureField(), getMaxBatchSize(), outputSchema)
+            : null,
+        predictionCoder,
+        deadLetter ? RowCoder.of(failureSchema(rowSchema)) : null);
   }
 
   /**
-   * Whether rows cross to Python in blocks ({@link RowBlocks}): unless keyed, with hooks (they take
-   * and give single records), with a batch wait (Python's stateful batching across bundles), or
-   * turned off with {@code --xinferRowBlocks=false}.
+   * Whether rows may cross to Python in blocks (see {@link PythonTransforms.Blocks}): not when
+   * keyed, with hooks (they take and give single records), or with a batch wait (Python's stateful
+   * batching across bundles). {@code --xinferRowBlocks=false} and a feature type that cannot be
+   * packed turn them off too.
    */
-  private boolean inBlocks(boolean keyed, Schema rowSchema, PipelineOptions options) {
-    return options.as(XinferOptions.class).getXinferRowBlocks()
-        && !keyed
+  private boolean blocksAllowed(boolean keyed) {
+    return !keyed
         && getPreprocess() == null
         && getPostprocess() == null
-        && getMaxBatchWait() == null
-        && RowBlocks.dtypeOf(featureType(rowSchema)) != null;
-  }
-
-  private FieldType featureType(Schema rowSchema) {
-    return rowSchema.getField(getFeatureField()).getType();
-  }
-
-  /** The Python transform's outputs by name; a single output is the predictions. */
-  private static Map<String, PCollection<?>> outputsOf(PCollectionTuple output) {
-    Map<String, PCollection<?>> outputs = new LinkedHashMap<>();
-    if (output.getAll().size() == 1) {
-      outputs.put(PREDICTIONS, output.getAll().values().iterator().next());
-    } else {
-      output.getAll().forEach((tag, pc) -> outputs.put(tag.getId(), pc));
-    }
-    return outputs;
+        && getMaxBatchWait() == null;
   }
 
   private void checkSettings(boolean keyed) {
@@ -746,57 +668,15 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
   }
 
   private static PCollection<Row> predictions(PCollectionTuple outputs) {
-    return outputs.get(new TupleTag<Row>(PREDICTIONS));
+    return outputs.get(new TupleTag<Row>(PythonTransforms.PREDICTIONS));
   }
 
   private static PCollection<KV<String, Row>> keyedPredictions(PCollectionTuple outputs) {
-    return outputs.get(new TupleTag<KV<String, Row>>(PREDICTIONS));
+    return outputs.get(new TupleTag<KV<String, Row>>(PythonTransforms.PREDICTIONS));
   }
 
   private static PCollection<Row> failures(PCollectionTuple outputs) {
-    return outputs.get(new TupleTag<Row>(FAILURES));
-  }
-
-  @SuppressWarnings({"unchecked", "rawtypes"})
-  private static void setCoder(PCollection<?> pc, Coder<?> coder) {
-    ((PCollection) pc).setCoder(coder);
-  }
-
-  /** Fails when the Python side's rows differ from what this Java version declares. */
-  private static void checkSchema(PCollection<?> pc, Coder<?> expected) {
-    Schema actual = rowSchemaIn(pc.getCoder());
-    Schema wanted = rowSchemaIn(expected);
-    if (actual == null || wanted == null || !sameFields(actual, wanted)) {
-      throw new IllegalStateException(
-          String.format(
-              "The Python side of RunInference returned %s, but this Java version expects %s. "
-                  + "The Java and Python halves of xinfer are from different versions: re-run "
-                  + "./xinfer setup (or reinstall ./python-expansion).",
-              actual == null ? pc.getCoder() : actual, wanted));
-    }
-  }
-
-  private static @Nullable Schema rowSchemaIn(Coder<?> coder) {
-    if (coder instanceof KvCoder) {
-      coder = ((KvCoder<?, ?>) coder).getValueCoder();
-    }
-    return coder instanceof RowCoder ? ((RowCoder) coder).getSchema() : null;
-  }
-
-  private static boolean sameFields(Schema actual, Schema expected) {
-    return names(actual).equals(names(expected))
-        && actual.getFields().stream()
-            .allMatch(
-                f ->
-                    f.getType()
-                        .withNullable(false)
-                        .equivalent(
-                            expected.getField(f.getName()).getType().withNullable(false),
-                            Schema.EquivalenceNullablePolicy.IGNORE));
-  }
-
-  private static String names(Schema schema) {
-    return schema.getFields().stream().map(Field::getName).collect(Collectors.joining(","));
+    return outputs.get(new TupleTag<Row>(PythonTransforms.FAILURES));
   }
 
   @Override

@@ -5,7 +5,6 @@ import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
 
-import dev.xinfer.runtime.XinferOptions;
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.Failures;
 import dev.xinfer.testing.Stalls;

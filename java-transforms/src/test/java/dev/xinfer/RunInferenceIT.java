@@ -6,7 +6,7 @@ import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertThrows;
 
-import dev.xinfer.runtime.ServiceSecret;
+import dev.xinfer.runtime.python.ServiceSecret;
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.HandStartedServices;
 import dev.xinfer.testing.Stalls;
@@ -139,15 +139,10 @@ public class RunInferenceIT {
       Path wrong = tmp.getRoot().toPath().resolve("wrong.secret");
       Files.writeString(wrong, ServiceSecret.generate());
       Files.setPosixFilePermissions(wrong, PosixFilePermissions.fromString("rw-------"));
-      Pipeline p = flinkPipeline();
-      PCollection<Row> rows = p.apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
       RuntimeException e =
-          assertThrows(
-              RuntimeException.class,
-              () ->
-                  rows.apply(
-                      RunInference.withModel(Digits.model().toString())
-                          .withExpansionService(services.address(), wrong.toString())));
+          refusal(
+              RunInference.withModel(Digits.model().toString())
+                  .withExpansionService(services.address(), wrong.toString()));
       assertThat(e.toString(), containsString("UNAUTHENTICATED"));
       assertThat(e.toString(), containsString("does not carry the secret of the run"));
     }
@@ -156,16 +151,11 @@ public class RunInferenceIT {
   @Test
   public void aModelClassFromAModuleNotAllowedIsRefusedBeforeItIsImported() {
     Path marker = tmp.getRoot().toPath().resolve("marker");
-    Pipeline p = flinkPipeline();
-    PCollection<Row> rows = p.apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
     RuntimeException e =
-        assertThrows(
-            RuntimeException.class,
-            () ->
-                rows.apply(
-                    RunInference.withModel(
-                        Model.of(Digits.modelsDir().resolve("digits-torch-state.pt").toString())
-                            .withModelClass("os:system", Map.of("command", "touch " + marker)))));
+        refusal(
+            RunInference.withModel(
+                Model.of(Digits.modelsDir().resolve("digits-torch-state.pt").toString())
+                    .withModelClass("os:system", Map.of("command", "touch " + marker))));
     assertThat(e.getMessage(), containsString("module 'os', which the operator has not allowed"));
     assertThat(e.getMessage(), containsString("--xinferAllowedModules"));
     assertFalse(Files.exists(marker));
@@ -173,16 +163,17 @@ public class RunInferenceIT {
 
   @Test
   public void aHookFromAModuleNotAllowedIsRefused() {
-    Pipeline p = flinkPipeline();
-    PCollection<Row> rows = p.apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
     RuntimeException e =
-        assertThrows(
-            RuntimeException.class,
-            () ->
-                rows.apply(
-                    RunInference.withModel(Digits.model().toString())
-                        .withPreprocess("subprocess:getoutput")));
+        refusal(
+            RunInference.withModel(Digits.model().toString())
+                .withPreprocess("subprocess:getoutput"));
     assertThat(e.getMessage(), containsString("preprocess 'subprocess:getoutput'"));
     assertThat(e.getMessage(), containsString("--xinferAllowedModules"));
+  }
+
+  /** What applying {@code inference} to two rows of a Flink pipeline fails with (construction). */
+  private RuntimeException refusal(RunInference inference) {
+    PCollection<Row> rows = flinkPipeline().apply(Create.of(examples(2)).withRowSchema(EXAMPLE));
+    return assertThrows(RuntimeException.class, () -> rows.apply(inference));
   }
 }

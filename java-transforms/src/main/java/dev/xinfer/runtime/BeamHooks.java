@@ -11,8 +11,9 @@ import org.apache.beam.sdk.annotations.Internal;
 
 /**
  * Where xinfer's Java side reaches into Beam internals: the one class to read on a Beam upgrade
- * (CONTRIBUTING.md, "Upgrading Beam"). xinfer is built and checked for Beam {@value #BEAM_VERSION};
- * comments elsewhere that say "Beam 2.62" name a workaround described here or beside it.
+ * (CONTRIBUTING.md, "Upgrading Beam"). xinfer is built and checked for Beam {@value #BEAM_VERSION}
+ * (the one place Java code names it); what comments elsewhere say of Beam's behaviour was read in
+ * that version's sources.
  *
  * <ul>
  *   <li>{@link #jobFactories}: the static {@code jobFactories} map of the Flink and Spark runners'
@@ -22,8 +23,11 @@ import org.apache.beam.sdk.annotations.Internal;
  *   <li>{@link HarnessTeardownNoise}: the reports Beam's embedded Java harness prints at the end of
  *       every job, recognized by their text.
  *   <li>Vendored gRPC ({@code org.apache.beam.vendor.grpc.v1p60p1}), whose version is in the
- *       package name: {@code LoopbackFnServers}, {@code PythonExpansion}, {@code PythonStageFn},
- *       {@code CombineLifting} and {@code HarnessTeardownNoise} (a logger name).
+ *       package name: {@code LoopbackServerFactory}, {@code PythonExpansion}, {@code
+ *       PythonStageFn}, {@code CombineLifting}, {@code HarnessTeardownNoise} (a logger name) and
+ *       the {@code simplelogger.properties} of both modules.
+ *   <li>{@link LoopbackFnServers.Runner}: the Flink and Spark stage-context factories by class name
+ *       (a TaskManager or executor may lack one runner's classes).
  * </ul>
  *
  * <p>{@link #problems()} lists the hooks whose target is gone; {@code BeamHooksTest} fails on any,
@@ -70,6 +74,14 @@ public final class BeamHooks {
         jobFactories(factory);
       } catch (IllegalStateException e) {
         found.add(e.getMessage() + " (" + e.getCause() + ")");
+      }
+    }
+    for (LoopbackFnServers.Runner runner : LoopbackFnServers.Runner.values()) {
+      if (!runner.isIn(BeamHooks.class.getClassLoader())) {
+        found.add(
+            "LoopbackFnServers.Runner."
+                + runner
+                + " names a stage-context factory or parent class that is gone");
       }
     }
     for (String name : HarnessTeardownNoise.SOURCES) {

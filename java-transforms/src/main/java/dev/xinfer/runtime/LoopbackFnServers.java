@@ -1,13 +1,7 @@
 package dev.xinfer.runtime;
 
-import java.io.IOException;
-import java.net.InetAddress;
-import java.net.InetSocketAddress;
-import java.net.SocketAddress;
-import java.util.List;
+import dev.xinfer.runtime.portable.XinferOptionsRegistrar;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
-import org.apache.beam.model.pipeline.v1.Endpoints;
 import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
 import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
@@ -20,8 +14,7 @@ import org.apache.beam.runners.fnexecution.environment.EnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.ExternalEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.ProcessEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
-import org.apache.beam.sdk.fn.channel.SocketAddressFactory;
-import org.apache.beam.sdk.fn.server.GrpcContextHeaderAccessorProvider;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.fn.server.ServerFactory;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.transforms.SerializableFunction;
@@ -29,10 +22,6 @@ import org.apache.beam.sdk.util.construction.BeamUrns;
 import org.apache.beam.sdk.util.construction.Environments;
 import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
 import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
-import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.BindableService;
-import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Server;
-import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerInterceptors;
-import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -49,9 +38,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * where {@link XinferOptionsRegistrar} registers {@link #CLUSTER_JOB_ID}, the id xinfer gives every
  * cluster job, before any stage opens.
  */
+@Internal
 public final class LoopbackFnServers {
-  private static final int KEEP_ALIVE_TIME_SEC = 20;
-
   /**
    * The job id of every job xinfer submits to a cluster. A TaskManager or executor holds each job's
    * classes, and so Beam's map of stage-context factories, in a class loader of that job alone, so
@@ -59,82 +47,97 @@ public final class LoopbackFnServers {
    */
   public static final String CLUSTER_JOB_ID = "xinfer-cluster-job";
 
-  private static final String FLINK_FACTORY =
-      "org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory";
-  private static final String SPARK_FACTORY =
-      "org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory";
-
   private LoopbackFnServers() {}
 
   /**
-   * Registers loopback Fn API servers for cluster jobs ({@link #CLUSTER_JOB_ID}) with the Flink and
-   * Spark runners whose classes this class loader has (none, neither or both).
+   * The portable runners whose stage-context factory xinfer replaces: Flink's and Spark's. Each
+   * names its factory and parent classes, so that a class loader without that runner (a Spark
+   * executor has no Flink) is told apart from one with it.
    */
-  static void registerClusterJobs() {
-    ClassLoader loader = LoopbackFnServers.class.getClassLoader();
-    registerClusterJobs(loader, FLINK_FACTORY, "org.apache.flink.api.java.ExecutionEnvironment");
-    registerClusterJobs(loader, SPARK_FACTORY, null);
-  }
+  public enum Runner {
+    /** Flink's: releases environments synchronously off Flink's parent class loader. */
+    FLINK(
+        "org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory",
+        "org.apache.flink.api.java.ExecutionEnvironment"),
+    /** Spark's: always releases environments asynchronously. */
+    SPARK("org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory", null);
 
-  /**
-   * As the runner's own factory: Flink's releases environments synchronously off Flink's parent
-   * class loader ({@code parentClass}), Spark's always asynchronously.
-   */
-  @SuppressWarnings("unchecked")
-  private static void registerClusterJobs(
-      ClassLoader loader, String factoryClass, @Nullable String parentClass) {
-    Class<? extends ExecutableStageContext.Factory> factory;
-    @Nullable ClassLoader parent;
-    try {
-      factory =
-          (Class<? extends ExecutableStageContext.Factory>)
-              Class.forName(factoryClass, false, loader);
-      parent =
-          parentClass == null ? null : Class.forName(parentClass, false, loader).getClassLoader();
-    } catch (ClassNotFoundException | LinkageError e) {
-      return; // this runner is not on the class path
+    private final String factoryClass;
+    private final @Nullable String parentClass;
+
+    Runner(String factoryClass, @Nullable String parentClass) {
+      this.factoryClass = factoryClass;
+      this.parentClass = parentClass;
     }
-    register(
-        factory,
-        CLUSTER_JOB_ID,
-        caller -> parentClass != null && caller.getClass().getClassLoader() != parent);
+
+    /**
+     * Makes this runner run job {@code jobId}'s stages (a job id, or a job server's invocation id)
+     * with loopback Fn API servers, until {@link #unregister}.
+     *
+     * @throws IllegalStateException when this runner's classes are not on the class path
+     */
+    public void register(String jobId) {
+      register(LoopbackFnServers.class.getClassLoader(), jobId);
+    }
+
+    /** Undoes {@link #register} once the job has ended. */
+    public void unregister(String jobId) {
+      BeamHooks.jobFactories(factory(LoopbackFnServers.class.getClassLoader())).remove(jobId);
+    }
+
+    /** Whether {@code loader} has this runner. */
+    boolean isIn(ClassLoader loader) {
+      try {
+        factory(loader);
+        return true;
+      } catch (IllegalStateException e) {
+        return false;
+      }
+    }
+
+    private void register(ClassLoader loader, String jobId) {
+      Class<? extends ExecutableStageContext.Factory> factory = factory(loader);
+      @Nullable ClassLoader parent =
+          parentClass == null ? null : load(loader, parentClass).getClassLoader();
+      boolean synchronousOffParent = parentClass != null;
+      SerializableFunction<Object, Boolean> isReleaseSynchronous =
+          caller -> synchronousOffParent && caller.getClass().getClassLoader() != parent;
+      BeamHooks.jobFactories(factory)
+          .put(
+              jobId,
+              ReferenceCountingExecutableStageContextFactory.create(
+                  LoopbackFnServers::createContext, isReleaseSynchronous));
+    }
+
+    @SuppressWarnings("unchecked")
+    private Class<? extends ExecutableStageContext.Factory> factory(ClassLoader loader) {
+      return (Class<? extends ExecutableStageContext.Factory>) load(loader, factoryClass);
+    }
+
+    private static Class<?> load(ClassLoader loader, String name) {
+      try {
+        return Class.forName(name, false, loader);
+      } catch (ClassNotFoundException | LinkageError e) {
+        throw new IllegalStateException(
+            name
+                + " is not on the class path: add the runner's jar (beam-runners-flink or "
+                + "beam-runners-spark) to the job's class path",
+            e);
+      }
+    }
   }
 
   /**
-   * Makes the portable runner whose stage-context factory is {@code factoryClass} (Flink's or
-   * Spark's) run job {@code jobInfo}'s stages with loopback Fn API servers.
+   * Registers loopback Fn API servers for cluster jobs ({@link #CLUSTER_JOB_ID}) with the runners
+   * whose classes this class loader has (Flink's, Spark's, both or neither).
    */
-  static void register(
-      Class<? extends ExecutableStageContext.Factory> factoryClass,
-      JobInfo jobInfo,
-      SerializableFunction<Object, Boolean> isReleaseSynchronous) {
-    register(factoryClass, jobInfo.jobId(), isReleaseSynchronous);
-  }
-
-  /** As {@link #register(Class, JobInfo, SerializableFunction)}, by job id (a job server's). */
-  public static void register(
-      Class<? extends ExecutableStageContext.Factory> factoryClass,
-      String jobId,
-      SerializableFunction<Object, Boolean> isReleaseSynchronous) {
-    ExecutableStageContext.Factory factory =
-        ReferenceCountingExecutableStageContextFactory.create(
-            LoopbackFnServers::createContext, isReleaseSynchronous);
-    BeamHooks.jobFactories(factoryClass).put(jobId, factory);
-  }
-
-  static void unregister(
-      Class<? extends ExecutableStageContext.Factory> factoryClass, JobInfo jobInfo) {
-    unregister(factoryClass, jobInfo.jobId());
-  }
-
-  public static void unregister(
-      Class<? extends ExecutableStageContext.Factory> factoryClass, String jobId) {
-    BeamHooks.jobFactories(factoryClass).remove(jobId);
-  }
-
-  /** Beam's gRPC server factory, bound to 127.0.0.1 (e.g. for a job server's own services). */
-  public static ServerFactory serverFactory() {
-    return new LoopbackServerFactory();
+  public static void registerClusterJobs() {
+    ClassLoader loader = LoopbackFnServers.class.getClassLoader();
+    for (Runner runner : Runner.values()) {
+      if (runner.isIn(loader)) {
+        runner.register(loader, CLUSTER_JOB_ID);
+      }
+    }
   }
 
   private static ExecutableStageContext createContext(JobInfo jobInfo) {
@@ -142,7 +145,7 @@ public final class LoopbackFnServers {
   }
 
   /** A job bundle factory whose EXTERNAL environments serve on loopback (Beam's providers else). */
-  static JobBundleFactory jobBundleFactory(JobInfo jobInfo) {
+  public static JobBundleFactory jobBundleFactory(JobInfo jobInfo) {
     PipelineOptions options = PipelineOptionsTranslation.fromProto(jobInfo.pipelineOptions());
     // Beam's default providers, with the EXTERNAL one on loopback.
     Map<String, EnvironmentFactory.Provider> providers =
@@ -182,46 +185,6 @@ public final class LoopbackFnServers {
     @Override
     public void close() throws Exception {
       jobBundleFactory.close();
-    }
-  }
-
-  /** Beam's default gRPC server factory, bound to 127.0.0.1 instead of all interfaces. */
-  static final class LoopbackServerFactory extends ServerFactory {
-    private static final String HOST = "127.0.0.1";
-
-    @Override
-    public Server allocateAddressAndCreate(
-        List<BindableService> services, Endpoints.ApiServiceDescriptor.Builder descriptor)
-        throws IOException {
-      Server server =
-          start(services, new InetSocketAddress(InetAddress.getByName(HOST), /* any port */ 0));
-      descriptor.setUrl(HOST + ":" + server.getPort());
-      return server;
-    }
-
-    @Override
-    public Server create(List<BindableService> services, Endpoints.ApiServiceDescriptor descriptor)
-        throws IOException {
-      SocketAddress address = SocketAddressFactory.createFrom(descriptor.getUrl());
-      if (!(address instanceof InetSocketAddress)) {
-        throw new IllegalArgumentException(
-            "xinfer's loopback server factory needs a host:port URL, got " + descriptor.getUrl());
-      }
-      return start(services, (InetSocketAddress) address);
-    }
-
-    private static Server start(List<BindableService> services, InetSocketAddress address)
-        throws IOException {
-      NettyServerBuilder builder =
-          NettyServerBuilder.forAddress(address)
-              // As Beam's factory: message size is bounded by the layers above.
-              .maxInboundMessageSize(Integer.MAX_VALUE)
-              .permitKeepAliveTime(KEEP_ALIVE_TIME_SEC, TimeUnit.SECONDS);
-      for (BindableService service : services) {
-        builder.addService(
-            ServerInterceptors.intercept(service, GrpcContextHeaderAccessorProvider.interceptor()));
-      }
-      return builder.build().start();
     }
   }
 }

@@ -7,13 +7,15 @@ import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.Comparator;
 import java.util.stream.Stream;
+import org.apache.beam.sdk.annotations.Internal;
 
 /** Temporary folders of a run: only this user can read them, and they go when the JVM exits. */
-final class PrivateTempDirs {
+@Internal
+public final class PrivateTempDirs {
   private PrivateTempDirs() {}
 
   /** A new folder (mode 0700) under the temp directory, removed with its contents at exit. */
-  static Path create(String prefix) {
+  public static Path create(String prefix) {
     try {
       Path dir =
           Files.createTempDirectory(
@@ -27,7 +29,7 @@ final class PrivateTempDirs {
     }
   }
 
-  static void deleteRecursively(Path dir) {
+  public static void deleteRecursively(Path dir) {
     try (Stream<Path> paths = Files.walk(dir)) {
       paths.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
     } catch (IOException | UncheckedIOException e) {

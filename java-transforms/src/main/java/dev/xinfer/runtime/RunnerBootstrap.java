@@ -1,9 +1,13 @@
 package dev.xinfer.runtime;
 
+import dev.xinfer.XinferOptions;
+import dev.xinfer.runtime.direct.DirectStage;
+import dev.xinfer.runtime.portable.XinferRunner;
 import java.util.Locale;
 import java.util.Set;
 import java.util.TreeSet;
 import org.apache.beam.sdk.PipelineRunner;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.options.PipelineOptions;
 
 /**
@@ -16,6 +20,7 @@ import org.apache.beam.sdk.options.PipelineOptions;
  * org.apache.beam.sdk.Pipeline#run()} picks the runner from the options when it runs, so the user's
  * code does not change.
  */
+@Internal
 public final class RunnerBootstrap {
   /** Runners xinfer runs RunInference on in this version. */
   public static final Set<String> SUPPORTED_RUNNERS =

@@ -15,7 +15,10 @@ import org.junit.runners.JUnit4;
 
 @RunWith(JUnit4.class)
 public class HarnessTeardownNoiseTest {
-  /** What FnHarness.main prints at the end of every job (Beam 2.62, text as printed). */
+  /**
+   * What FnHarness.main prints at the end of every job (text as printed by the Beam of
+   * BeamHooks.BEAM_VERSION).
+   */
   private static Throwable teardownReport() {
     IllegalStateException cause =
         new IllegalStateException(

@@ -1,6 +1,6 @@
 package dev.xinfer.testing;
 
-import dev.xinfer.runtime.XinferOptions;
+import dev.xinfer.XinferOptions;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.beam.sdk.Pipeline;

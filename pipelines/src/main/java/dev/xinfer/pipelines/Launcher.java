@@ -1,8 +1,8 @@
 package dev.xinfer.pipelines;
 
 import dev.xinfer.InferenceMetrics;
+import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.RunnerBootstrap;
-import dev.xinfer.runtime.XinferOptions;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -59,7 +59,10 @@ public final class Launcher {
 
     void setOutput(String value);
 
-    @Description("The model: a TensorFlow SavedModel directory or .keras file.")
+    @Description(
+        "The model, its framework told by its name: a TensorFlow SavedModel directory or .keras "
+            + "file, a PyTorch TorchScript .pt/.pth/.ts file, a scikit-learn .joblib file or an "
+            + "ONNX .onnx file.")
     @Validation.Required
     String getModelUri();
 

@@ -1,8 +1,8 @@
 package dev.xinfer.pipelines.bench;
 
 import dev.xinfer.RunInference;
+import dev.xinfer.XinferOptions;
 import dev.xinfer.pipelines.DigitsPipeline;
-import dev.xinfer.runtime.XinferOptions;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;

@@ -1,6 +1,7 @@
 package dev.xinfer.pipelines.bench;
 
 import dev.xinfer.runtime.LoopbackFnServers;
+import dev.xinfer.runtime.LoopbackServerFactory;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -14,14 +15,12 @@ import org.apache.beam.runners.flink.FlinkJobInvoker;
 import org.apache.beam.runners.flink.FlinkJobServerDriver;
 import org.apache.beam.runners.flink.FlinkJobServerDriver.FlinkServerConfiguration;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
-import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
 import org.apache.beam.runners.jobsubmission.JobInvocation;
 import org.apache.beam.runners.jobsubmission.JobServerDriver;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.io.FileSystems;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.util.concurrent.ListeningExecutorService;
-import org.apache.flink.api.java.ExecutionEnvironment;
 
 /**
  * Beam's Flink job server with every server it opens on 127.0.0.1: the job server of the
@@ -33,7 +32,7 @@ import org.apache.flink.api.java.ExecutionEnvironment;
  *     --artifact-port=P2 --expansion-port=P3 --artifacts-dir=DIR   (FlinkJobServerDriver's flags)
  * </pre>
  *
- * <p>Beam 2.62's {@code FlinkJobServerDriver} binds its job and artifact services to all interfaces
+ * <p>Beam's {@code FlinkJobServerDriver} binds its job and artifact services to all interfaces
  * whatever {@code --job-host} says ({@code ServerFactory} builds them with {@code
  * NettyServerBuilder.forPort}); only its Java expansion service honours the host. The Fn API
  * servers the runner opens for a job's SDK workers (control, data, state, logging, provisioning,
@@ -51,8 +50,8 @@ public final class LoopbackFlinkJobServer extends JobServerDriver {
   private LoopbackFlinkJobServer(FlinkServerConfiguration config) {
     super(
         config,
-        LoopbackFnServers.serverFactory(),
-        LoopbackFnServers.serverFactory(),
+        new LoopbackServerFactory(),
+        new LoopbackServerFactory(),
         () -> new LoopbackFlinkJobInvoker(config));
   }
 
@@ -110,12 +109,7 @@ public final class LoopbackFlinkJobServer extends JobServerDriver {
         PortablePipelineRunner pipelineRunner) {
       // Flink's stage functions look up the job's stage-context factory by job id (the
       // invocation id); registering one first gives them loopback job bundle factories.
-      LoopbackFnServers.register(
-          FlinkExecutableStageContextFactory.class,
-          invocationId,
-          // As Flink's own factory: release synchronously off Flink's parent class loader.
-          caller ->
-              caller.getClass().getClassLoader() != ExecutionEnvironment.class.getClassLoader());
+      LoopbackFnServers.Runner.FLINK.register(invocationId);
       JobInvocation invocation =
           super.createJobInvocation(
               invocationId,
@@ -127,7 +121,7 @@ public final class LoopbackFlinkJobServer extends JobServerDriver {
       invocation.addStateListener(
           event -> {
             if (JobInvocation.isTerminated(event.getState())) {
-              LoopbackFnServers.unregister(FlinkExecutableStageContextFactory.class, invocationId);
+              LoopbackFnServers.Runner.FLINK.unregister(invocationId);
             }
           });
       return invocation;

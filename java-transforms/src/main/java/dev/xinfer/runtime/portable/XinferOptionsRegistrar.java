@@ -1,6 +1,9 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.portable;
 
+import dev.xinfer.XinferOptions;
+import dev.xinfer.runtime.LoopbackFnServers;
 import java.util.List;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PipelineOptionsRegistrar;
 
@@ -11,9 +14,9 @@ import org.apache.beam.sdk.options.PipelineOptionsRegistrar;
  * <p>Beam loads the registrars when it first reads pipeline options in a class loader: on a Flink
  * TaskManager or Spark executor, when a job's stage functions are deserialized, before any of them
  * opens. That is the one point where xinfer's code runs there before Beam builds the Fn API servers
- * for the job's Python stages, which Beam 2.62 binds to all interfaces (see {@link
- * LoopbackFnServers}).
+ * for the job's Python stages, which Beam binds to all interfaces (see {@link LoopbackFnServers}).
  */
+@Internal
 public final class XinferOptionsRegistrar implements PipelineOptionsRegistrar {
   static {
     LoopbackFnServers.registerClusterJobs();

@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.python;
 
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
@@ -15,6 +15,7 @@ import java.util.Collection;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.coders.RowCoder;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
@@ -43,6 +44,7 @@ import org.joda.time.Instant;
  * decoded in Python and run record by record, so each bad record fails alone with the same message
  * and stage as without blocks.
  */
+@Internal
 public final class RowBlocks {
   /** Block field: the number of rows. */
   public static final String COUNT = "count";

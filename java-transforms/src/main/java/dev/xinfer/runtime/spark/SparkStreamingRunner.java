@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.spark;
 
 import static org.apache.beam.runners.spark.SparkCommonPipelineOptions.prepareFilesToStage;
 
@@ -46,9 +46,9 @@ import org.slf4j.LoggerFactory;
 /**
  * Beam's portable Spark streaming runner, plus unbounded reads.
  *
- * <p>Beam 2.62's portable Spark streaming translator knows Impulse, GroupByKey, Flatten, Reshuffle
- * and executable stages only: an unbounded source (KafkaIO) can run neither as a native Read nor as
- * a splittable DoFn (it cannot checkpoint those). This runner does what {@code SparkPipelineRunner}
+ * <p>Beam's portable Spark streaming translator knows Impulse, GroupByKey, Flatten, Reshuffle and
+ * executable stages only: an unbounded source (KafkaIO) can run neither as a native Read nor as a
+ * splittable DoFn (it cannot checkpoint those). This runner does what {@code SparkPipelineRunner}
  * does in streaming mode, with a translator that also runs each unbounded {@code
  * beam:transform:read:v1} as a Spark input stream, through the classic Spark runner's {@link
  * SparkUnboundedSource} (micro-batches, checkpointed reader state, watermarks), its elements

@@ -1,5 +1,6 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.direct;
 
+import dev.xinfer.runtime.LoopbackFnServers;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;

@@ -1,5 +1,7 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.python;
 
+import dev.xinfer.XinferOptions;
+import dev.xinfer.runtime.PrivateTempDirs;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -22,6 +24,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.util.ReleaseInfo;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.slf4j.Logger;
@@ -39,6 +42,7 @@ import org.slf4j.LoggerFactory;
  * and the worker pool any start request without its own. The log is in a folder that only this user
  * can read, removed when the services stop.
  */
+@Internal
 public final class PythonServices implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(PythonServices.class);
   private static final String READY_PREFIX = "XINFER_READY ";

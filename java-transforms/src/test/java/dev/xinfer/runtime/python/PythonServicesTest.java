@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.python;
 
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;

@@ -1,5 +1,10 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.flink;
 
+import dev.xinfer.runtime.ClusterJars;
+import dev.xinfer.runtime.LoopbackFnServers;
+import dev.xinfer.runtime.PrivateTempDirs;
+import dev.xinfer.runtime.portable.Engine;
+import dev.xinfer.runtime.python.PythonServices;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -10,16 +15,15 @@ import java.util.concurrent.CompletableFuture;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.runners.flink.FlinkPipelineRunner;
-import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
-import org.apache.flink.api.java.ExecutionEnvironment;
 import org.apache.flink.core.execution.JobClient;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
@@ -29,7 +33,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * bundles last at most {@value #STREAMING_BUNDLE_MILLIS} ms unless {@code --maxBundleTimeMills}
  * says otherwise.
  */
-final class FlinkEngine implements Engine {
+@Internal
+public final class FlinkEngine implements Engine {
   private static final String LOCAL = "[local]";
 
   /**
@@ -45,7 +50,7 @@ final class FlinkEngine implements Engine {
   private final @Nullable String userConfDir;
   private final CompletableFuture<JobClient> jobClient = new CompletableFuture<>();
 
-  FlinkEngine(PipelineOptions options) {
+  public FlinkEngine(PipelineOptions options) {
     this.options = options;
     this.flink = options.as(FlinkPipelineOptions.class);
     this.userConfDir = flink.getFlinkConfDir();
@@ -123,12 +128,7 @@ final class FlinkEngine implements Engine {
   @Override
   public void prepare(JobInfo jobInfo) {
     if (embedded()) {
-      LoopbackFnServers.register(
-          FlinkExecutableStageContextFactory.class,
-          jobInfo,
-          // As Flink's own factory: release synchronously off Flink's parent class loader.
-          caller ->
-              caller.getClass().getClassLoader() != ExecutionEnvironment.class.getClassLoader());
+      LoopbackFnServers.Runner.FLINK.register(jobInfo.jobId());
     }
   }
 
@@ -162,8 +162,8 @@ final class FlinkEngine implements Engine {
 
   /**
    * None: while a portable streaming job runs, Flink's {@code JobClient.getAccumulators()} holds no
-   * Beam metrics accumulator (checked on the embedded Flink 1.19 with Beam 2.62); a finished batch
-   * job's result has them.
+   * Beam metrics accumulator (checked on the embedded Flink 1.19 with the Beam of {@link
+   * dev.xinfer.runtime.BeamHooks#BEAM_VERSION}); a finished batch job's result has them.
    */
   @Override
   public @Nullable MetricResults liveMetrics() {
@@ -173,7 +173,7 @@ final class FlinkEngine implements Engine {
   @Override
   public void release(JobInfo jobInfo) {
     if (embedded()) {
-      LoopbackFnServers.unregister(FlinkExecutableStageContextFactory.class, jobInfo);
+      LoopbackFnServers.Runner.FLINK.unregister(jobInfo.jobId());
     }
   }
 

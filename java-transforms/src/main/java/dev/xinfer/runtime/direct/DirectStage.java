@@ -1,5 +1,6 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.direct;
 
+import dev.xinfer.runtime.PythonTransforms;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.ArrayList;
@@ -9,6 +10,7 @@ import java.util.Map;
 import java.util.stream.Collectors;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.coders.Coder;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
@@ -40,6 +42,7 @@ import org.apache.beam.sdk.values.TypeDescriptors;
  * runner would. The fused Python stage then runs inside {@link PythonStageFn} over the Fn API, with
  * the Python worker pool the expansion service named.
  */
+@Internal
 public final class DirectStage {
   private DirectStage() {}
 
@@ -119,7 +122,8 @@ public final class DirectStage {
                                 tagByPCollectionId))
                         .withOutputTags(mainTag, TupleTagList.of(tags.subList(1, tags.size()))));
     byName.forEach(
-        (outputName, pc) -> setCoder(outputs.get(new TupleTag<>(outputName)), pc.getCoder()));
+        (outputName, pc) ->
+            PythonTransforms.setCoder(outputs.get(new TupleTag<>(outputName)), pc.getCoder()));
     return outputs;
   }
 
@@ -135,10 +139,5 @@ public final class DirectStage {
   @SuppressWarnings({"unchecked", "rawtypes"})
   private static PTransform<PBegin, PCollection<?>> emptyOf(Coder<?> coder) {
     return (PTransform) Create.empty((Coder) coder);
-  }
-
-  @SuppressWarnings({"unchecked", "rawtypes"})
-  private static void setCoder(PCollection<?> pc, Coder<?> coder) {
-    ((PCollection) pc).setCoder(coder);
   }
 }

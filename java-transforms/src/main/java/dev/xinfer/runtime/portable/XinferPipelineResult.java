@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.portable;
 
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
@@ -11,11 +11,13 @@ import java.util.function.Supplier;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.sdk.Pipeline.PipelineExecutionException;
 import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.joda.time.Duration;
 
 /** The result of a pipeline run by {@link XinferRunner}: the portable job, awaited. */
+@Internal
 public final class XinferPipelineResult implements PipelineResult {
   private final String runnerName;
   private final CompletableFuture<PortablePipelineResult> job;

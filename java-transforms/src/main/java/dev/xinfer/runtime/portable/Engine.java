@@ -1,10 +1,14 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.portable;
 
+import dev.xinfer.runtime.RunnerBootstrap;
+import dev.xinfer.runtime.flink.FlinkEngine;
+import dev.xinfer.runtime.spark.SparkEngine;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.transforms.display.DisplayData;
@@ -14,7 +18,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * A portable runner xinfer can run a pipeline on in this JVM: Beam's runner behind the engine's job
  * server, without the job server.
  */
-interface Engine {
+@Internal
+public interface Engine {
   /** The runner name users pass, e.g. {@code FlinkRunner}. */
   String runnerName();
 

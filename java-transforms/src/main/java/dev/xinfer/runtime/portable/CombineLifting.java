@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.portable;
 
 import java.util.Map;
 import org.apache.beam.model.pipeline.v1.RunnerApi;

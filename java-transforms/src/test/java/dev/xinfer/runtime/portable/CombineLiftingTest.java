@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.portable;
 
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertTrue;

@@ -1,5 +1,11 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.spark;
 
+import dev.xinfer.XinferOptions;
+import dev.xinfer.runtime.ClusterJars;
+import dev.xinfer.runtime.LoopbackFnServers;
+import dev.xinfer.runtime.PrivateTempDirs;
+import dev.xinfer.runtime.portable.Engine;
+import dev.xinfer.runtime.python.ServiceSecret;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
@@ -10,8 +16,8 @@ import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.runners.spark.SparkPipelineOptions;
 import org.apache.beam.runners.spark.SparkPipelineRunner;
 import org.apache.beam.runners.spark.metrics.MetricsAccumulator;
-import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
@@ -23,7 +29,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * {@code local[4]}) runs Spark inside this JVM, {@code spark://host:port} submits to a standalone
  * master.
  */
-final class SparkEngine implements Engine {
+@Internal
+public final class SparkEngine implements Engine {
   /**
    * The JVM flags Spark 3.2 needs on Java 17 (Spark's own launcher adds them from 3.3 on). Checked
    * before an embedded Spark starts: without them Spark fails deep inside its start-up.
@@ -46,7 +53,7 @@ final class SparkEngine implements Engine {
 
   private final SparkPipelineOptions spark;
 
-  SparkEngine(PipelineOptions options) {
+  public SparkEngine(PipelineOptions options) {
     this.spark = options.as(SparkPipelineOptions.class);
   }
 
@@ -67,8 +74,8 @@ final class SparkEngine implements Engine {
 
   /**
    * In streaming, reads become primitive reads, which {@link SparkStreamingRunner} runs as Spark
-   * input streams: Beam 2.62's portable Spark streaming runner has neither a native unbounded Read
-   * nor checkpointing of splittable DoFns.
+   * input streams: Beam's portable Spark streaming runner has neither a native unbounded Read nor
+   * checkpointing of splittable DoFns.
    */
   @Override
   public void adjust(Pipeline pipeline) {
@@ -149,9 +156,7 @@ final class SparkEngine implements Engine {
   @Override
   public void prepare(JobInfo jobInfo) {
     if (embedded()) {
-      // Spark's own factory always releases environments asynchronously.
-      LoopbackFnServers.register(
-          SparkExecutableStageContextFactory.class, jobInfo, caller -> false);
+      LoopbackFnServers.Runner.SPARK.register(jobInfo.jobId());
     }
   }
 
@@ -190,7 +195,7 @@ final class SparkEngine implements Engine {
   @Override
   public void release(JobInfo jobInfo) {
     if (embedded()) {
-      LoopbackFnServers.unregister(SparkExecutableStageContextFactory.class, jobInfo);
+      LoopbackFnServers.Runner.SPARK.unregister(jobInfo.jobId());
     }
   }
 

@@ -1,8 +1,9 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.flink;
 
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.core.execution.JobClient;
 import org.apache.flink.core.execution.JobListener;
@@ -15,6 +16,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * configuration xinfer writes for the embedded Flink) on the submitting thread, which is the thread
  * XinferRunner runs the job on.
  */
+@Internal
 public final class FlinkJobClients implements JobListener {
   private static final Map<Thread, CompletableFuture<JobClient>> BY_THREAD =
       new ConcurrentHashMap<>();

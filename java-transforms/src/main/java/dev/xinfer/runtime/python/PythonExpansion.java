@@ -1,9 +1,10 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.python;
 
 import java.util.ArrayList;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import org.apache.beam.model.pipeline.v1.ExternalTransforms.ExternalConfigurationPayload;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.coders.CoderException;
 import org.apache.beam.sdk.coders.RowCoder;
 import org.apache.beam.sdk.schemas.Schema;
@@ -30,6 +31,7 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.stub.MetadataUtils;
  * beam:transforms:python:fully_qualified_named} URN, the constructor's keyword arguments as a Row)
  * and sends it through a channel that carries {@link ServiceSecret#HEADER}.
  */
+@Internal
 public final class PythonExpansion {
   private static final String URN = "beam:transforms:python:fully_qualified_named";
 

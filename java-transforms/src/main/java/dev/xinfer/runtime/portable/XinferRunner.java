@@ -1,5 +1,9 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.portable;
 
+import dev.xinfer.XinferOptions;
+import dev.xinfer.runtime.HarnessTeardownNoise;
+import dev.xinfer.runtime.LoopbackFnServers;
+import dev.xinfer.runtime.RunnerBootstrap;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
@@ -11,6 +15,7 @@ import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
 import org.apache.beam.runners.jobsubmission.PortablePipelineRunner;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineRunner;
+import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
@@ -34,6 +39,7 @@ import org.slf4j.LoggerFactory;
  * worker pool the expansion service named. The engine's own flags ({@code --flinkMaster}, {@code
  * --sparkMaster}, {@code --parallelism}, {@code --streaming}...) are honoured.
  */
+@Internal
 public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   private static final Logger LOG = LoggerFactory.getLogger(XinferRunner.class);
 
@@ -123,12 +129,12 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
    * The Java SDK harness sends a bundle's output in messages of {@value #DATA_BUFFER_BYTES} bytes
    * instead of Beam's 1 MB, unless {@code --experiments=data_buffer_size_limit=...} says otherwise.
    *
-   * <p>Beam 2.62's runner side reads a bundle's output only once the SDK harness reports the bundle
-   * done ({@code SdkHarnessClient.ActiveBundle#close} waits for the response, then drains), through
-   * a queue of 100 messages; a bundle with more output than that blocks the harness's data stream
-   * and the job hangs. Flink's and Spark's portable batch runners make a whole partition one
-   * bundle, so with 1 MB messages a Java stage that writes more than about 100 MB per partition
-   * (500,000 rows of 64 floats) hangs; with 32 MB messages the bound is about 3.2 GB.
+   * <p>Beam's runner side reads a bundle's output only once the SDK harness reports the bundle done
+   * ({@code SdkHarnessClient.ActiveBundle#close} waits for the response, then drains), through a
+   * queue of 100 messages; a bundle with more output than that blocks the harness's data stream and
+   * the job hangs. Flink's and Spark's portable batch runners make a whole partition one bundle, so
+   * with 1 MB messages a Java stage that writes more than about 100 MB per partition (500,000 rows
+   * of 64 floats) hangs; with 32 MB messages the bound is about 3.2 GB.
    */
   private static void raiseDataBufferLimit(PipelineOptions options) {
     if (ExperimentalOptions.getExperimentValue(options, DATA_BUFFER_SIZE_LIMIT) == null) {

@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer;
 
 import org.apache.beam.sdk.options.Default;
 import org.apache.beam.sdk.options.Description;

@@ -1,4 +1,4 @@
-package dev.xinfer.runtime;
+package dev.xinfer.runtime.python;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -11,6 +11,7 @@ import java.security.SecureRandom;
 import java.util.EnumSet;
 import java.util.HexFormat;
 import java.util.Set;
+import org.apache.beam.sdk.annotations.Internal;
 
 /**
  * The secrets that xinfer's Python services check on every call.
@@ -23,6 +24,7 @@ import java.util.Set;
  * parameter of the environment it serves, which Beam's runners send with every request to start a
  * worker.
  */
+@Internal
 public final class ServiceSecret {
   /** The gRPC metadata key the expansion service checks. */
   public static final String HEADER = "xinfer-token";
