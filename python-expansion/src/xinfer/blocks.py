@@ -1,6 +1,6 @@
 """Rows in blocks: the fast way across the Java/Python boundary.
 
-Java (``dev.xinfer.runtime.RowBlocks``) sends one element per batch of rows: the
+Java (``dev.xinfer.runtime.python.RowBlocks``) sends one element per batch of rows: the
 rows' features as one contiguous little-endian tensor, the rows themselves
 (RowCoder-encoded, for the output and for the record-by-record path) and their
 timestamps. A block's model input is one ``np.frombuffer``: no per-row work in
