@@ -94,17 +94,34 @@ public final class ListeningSockets {
         } catch (NoSuchFileException e) {
           // The descriptor closed while we looked.
         } catch (IOException e) {
+          if (!isAlive(pid)) {
+            return inodes; // the process ended while we looked (ESRCH: "No such process")
+          }
           throw new IllegalStateException("cannot read " + fd + ": " + e, e);
         }
       }
     } catch (NoSuchFileException e) {
       // The process ended while we looked.
     } catch (IOException e) {
-      if (ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+      if (isAlive(pid)) {
         throw new IllegalStateException("cannot read the descriptors of process " + pid, e);
       }
     }
     return inodes;
+  }
+
+  /** Whether the process runs: not ended, and not a zombie (whose descriptors are gone). */
+  private static boolean isAlive(long pid) {
+    if (!ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+      return false;
+    }
+    try {
+      String stat = Files.readString(Paths.get("/proc", "" + pid, "stat"));
+      char state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state != 'Z' && state != 'X';
+    } catch (IOException | RuntimeException e) {
+      return false; // ended meanwhile
+    }
   }
 
   private static String address(String hex) {
