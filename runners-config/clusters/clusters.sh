@@ -257,26 +257,26 @@ with_kafka() {
   CLEANUP+=('cluster_stop kafka "$CLUSTERS/kafka/kafka.pid"')
 }
 
-# Starts the Spark cluster for this command if it is not up, and stops it when the command ends.
-with_spark() {
-  if cluster_pid_alive "$CLUSTERS/spark/master.pid" && cluster_pid_alive "$CLUSTERS/spark/worker.pid" \
-      && cluster_pid_alive "$CLUSTERS/spark/worker-pool.pid"; then
-    note "using the running Spark cluster on spark://127.0.0.1:${XINFER_SPARK_PORT:-7077}"
+# with_cluster NAME PORT WHERE PROC...: starts cluster NAME for this command if it is not up
+# (cluster_is_up), and stops it when the command ends; a cluster already up is used and left up.
+with_cluster() {
+  local name=$1 port=$2 where=$3; shift 3
+  if cluster_is_up "$name" "$CLUSTERS/$name" "$port" "$@"; then
+    note "using the running $where"
     return
   fi
-  spark_up
-  CLEANUP+=('spark_down')
+  "${name}_up"
+  CLEANUP+=("${name}_down")
 }
 
-# Starts the Flink cluster for this command if it is not up, and stops it when the command ends.
+with_spark() {
+  local port="${XINFER_SPARK_PORT:-7077}"
+  with_cluster spark "$port" "Spark cluster on spark://127.0.0.1:$port" master worker worker-pool
+}
+
 with_flink() {
-  if cluster_pid_alive "$CLUSTERS/flink/jobmanager.pid" && cluster_pid_alive "$CLUSTERS/flink/taskmanager.pid" \
-      && cluster_pid_alive "$CLUSTERS/flink/worker-pool.pid"; then
-    note "using the running Flink cluster on 127.0.0.1:${XINFER_FLINK_REST_PORT:-8081}"
-    return
-  fi
-  flink_up
-  CLEANUP+=('flink_down')
+  local port="${XINFER_FLINK_REST_PORT:-8081}"
+  with_cluster flink "$port" "Flink cluster on 127.0.0.1:$port" jobmanager taskmanager worker-pool
 }
 
 cluster_stop() {  # NAME PIDFILE
