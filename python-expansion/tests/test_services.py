@@ -1,5 +1,6 @@
 """The services as Java meets them (a process, its ready line, its allowlist), and
 as an attacker on the same machine meets them: each attack is performed."""
+import logging
 import json
 import os
 import subprocess
@@ -411,3 +412,43 @@ def test_services_keep_temp_files_private_and_remove_them(model_dir, tmp_path):
     process.terminate()
     process.wait(timeout=30)
   assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_worker_is_reported_and_forgotten(caplog, capsys):
+  pool = services.WorkerPool(SECRET)
+  killed = subprocess.Popen(
+      [sys.executable, '-c', 'import time; time.sleep(60)'])
+  finished = subprocess.Popen([sys.executable, '-c', 'pass'])
+  pool._workers['w1'] = (killed, 'peer')
+  pool._workers['w2'] = (finished, 'peer')
+  killed.kill()
+  killed.wait(10)
+  finished.wait(10)
+  with caplog.at_level(logging.WARNING, logger=services.__name__):
+    assert pool.reap_dead_workers() == ['w1']
+  assert not pool._workers
+  # The worker whose runner let it go (exit 0) is not a failure.
+  assert [r.getMessage() for r in caplog.records
+          if 'w2' in r.getMessage()] == []
+  message = next(r.getMessage() for r in caplog.records
+                 if 'w1' in r.getMessage())
+  assert 'killed by signal 9' in message
+  assert 'last checkpoint' in message
+  # The Java side logs the notice lines of the services' output as warnings.
+  assert services.NOTICE_PREFIX + message in capsys.readouterr().out.splitlines(
+  )
+
+
+def test_a_worker_dead_when_its_runner_stops_it_is_reported(
+    worker_pool, monkeypatch):
+  pool, stub, _ = worker_pool
+  notices = []
+  monkeypatch.setattr(services, '_notice', notices.append)
+  assert not stub.StartWorker(_start_request(SECRET), timeout=10).error
+  process, _ = pool._workers['w1']
+  process.kill()
+  process.wait(10)
+  stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id='w1'), timeout=10)
+  assert 'w1' not in pool._workers
+  assert len(notices) == 1 and 'SDK worker w1' in notices[0], notices
+  assert 'killed by signal 9' in notices[0]

@@ -157,7 +157,7 @@ flink_up() {
   flink_tls "$dir" || exit 2
   (umask 077
    sed -e "s#@REST_PORT@#$rest#g" "$ROOT/runners-config/clusters/flink/config.yaml" > "$dir/conf/config.yaml"
-   printf 'io:\n  tmp:\n    dirs: %s\nweb.tmpdir: %s\n' "$dir/tmp" "$dir/tmp" >> "$dir/conf/config.yaml"
+   printf 'io:\n  tmp:\n    dirs: %s\nweb.tmpdir: %s\nstate.checkpoints.dir: file://%s\n' "$dir/tmp" "$dir/tmp" "$dir/checkpoints" >> "$dir/conf/config.yaml"
    cat "$dir/tls/ssl.yaml" >> "$dir/conf/config.yaml"
    cp "$dir/tls/ssl.yaml" "$dir/client-conf/config.yaml")
   cp "$ROOT/runners-config/clusters/flink/log4j.properties" "$dir/conf/"

@@ -16,7 +16,9 @@ Java's PythonServices starts ``python -m xinfer.services --secret-stdin`` and
 writes a fresh secret on its standard input.
 
 On start each prints one line ``XINFER_READY {json}`` with the addresses it
-serves, which is what the Java side waits for.
+serves, which is what the Java side waits for; later ``XINFER_NOTICE text``
+lines are what an operator must see (a worker that died), which the Java side
+logs as warnings.
 """
 
 import argparse
@@ -30,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import grpc
 from apache_beam.internal import pickler
@@ -53,6 +56,7 @@ from xinfer import transforms
 _LOGGER = logging.getLogger('xinfer.services')
 
 READY_PREFIX = 'XINFER_READY '
+NOTICE_PREFIX = 'XINFER_NOTICE '
 DEFAULT_HOST = '127.0.0.1'
 
 
@@ -122,6 +126,33 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
     self._lock = threading.Lock()
     self._env = dict(os.environ)
     self._env[modules.ENV] = ','.join(allowed_modules)
+    self._watcher = threading.Thread(target=self._watch_workers,
+                                     name='xinfer-worker-watch',
+                                     daemon=True)
+    self._watcher.start()
+
+  def _watch_workers(self, interval: float = 1.0):
+    """Reports a worker that ends without being asked to stop: its runner's
+    bundles on it fail, and the runner must recover (Flink restarts the job
+    from its last checkpoint and asks this pool for a new worker)."""
+    while True:
+      time.sleep(interval)
+      self.reap_dead_workers()
+
+  def reap_dead_workers(self) -> List[str]:
+    """Forgets workers that ended by themselves; logs and returns the ids of
+    those that failed (a worker whose runner closed its control stream exits
+    with 0, which is how a job ends)."""
+    with self._lock:
+      dead = [(worker_id, process)
+              for worker_id, (process, _) in self._workers.items()
+              if process.poll() is not None]
+      for worker_id, _ in dead:
+        del self._workers[worker_id]
+    dead = [(w, p) for w, p in dead if p.returncode != 0]
+    for worker_id, process in dead:
+      _report_death(worker_id, process)
+    return [worker_id for worker_id, _ in dead]
 
   def StartWorker(self, request, context):
     if not security.tokens_match(request.params.get(security.POOL_PARAM),
@@ -172,6 +203,10 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
             'stream.', request.worker_id, context.peer(), peer)
         return beam_fn_api_pb2.StopWorkerResponse()
       del self._workers[request.worker_id]
+    if process.poll() is not None and process.returncode != 0:
+      # Dead before its runner let it go (the runner stops a failed job's workers at once).
+      _report_death(request.worker_id, process)
+      return beam_fn_api_pb2.StopWorkerResponse()
     _LOGGER.info('Stopping SDK worker %s', request.worker_id)
     beam_compat.stop_worker_process(process, timeout=5)
     return beam_fn_api_pb2.StopWorkerResponse()
@@ -181,6 +216,23 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
       workers, self._workers = list(self._workers.values()), {}
     for process, _ in workers:
       beam_compat.stop_worker_process(process, timeout=5)
+
+
+def _report_death(worker_id: str, process: subprocess.Popen):
+  code = process.returncode
+  how = (f'killed by signal {-code}' if code < 0 else f'exit code {code}')
+  message = (
+      f'xinfer worker pool: SDK worker {worker_id} (pid {process.pid}) died '
+      f'({how}) while its runner still used it. The bundles it ran fail; '
+      'the runner restarts them (Flink: the job, from its last checkpoint) '
+      'and this pool starts a new worker when asked.')
+  _LOGGER.warning('%s', message)
+  _notice(message)
+
+
+def _notice(message: str):
+  """A line for the operator: the Java side logs it as a warning."""
+  print(NOTICE_PREFIX + message, flush=True)
 
 
 def _server(*interceptors):

@@ -3,10 +3,12 @@ package dev.xinfer.runtime;
 import java.lang.reflect.Field;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ConcurrentMap;
 import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
 import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
+import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.annotations.Internal;
 
 /**
@@ -28,6 +30,14 @@ import org.apache.beam.sdk.annotations.Internal;
  *       the {@code simplelogger.properties} of both modules.
  *   <li>{@link LoopbackFnServers.Runner}: the Flink and Spark stage-context factories by class name
  *       (a TaskManager or executor may lack one runner's classes).
+ *   <li>{@link #classicRunner}: the classic runner classes that Beam's IOs recognize by name when
+ *       {@code Pipeline.run()} validates the pipeline (KafkaIO's exactly-once sink accepts only
+ *       runners in {@code org.apache.beam.runners.flink.}, {@code .spark.}, {@code .dataflow.} or
+ *       the DirectRunner), which {@code XinferRunner} names while Beam validates.
+ *   <li>{@link #PATCHED_CLASSES}: Beam classes xinfer ships a corrected copy of, which must come
+ *       before Beam's on the classpath: {@code BufferingDoFnRunner} (Flink's buffer for
+ *       {@code @RequiresStableInput}), whose Beam version deadlocks a portable job at its first
+ *       checkpoint when the buffered DoFn reads state, as KafkaIO's exactly-once writer does.
  * </ul>
  *
  * <p>{@link #problems()} lists the hooks whose target is gone; {@code BeamHooksTest} fails on any,
@@ -42,7 +52,38 @@ public final class BeamHooks {
   static final List<Class<?>> STAGE_CONTEXT_FACTORIES =
       List.of(FlinkExecutableStageContextFactory.class, SparkExecutableStageContextFactory.class);
 
+  /** The classic runner of each engine xinfer runs through Beam's portable runner. */
+  static final Map<String, String> CLASSIC_RUNNERS =
+      Map.of(
+          "FlinkRunner", "org.apache.beam.runners.flink.FlinkRunner",
+          "SparkRunner", "org.apache.beam.runners.spark.SparkRunner");
+
+  /** Beam classes of which xinfer ships a corrected copy (in this jar, the same package). */
+  static final List<String> PATCHED_CLASSES =
+      List.of(
+          "org.apache.beam.runners.flink.translation.wrappers.streaming.stableinput"
+              + ".BufferingDoFnRunner");
+
   private BeamHooks() {}
+
+  /**
+   * The classic runner class for {@code runnerName} ({@code FlinkRunner}, {@code SparkRunner}), for
+   * the options while Beam validates a pipeline that {@code XinferRunner} then runs.
+   */
+  @SuppressWarnings("unchecked")
+  public static Class<? extends PipelineRunner<?>> classicRunner(String runnerName) {
+    String name = CLASSIC_RUNNERS.get(runnerName);
+    if (name == null) {
+      throw new IllegalArgumentException("no classic runner known for " + runnerName);
+    }
+    try {
+      return (Class<? extends PipelineRunner<?>>)
+          Class.forName(name, false, BeamHooks.class.getClassLoader());
+    } catch (ClassNotFoundException e) {
+      throw new IllegalStateException(
+          runnerName + "'s classes (" + name + ") are not on the classpath; add Beam's runner", e);
+    }
+  }
 
   /** The static map of a runner's stage-context factories by job id. */
   @SuppressWarnings("unchecked")
@@ -82,6 +123,31 @@ public final class BeamHooks {
             "LoopbackFnServers.Runner."
                 + runner
                 + " names a stage-context factory or parent class that is gone");
+      }
+    }
+    for (String runner : CLASSIC_RUNNERS.keySet()) {
+      try {
+        classicRunner(runner);
+      } catch (IllegalStateException e) {
+        found.add(e.getMessage());
+      }
+    }
+    Object ours = BeamHooks.class.getProtectionDomain().getCodeSource().getLocation();
+    for (String name : PATCHED_CLASSES) {
+      try {
+        Class<?> loaded = Class.forName(name, false, BeamHooks.class.getClassLoader());
+        Object where = loaded.getProtectionDomain().getCodeSource().getLocation();
+        if (!ours.equals(where)) {
+          found.add(
+              name
+                  + " is loaded from "
+                  + where
+                  + ", not from xinfer ("
+                  + ours
+                  + "): put xinfer-java-transforms before Beam's runner jars on the classpath");
+        }
+      } catch (ClassNotFoundException e) {
+        found.add(name + " is gone from Beam: drop xinfer's copy");
       }
     }
     for (String name : HarnessTeardownNoise.SOURCES) {

@@ -4,8 +4,14 @@ import dev.xinfer.Model;
 import dev.xinfer.RunInference;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.coders.KvCoder;
+import org.apache.beam.sdk.coders.NullableCoder;
+import org.apache.beam.sdk.coders.StringUtf8Coder;
+import org.apache.beam.sdk.coders.VarLongCoder;
 import org.apache.beam.sdk.io.TextIO;
 import org.apache.beam.sdk.io.kafka.KafkaIO;
 import org.apache.beam.sdk.options.Default;
@@ -13,18 +19,29 @@ import org.apache.beam.sdk.options.Description;
 import org.apache.beam.sdk.options.StreamingOptions;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
+import org.apache.beam.sdk.transforms.DoFn;
 import org.apache.beam.sdk.transforms.Filter;
+import org.apache.beam.sdk.transforms.Flatten;
 import org.apache.beam.sdk.transforms.MapElements;
 import org.apache.beam.sdk.transforms.PTransform;
+import org.apache.beam.sdk.transforms.ParDo;
 import org.apache.beam.sdk.transforms.Values;
+import org.apache.beam.sdk.transforms.WithFailures;
 import org.apache.beam.sdk.values.KV;
 import org.apache.beam.sdk.values.PCollection;
+import org.apache.beam.sdk.values.PCollectionList;
+import org.apache.beam.sdk.values.PCollectionTuple;
 import org.apache.beam.sdk.values.Row;
+import org.apache.beam.sdk.values.TupleTag;
+import org.apache.beam.sdk.values.TupleTagList;
 import org.apache.beam.sdk.values.TypeDescriptors;
 import org.apache.kafka.common.serialization.LongDeserializer;
 import org.apache.kafka.common.serialization.LongSerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
+import org.checkerframework.checker.nullness.qual.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The demo's pipeline: labelled handwritten digits classified by a TensorFlow model running in
@@ -33,12 +50,18 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * <pre>
  * batch:     CSV file    -> parse to Row(id, label, features) -> RunInference -> format -> CSV files
  * streaming: Kafka topic -> parse to Row(id, label, features) -> RunInference -> format -> Kafka topic
+ *                              \-> unparsable ---------------------\-> failed -> dead-letter topic
  * </pre>
  *
  * <p>Input lines (file lines or Kafka values) are {@code id,label,p0,...,p63}; output lines are
- * {@code id,label,predicted_class,model_id,s0,...,s9} (Kafka: keyed by id).
+ * {@code id,label,predicted_class,model_id,s0,...,s9} (Kafka: keyed by id). In streaming, a record
+ * that gets no prediction (a value that does not parse, a wrong number of pixels, a model error)
+ * goes to the dead-letter topic as JSON with the reason, so every record in is a prediction or a
+ * dead letter; with {@code --exactlyOnce}, both topics are written exactly once on Flink.
  */
 public final class DigitsPipeline {
+  private static final Logger LOG = LoggerFactory.getLogger(DigitsPipeline.class);
+
   /** Options of the digits pipeline. */
   public interface Options extends Launcher.Options {
     @Description("Largest batch handed to the model.")
@@ -64,42 +87,120 @@ public final class DigitsPipeline {
   /** Wires the whole pipeline: examples in, predictions out, from files or Kafka by mode. */
   public static Pipeline build(Pipeline pipeline, Options options) {
     boolean streaming = options.as(StreamingOptions.class).isStreaming();
-    PCollection<String> lines =
-        streaming
-            ? pipeline
-                .apply(
-                    "ReadExamples",
-                    KafkaIO.<Long, String>read()
-                        .withBootstrapServers(options.getBootstrapServers())
-                        .withTopic(options.getInputTopic())
-                        .withKeyDeserializer(LongDeserializer.class)
-                        .withValueDeserializer(StringDeserializer.class)
-                        .withConsumerConfigUpdates(Map.of("auto.offset.reset", "earliest"))
-                        .withoutMetadata())
-                .apply("Lines", Values.create())
-            : pipeline.apply("ReadExamples", TextIO.read().from(options.getInput()));
-    PCollection<Row> predictions =
-        lines.apply("ParseExamples", new ParseExamples()).apply("Predict", predict(options));
-    if (streaming) {
-      predictions
-          .apply(
-              "Format",
-              MapElements.into(
-                      TypeDescriptors.kvs(TypeDescriptors.longs(), TypeDescriptors.strings()))
-                  .via(row -> KV.of(row.getInt64("id"), format(row))))
-          .apply(
-              "WritePredictions",
-              KafkaIO.<Long, String>write()
-                  .withBootstrapServers(options.getBootstrapServers())
-                  .withTopic(options.getOutputTopic())
-                  .withKeySerializer(LongSerializer.class)
-                  .withValueSerializer(StringSerializer.class));
-    } else {
-      predictions
+    if (!streaming) {
+      pipeline
+          .apply("ReadExamples", TextIO.read().from(options.getInput()))
+          .apply("ParseExamples", new ParseExamples())
+          .apply("Predict", predict(options))
           .apply("Format", MapElements.into(TypeDescriptors.strings()).via(DigitsPipeline::format))
           .apply("WritePredictions", TextIO.write().to(options.getOutput()).withSuffix(".csv"));
+      return pipeline;
     }
+    boolean exactlyOnce = exactlyOnce(options);
+    KafkaIO.Read<Long, String> read =
+        KafkaIO.<Long, String>read()
+            .withBootstrapServers(options.getBootstrapServers())
+            .withTopic(options.getInputTopic())
+            .withKeyDeserializer(LongDeserializer.class)
+            .withValueDeserializer(StringDeserializer.class)
+            .withConsumerConfigUpdates(
+                Map.of(
+                    "auto.offset.reset",
+                    "earliest",
+                    // Offsets are committed with each completed checkpoint, so a new run of the
+                    // job resumes where the last one's output was committed.
+                    "group.id",
+                    "xinfer-digits-" + options.getInputTopic()))
+            .withReadCommitted();
+    if (exactlyOnce) {
+      read = read.commitOffsetsInFinalize();
+    }
+    PCollectionTuple parsed =
+        pipeline
+            .apply("ReadExamples", read.withoutMetadata())
+            .apply("Lines", Values.create())
+            .apply(
+                "ParseExamples",
+                ParDo.of(new ParseOrDeadLetter())
+                    .withOutputTags(EXAMPLES, TupleTagList.of(UNPARSABLE)));
+    WithFailures.Result<PCollection<Row>, Row> predicted =
+        parsed
+            .get(EXAMPLES)
+            .setRowSchema(EXAMPLE_SCHEMA)
+            .apply("Predict", predict(options).withFailures());
+    predicted
+        .output()
+        .apply(
+            "Format",
+            MapElements.into(
+                    TypeDescriptors.kvs(TypeDescriptors.longs(), TypeDescriptors.strings()))
+                .via(row -> KV.of(row.getInt64("id"), format(row))))
+        .apply("WritePredictions", write(options, options.getOutputTopic(), exactlyOnce));
+    PCollection<KV<Long, String>> modelFailures =
+        predicted
+            .failures()
+            .apply(
+                "FormatFailures",
+                MapElements.into(
+                        TypeDescriptors.kvs(TypeDescriptors.longs(), TypeDescriptors.strings()))
+                    .via(DigitsPipeline::deadLetter));
+    PCollectionList.of(parsed.get(UNPARSABLE).setCoder(DEAD_LETTER_CODER))
+        .and(modelFailures)
+        .apply("DeadLetters", Flatten.pCollections())
+        .apply("WriteDeadLetters", write(options, options.getDeadLetterTopic(), exactlyOnce));
     return pipeline;
+  }
+
+  /** Transactional writers per output topic; the topic needs at least this many partitions. */
+  static final int EXACTLY_ONCE_SHARDS = 1;
+
+  private static final TupleTag<Row> EXAMPLES = new TupleTag<Row>() {};
+  private static final TupleTag<KV<Long, String>> UNPARSABLE = new TupleTag<KV<Long, String>>() {};
+  private static final KvCoder<Long, String> DEAD_LETTER_CODER =
+      KvCoder.of(NullableCoder.of(VarLongCoder.of()), StringUtf8Coder.of());
+
+  /**
+   * Whether this run writes exactly once: {@code --exactlyOnce} on a runner whose Beam runner
+   * replays a stage's input after a failure as it was ({@code @RequiresStableInput}); fails when
+   * Flink has no checkpoints to commit with.
+   */
+  static boolean exactlyOnce(Options options) {
+    if (!options.getExactlyOnce()) {
+      return false;
+    }
+    String runner = options.getRunner().getSimpleName();
+    String requested = options.getXinferRequestedRunner();
+    if ("SparkRunner".equals(runner) || "SparkRunner".equals(requested)) {
+      LOG.warn(
+          "xinfer: --exactlyOnce: Beam's Spark runner cannot write to Kafka exactly once (it does "
+              + "not replay a stage's input as it was after a failure); writing at least once. "
+              + "Pass --exactlyOnce=false to silence this.");
+      return false;
+    }
+    if (options.as(FlinkPipelineOptions.class).getCheckpointingInterval() <= 0
+        && ("FlinkRunner".equals(runner) || "FlinkRunner".equals(requested))) {
+      throw new IllegalArgumentException(
+          "--exactlyOnce commits Kafka transactions with Flink's checkpoints, but "
+              + "checkpoints are off: pass --checkpointingInterval=MILLIS (the local-flink profile "
+              + "sets 5000), or --exactlyOnce=false to write at least once.");
+    }
+    return true;
+  }
+
+  private static KafkaIO.Write<Long, String> write(
+      Options options, String topic, boolean exactlyOnce) {
+    KafkaIO.Write<Long, String> write =
+        KafkaIO.<Long, String>write()
+            .withBootstrapServers(options.getBootstrapServers())
+            .withTopic(topic)
+            .withKeySerializer(LongSerializer.class)
+            .withValueSerializer(StringSerializer.class);
+    // One transactional producer per shard, and the sink keeps each shard's next sequence number
+    // as the sink group's offset of the topic's partition of that number: a shard needs a
+    // partition of its own (with more shards than partitions the commit waits on a partition that
+    // does not exist until the transaction times out). The group id is the topic's, so a new run of
+    // the job goes on from there.
+    return exactlyOnce ? write.withEOS(EXACTLY_ONCE_SHARDS, "xinfer-digits-" + topic) : write;
   }
 
   /** The inference step alone, for tests that bring their own rows. */
@@ -124,6 +225,106 @@ public final class DigitsPipeline {
           .apply("ToRow", MapElements.into(TypeDescriptors.rows()).via(DigitsPipeline::parse))
           .setRowSchema(EXAMPLE_SCHEMA);
     }
+  }
+
+  /**
+   * Kafka values to example Rows; a value that is not one ({@code null}, a line that does not
+   * parse) goes to the dead letters with the reason, keyed by its id when it has one.
+   */
+  static final class ParseOrDeadLetter extends DoFn<String, Row> {
+    @ProcessElement
+    public void process(@Element @Nullable String line, MultiOutputReceiver out) {
+      if (line == null) {
+        out.get(UNPARSABLE)
+            .output(
+                KV.of(
+                    null,
+                    deadLetter(
+                        null, "parsing", "NullValue", "the Kafka record has no value", null)));
+        return;
+      }
+      try {
+        out.get(EXAMPLES).output(parse(line));
+      } catch (RuntimeException e) {
+        Long id = leadingId(line);
+        out.get(UNPARSABLE)
+            .output(
+                KV.of(
+                    id,
+                    deadLetter(id, "parsing", e.getClass().getSimpleName(), e.getMessage(), line)));
+      }
+    }
+  }
+
+  private static @Nullable Long leadingId(String line) {
+    int comma = line.indexOf(',');
+    try {
+      return Long.parseLong((comma < 0 ? line : line.substring(0, comma)).trim());
+    } catch (NumberFormatException e) {
+      return null;
+    }
+  }
+
+  /** A RunInference failure as a dead letter keyed by the record's id. */
+  static KV<Long, String> deadLetter(Row failure) {
+    Row input = failure.getRow(RunInference.INPUT_FIELD);
+    Long id = input.getInt64("id");
+    StringBuilder record =
+        new StringBuilder().append(id).append(',').append(input.getInt64("label"));
+    Iterable<Object> features = input.getArray("features");
+    if (features != null) {
+      for (Object value : features) {
+        record.append(',').append(value);
+      }
+    }
+    return KV.of(
+        id,
+        deadLetter(
+            id,
+            failure.getString(RunInference.STAGE_FIELD),
+            failure.getString(RunInference.ERROR_TYPE_FIELD),
+            failure.getString(RunInference.ERROR_MESSAGE_FIELD),
+            record.toString()));
+  }
+
+  /**
+   * A dead letter as one JSON object: {@code {"id":..,"stage":..,"error_type":..,"error":..,
+   * "record":..}} ({@code id} and {@code record} null when the record had none).
+   */
+  static String deadLetter(
+      @Nullable Long id,
+      String stage,
+      String errorType,
+      @Nullable String message,
+      @Nullable String record) {
+    return "{\"id\":"
+        + id
+        + ",\"stage\":"
+        + json(stage)
+        + ",\"error_type\":"
+        + json(errorType)
+        + ",\"error\":"
+        + json(message)
+        + ",\"record\":"
+        + json(record == null ? null : abbreviate(record, 2000))
+        + "}";
+  }
+
+  private static String json(@Nullable String text) {
+    if (text == null) {
+      return "null";
+    }
+    StringBuilder out = new StringBuilder("\"");
+    for (char c : text.toCharArray()) {
+      if (c == '"' || c == '\\') {
+        out.append('\\').append(c);
+      } else if (c < 0x20) {
+        out.append(String.format(Locale.ROOT, "\\u%04x", (int) c));
+      } else {
+        out.append(c);
+      }
+    }
+    return out.append('"').toString();
   }
 
   /** One CSV line to a Row; fails naming the line, the field and the bad value. */
@@ -167,7 +368,11 @@ public final class DigitsPipeline {
   }
 
   private static String abbreviate(String line) {
-    return line.length() <= 60 ? line : line.substring(0, 60) + "...";
+    return abbreviate(line, 60);
+  }
+
+  private static String abbreviate(String line, int length) {
+    return line.length() <= length ? line : line.substring(0, length) + "...";
   }
 
   /** A prediction Row as {@code id,label,predicted_class,model_id,s0,...}. */

@@ -11,9 +11,11 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
@@ -27,6 +29,7 @@ import org.apache.beam.sdk.options.Description;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.options.StreamingOptions;
 import org.apache.beam.sdk.options.Validation;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.joda.time.Duration;
 
@@ -35,7 +38,13 @@ import org.joda.time.Duration;
  *
  * <pre>
  * records=1797 failed=0 accuracy=0.97 throughput=2410/s runner=FlinkRunner mode=batch model=digits-mlp
+ * records=9000 failed=2 dead_letters=2 missing=0 duplicates=0 accuracy=0.99 throughput=990/s ... mode=streaming
  * </pre>
+ *
+ * <p>{@code failed} is the records with no prediction; in streaming these are the dead letters
+ * (records the pipeline could not score, with the reason) and the missing ones (no output at all),
+ * and {@code duplicates} counts outputs read back more than once for a record. Throughput counts
+ * predictions.
  *
  * <p>Pipelines read labelled CSV ({@code id,label,...}) and write predictions as CSV ({@code
  * id,label,predicted_class,model_id,...}); the summary is computed from those files after the run.
@@ -89,6 +98,26 @@ public final class Launcher {
 
     void setOutputTopic(String value);
 
+    @Description(
+        "Streaming: the topic records that get no prediction go to, one JSON object each with "
+            + "the reason; default: a new topic per run.")
+    @Nullable String getDeadLetterTopic();
+
+    void setDeadLetterTopic(String value);
+
+    @Description(
+        "Streaming on Flink: write predictions and dead letters exactly once, through KafkaIO's "
+            + "transactional sink committed with each checkpoint (needs --checkpointingInterval); "
+            + "a record's output appears once the checkpoint after it completes. Slow in this "
+            + "version: Beam's sink commits one Kafka transaction per element, about 13 records/s "
+            + "here (README, Reliability). Default false: at least once, with duplicates after a "
+            + "restart counted by the summary. The launcher reads with isolation.level="
+            + "read_committed either way. Beam's Spark runner cannot write exactly once.")
+    @Default.Boolean(false)
+    boolean getExactlyOnce();
+
+    void setExactlyOnce(boolean value);
+
     @Description("Streaming: examples produced per second.")
     @Default.Integer(500)
     int getRate();
@@ -140,6 +169,15 @@ public final class Launcher {
     /** Streaming: end-to-end latency percentiles, produce to prediction read back. */
     public final @Nullable Latency latency;
 
+    /** Streaming: records that came back as dead letters (distinct records), else 0. */
+    public final long deadLetters;
+
+    /**
+     * Streaming: outputs beyond the first for a record (a prediction or dead letter read back more
+     * than once), else 0; -1 in batch, where the output files are not checked for them.
+     */
+    public final long duplicates;
+
     Summary(
         long records,
         long predictions,
@@ -150,8 +188,25 @@ public final class Launcher {
         String model,
         @Nullable String inference,
         @Nullable Latency latency) {
+      this(records, predictions, correct, seconds, runner, mode, model, inference, latency, 0, -1);
+    }
+
+    Summary(
+        long records,
+        long predictions,
+        long correct,
+        double seconds,
+        String runner,
+        String mode,
+        String model,
+        @Nullable String inference,
+        @Nullable Latency latency,
+        long deadLetters,
+        long duplicates) {
       this.inference = inference;
       this.latency = latency;
+      this.deadLetters = deadLetters;
+      this.duplicates = duplicates;
       this.records = records;
       this.predictions = predictions;
       this.correct = correct;
@@ -163,16 +218,57 @@ public final class Launcher {
 
     Summary withInference(@Nullable String metrics) {
       return new Summary(
-          records, predictions, correct, seconds, runner, mode, model, metrics, latency);
+          records,
+          predictions,
+          correct,
+          seconds,
+          runner,
+          mode,
+          model,
+          metrics,
+          latency,
+          deadLetters,
+          duplicates);
     }
 
     Summary withLatency(@Nullable Latency latency) {
       return new Summary(
-          records, predictions, correct, seconds, runner, mode, model, inference, latency);
+          records,
+          predictions,
+          correct,
+          seconds,
+          runner,
+          mode,
+          model,
+          inference,
+          latency,
+          deadLetters,
+          duplicates);
     }
 
+    Summary withDeliveries(long deadLetters, long duplicates) {
+      return new Summary(
+          records,
+          predictions,
+          correct,
+          seconds,
+          runner,
+          mode,
+          model,
+          inference,
+          latency,
+          deadLetters,
+          duplicates);
+    }
+
+    /** Records with no prediction: dead letters and missing ones. */
     public long failed() {
       return records - predictions;
+    }
+
+    /** Records with neither a prediction nor a dead letter. */
+    public long missing() {
+      return records - predictions - deadLetters;
     }
 
     public double accuracy() {
@@ -183,11 +279,20 @@ public final class Launcher {
     public String toString() {
       return String.format(
               Locale.ROOT,
-              "records=%d failed=%d accuracy=%.3f throughput=%.0f/s runner=%s mode=%s model=%s",
+              "records=%d failed=%d%s accuracy=%.3f throughput=%.0f/s runner=%s mode=%s model=%s",
               records,
               failed(),
+              duplicates < 0
+                  ? ""
+                  : String.format(
+                      Locale.ROOT,
+                      " dead_letters=%d missing=%d duplicates=%d",
+                      deadLetters,
+                      missing(),
+                      duplicates),
               accuracy(),
-              seconds > 0 ? records / seconds : 0.0,
+              // Predictions made per second: a record that got none is not throughput.
+              seconds > 0 ? predictions / seconds : 0.0,
               runner,
               mode,
               model)
@@ -307,12 +412,15 @@ public final class Launcher {
     if (options.getOutputTopic() == null) {
       options.setOutputTopic(runName + "-out");
     }
+    if (options.getDeadLetterTopic() == null) {
+      options.setDeadLetterTopic(runName + "-dead");
+    }
     List<String> examples = dataLines(Paths.get(options.getInput()));
     if (options.getRecords() != null) {
       examples = repeated(examples, options.getRecords());
     }
     String runner = runnerName(options);
-    Map<Long, String> predictions = new TreeMap<>();
+    Deliveries deliveries = new Deliveries();
     List<String> latencyLines = new ArrayList<>();
     List<Double> latencies = new ArrayList<>();
     long warmupNanos = TimeUnit.SECONDS.toNanos(options.getWarmupSeconds());
@@ -321,8 +429,9 @@ public final class Launcher {
     long lastArrival;
     @Nullable String inference;
     try (KafkaDriver kafka = new KafkaDriver(options.getBootstrapServers())) {
-      kafka.createTopics(1, options.getInputTopic(), options.getOutputTopic());
-      kafka.subscribe(options.getOutputTopic());
+      kafka.createTopics(
+          1, options.getInputTopic(), options.getOutputTopic(), options.getDeadLetterTopic());
+      kafka.subscribe(options.getOutputTopic(), options.getDeadLetterTopic());
       Pipeline pipeline = build.apply(Pipeline.create(options), options);
       PipelineResult result = pipeline.run();
       try {
@@ -334,8 +443,8 @@ public final class Launcher {
         boolean restSent = examples.size() == 1;
         long deadline = start + TimeUnit.SECONDS.toNanos(options.getResultTimeoutSeconds());
         long nextProgress = start + TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
-        while (predictions.size() < examples.size() && System.nanoTime() < deadline) {
-          Map<Long, String> arrived = kafka.poll(java.time.Duration.ofMillis(200));
+        while (deliveries.accountedFor() < examples.size() && System.nanoTime() < deadline) {
+          List<ConsumerRecord<Long, String>> arrived = kafka.poll(java.time.Duration.ofMillis(200));
           if (!arrived.isEmpty()) {
             lastArrival = System.nanoTime();
             if (firstArrival == 0) {
@@ -346,17 +455,20 @@ public final class Launcher {
                   options.getInputTopic(), examples.subList(1, examples.size()), options.getRate());
               restSent = true;
             }
-            for (Map.Entry<Long, String> prediction : arrived.entrySet()) {
-              Long sent = kafka.sentAt(prediction.getKey());
-              if (predictions.put(prediction.getKey(), prediction.getValue()) == null
-                  && sent != null) {
+            for (ConsumerRecord<Long, String> record : arrived) {
+              boolean prediction = record.topic().equals(options.getOutputTopic());
+              if (!deliveries.add(prediction, record.key(), record.value()) || !prediction) {
+                continue;
+              }
+              Long sent = kafka.sentAt(record.key());
+              if (sent != null) {
                 double millis = (lastArrival - sent) / 1e6;
                 String phase = phase(sent, firstArrival, warmupNanos);
                 if (phase.equals(STEADY)) {
                   latencies.add(millis);
                 }
                 latencyLines.add(
-                    String.format(Locale.ROOT, "%d,%.3f,%s", prediction.getKey(), millis, phase));
+                    String.format(Locale.ROOT, "%d,%.3f,%s", record.key(), millis, phase));
               }
             }
           }
@@ -368,11 +480,13 @@ public final class Launcher {
           if (System.nanoTime() >= nextProgress) {
             double elapsed = (System.nanoTime() - start) / 1e9;
             progress(
-                "streaming on %s: in=%d out=%d (%.0f/s) after %.0f s",
+                "streaming on %s: in=%d out=%d dead_letters=%d duplicates=%d (%.0f/s) after %.0f s",
                 runner,
                 kafka.produced(),
-                predictions.size(),
-                predictions.size() / elapsed,
+                deliveries.predictions.size(),
+                deliveries.deadLetters(),
+                deliveries.duplicates,
+                deliveries.predictions.size() / elapsed,
                 elapsed);
             nextProgress += TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
           }
@@ -382,6 +496,7 @@ public final class Launcher {
       }
       inference = inferenceMetrics(result);
     }
+    Map<Long, String> predictions = deliveries.predictions;
     writePredictions(options.getOutput(), predictions.values());
     latencyLines.add(0, "id,latency_ms,phase");
     writeLines(Paths.get(options.getOutput() + "-latency.csv"), latencyLines);
@@ -395,19 +510,68 @@ public final class Launcher {
                 "streaming",
                 model(options))
             .withInference(inference)
-            .withLatency(Latency.of(latencies));
+            .withLatency(Latency.of(latencies))
+            .withDeliveries(deliveries.deadLetters(), deliveries.duplicates);
     if (latencies.isEmpty() && options.getWarmupSeconds() > 0) {
       progress(
           "no example was sent after the %d s warm-up, so no latency is reported: produce more "
               + "(--records) or shorten --warmupSeconds",
           options.getWarmupSeconds());
     }
-    if (summary.failed() > 0) {
+    if (summary.deadLetters > 0) {
       progress(
-          "%d of %d predictions did not arrive within %d s",
-          summary.failed(), summary.records, options.getResultTimeoutSeconds());
+          "%d records got no prediction and went to the dead-letter topic %s, each with the "
+              + "reason; first: %s",
+          summary.deadLetters, options.getDeadLetterTopic(), deliveries.firstDeadLetter);
+    }
+    if (summary.missing() > 0) {
+      progress(
+          "%d of %d records got neither a prediction nor a dead letter within %d s",
+          summary.missing(), summary.records, options.getResultTimeoutSeconds());
     }
     return summary;
+  }
+
+  /**
+   * What a streaming run's output and dead-letter topics held: the first prediction per id, the ids
+   * that came back as dead letters, and every output beyond the first for a record.
+   */
+  static final class Deliveries {
+    final Map<Long, String> predictions = new TreeMap<>();
+    final Set<Long> deadLetterIds = new HashSet<>();
+    long deadLettersWithoutId;
+    long duplicates;
+    @Nullable String firstDeadLetter;
+
+    /** Records one output; returns whether it was the first for its record. */
+    boolean add(boolean prediction, @Nullable Long id, String value) {
+      if (!prediction && firstDeadLetter == null) {
+        firstDeadLetter = value;
+      }
+      if (id == null) {
+        if (!prediction) {
+          deadLettersWithoutId++;
+        }
+        return true;
+      }
+      boolean first =
+          !predictions.containsKey(id)
+              && !deadLetterIds.contains(id)
+              && (prediction ? predictions.put(id, value) == null : deadLetterIds.add(id));
+      if (!first) {
+        duplicates++;
+      }
+      return first;
+    }
+
+    long deadLetters() {
+      return deadLetterIds.size() + deadLettersWithoutId;
+    }
+
+    /** Records with an output of either kind. */
+    long accountedFor() {
+      return predictions.size() + deadLetters();
+    }
   }
 
   /** Fails with the flag, its value and the fix, before anything starts. */

@@ -148,6 +148,8 @@ final class DemoRuns {
     props.put("bootstrap.servers", servers);
     props.put("group.id", "xinfer-it-" + System.nanoTime());
     props.put("auto.offset.reset", "earliest");
+    // What a downstream reader of an exactly-once topic sees: committed writes only.
+    props.put("isolation.level", "read_committed");
     List<String> values = new ArrayList<>();
     try (KafkaConsumer<Long, String> consumer =
         new KafkaConsumer<>(props, new LongDeserializer(), new StringDeserializer())) {

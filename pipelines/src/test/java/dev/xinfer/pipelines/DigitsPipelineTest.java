@@ -45,4 +45,16 @@ public class DigitsPipelineTest {
             .build();
     assertEquals("3,1,1,m,0.25,0.75", DigitsPipeline.format(prediction));
   }
+
+  @Test
+  public void deadLettersAreJsonWithTheReason() {
+    assertEquals(
+        "{\"id\":7,\"stage\":\"parsing\",\"error_type\":\"E\",\"error\":\"bad \\\"x\\\"\\u000a\","
+            + "\"record\":\"7,1,x\"}",
+        DigitsPipeline.deadLetter(7L, "parsing", "E", "bad \"x\"\n", "7,1,x"));
+    assertEquals(
+        "{\"id\":null,\"stage\":\"parsing\",\"error_type\":\"NullValue\",\"error\":null,"
+            + "\"record\":null}",
+        DigitsPipeline.deadLetter(null, "parsing", "NullValue", null, null));
+  }
 }

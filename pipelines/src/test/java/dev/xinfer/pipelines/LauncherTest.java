@@ -61,4 +61,20 @@ public class LauncherTest {
     }
     Launcher.checkStreamingFlags(PipelineOptionsFactory.create().as(Launcher.Options.class));
   }
+
+  @Test
+  public void deliveriesCountDuplicatesAndDeadLettersOncePerRecord() {
+    Launcher.Deliveries d = new Launcher.Deliveries();
+    assertTrue(d.add(true, 1L, "1,a"));
+    assertTrue(!d.add(true, 1L, "1,a")); // a replay's second prediction
+    assertTrue(d.add(false, 2L, "{dead}"));
+    assertTrue(!d.add(false, 2L, "{dead}"));
+    assertTrue(!d.add(true, 2L, "2,b")); // a record is a prediction or a dead letter, once
+    assertTrue(d.add(false, null, "{no id}"));
+    assertEquals(1, d.predictions.size());
+    assertEquals(2, d.deadLetters());
+    assertEquals(3, d.duplicates);
+    assertEquals(3, d.accountedFor());
+    assertEquals("{dead}", d.firstDeadLetter);
+  }
 }

@@ -12,6 +12,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.runners.flink.FlinkPipelineRunner;
@@ -24,8 +25,11 @@ import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
+import org.apache.flink.api.common.JobStatus;
 import org.apache.flink.core.execution.JobClient;
 import org.checkerframework.checker.nullness.qual.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Flink through Beam's {@link FlinkPipelineRunner}: {@code --flinkMaster=[local]} (the default)
@@ -35,6 +39,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  */
 @Internal
 public final class FlinkEngine implements Engine {
+  private static final Logger LOG = LoggerFactory.getLogger(FlinkEngine.class);
   private static final String LOCAL = "[local]";
 
   /**
@@ -94,7 +99,7 @@ public final class FlinkEngine implements Engine {
 
   @Override
   public PortablePipelineRunner runner(JobInfo jobInfo) {
-    String confDir = xinferConfDir(userConfDir, embedded());
+    String confDir = xinferConfDir(userConfDir, embedded(), checkpointDir());
     // Beam's FlinkPipelineRunner prefers --flinkConfDir to the directory it is given; xinfer's
     // holds the user's configuration too.
     flink.setFlinkConfDir(confDir);
@@ -128,7 +133,38 @@ public final class FlinkEngine implements Engine {
   @Override
   public void prepare(JobInfo jobInfo) {
     if (embedded()) {
+      keepTaskThreadGroups();
       LoopbackFnServers.Runner.FLINK.register(jobInfo.jobId());
+    }
+  }
+
+  /**
+   * Makes the embedded Flink's static thread groups for task threads and their timers ({@code
+   * Task.TASK_THREADS_GROUP}, {@code StreamTask.TRIGGER_THREAD_GROUP}) non-daemon. Each is created
+   * under the group of the thread that first loads its class; under a daemon group (JUnit's {@code
+   * Timeout} rule runs tests in one) it is a daemon group too, which Java 17 destroys when its last
+   * thread ends, as every task's does when a job restarts. The restarted tasks then fail with
+   * {@code IllegalThreadStateException}, and so does every later Flink job in the JVM.
+   */
+  @SuppressWarnings("removal") // ThreadGroup's daemon flag: gone in Java 19+, where groups live on
+  static void keepTaskThreadGroups() {
+    try {
+      java.lang.reflect.Field tasks =
+          org.apache.flink.runtime.taskmanager.Task.class.getDeclaredField("TASK_THREADS_GROUP");
+      tasks.setAccessible(true);
+      for (ThreadGroup group :
+          List.of(
+              (ThreadGroup) tasks.get(null),
+              org.apache.flink.streaming.runtime.tasks.StreamTask.TRIGGER_THREAD_GROUP)) {
+        if (group.isDaemon()) {
+          group.setDaemon(false);
+        }
+      }
+    } catch (ReflectiveOperationException | RuntimeException e) {
+      throw new IllegalStateException(
+          "xinfer cannot reach Flink's task thread groups (Task.TASK_THREADS_GROUP); this xinfer "
+              + "version is built for Flink 1.19",
+          e);
     }
   }
 
@@ -141,6 +177,7 @@ public final class FlinkEngine implements Engine {
             (client, error) -> {
               if (client != null) {
                 jobClient.complete(client);
+                watchRestarts(client, jobInfo.jobName());
               }
             });
     try {
@@ -148,6 +185,52 @@ public final class FlinkEngine implements Engine {
     } finally {
       FlinkJobClients.forgetThisThread();
     }
+  }
+
+  /**
+   * Logs each restart of the job as it happens (Flink itself logs it below the warnings xinfer's
+   * defaults show): the line names the job, how many restarts so far, and what Flink does.
+   */
+  private static void watchRestarts(JobClient client, String jobName) {
+    Thread watcher =
+        new Thread(
+            () -> {
+              JobStatus last = null;
+              int restarts = 0;
+              while (true) {
+                JobStatus status;
+                try {
+                  status = client.getJobStatus().get(10, TimeUnit.SECONDS);
+                } catch (Exception e) {
+                  return; // the job is gone
+                }
+                if (status.isGloballyTerminalState()) {
+                  return;
+                }
+                if (status == JobStatus.RESTARTING && last != JobStatus.RESTARTING) {
+                  restarts++;
+                  LOG.warn(
+                      "xinfer: Flink job {} failed and is restarting from its last completed "
+                          + "checkpoint (restart {}; at most {} failures in {}, then it fails)",
+                      jobName,
+                      restarts,
+                      MAX_FAILURES,
+                      FAILURE_INTERVAL);
+                } else if (status == JobStatus.RUNNING && last == JobStatus.RESTARTING) {
+                  LOG.warn(
+                      "xinfer: Flink job {} is running again after restart {}", jobName, restarts);
+                }
+                last = status;
+                try {
+                  Thread.sleep(250);
+                } catch (InterruptedException e) {
+                  return;
+                }
+              }
+            },
+            "xinfer-flink-restarts-" + jobName);
+    watcher.setDaemon(true);
+    watcher.start();
   }
 
   @Override
@@ -178,12 +261,75 @@ public final class FlinkEngine implements Engine {
   }
 
   /**
+   * Where an embedded streaming job with checkpoints keeps them when the user names no place (no
+   * {@code --stateBackend}, no {@code state.checkpoints.dir} in {@code --flinkConfDir}): {@value
+   * #CHECKPOINTS} under the working directory, a file system that outlives the job's JVM. A
+   * cluster's own configuration names its directory ({@code ./xinfer cluster up flink} does).
+   */
+  private @Nullable Path checkpointDir() {
+    if (!embedded() || !flink.isStreaming() || flink.getCheckpointingInterval() <= 0) {
+      return null;
+    }
+    if (flink.getStateBackend() != null || flink.getStateBackendFactory() != null) {
+      return null;
+    }
+    return Path.of(CHECKPOINTS).toAbsolutePath();
+  }
+
+  static final String CHECKPOINTS = ".xinfer/checkpoints";
+
+  /**
+   * What xinfer adds to the job's Flink configuration, each unless the user's configuration sets
+   * it:
+   *
+   * <ul>
+   *   <li>{@code jobmanager.execution.failover-strategy: full}. A TaskManager's tasks share one
+   *       Python SDK worker, and Beam keeps a job's worker for as long as any of its tasks on that
+   *       TaskManager runs; restarting only the failed task (Flink's default, {@code region}) hands
+   *       the restarted task the dead worker again, and it fails for ever. A full restart closes
+   *       every task, so the pool starts a new worker.
+   *   <li>A bounded restart strategy: at most {@value #MAX_FAILURES} failures in {@value
+   *       #FAILURE_INTERVAL}, {@value #RESTART_DELAY} apart, then the job fails. With checkpoints
+   *       and no strategy, Flink restarts without limit, so one record that always fails would
+   *       loop.
+   *   <li>{@code state.checkpoints.dir} when {@code checkpointDir} is given.
+   * </ul>
+   */
+  static String recoveryDefaults(String userConfig, @Nullable Path checkpointDir) {
+    StringBuilder out = new StringBuilder("# Added by xinfer: recovery (see FlinkEngine).\n");
+    if (!userConfig.contains("failover-strategy")) {
+      out.append("jobmanager.execution.failover-strategy: full\n");
+    }
+    if (!userConfig.contains("restart-strategy")) {
+      out.append("restart-strategy.type: failure-rate\n")
+          .append("restart-strategy.failure-rate.max-failures-per-interval: ")
+          .append(MAX_FAILURES)
+          .append('\n')
+          .append("restart-strategy.failure-rate.failure-rate-interval: ")
+          .append(FAILURE_INTERVAL)
+          .append('\n')
+          .append("restart-strategy.failure-rate.delay: ")
+          .append(RESTART_DELAY)
+          .append('\n');
+    }
+    if (checkpointDir != null && !userConfig.contains("checkpoints.dir")) {
+      out.append("state.checkpoints.dir: ").append(checkpointDir.toUri()).append('\n');
+    }
+    return out.toString();
+  }
+
+  static final int MAX_FAILURES = 4;
+  static final String FAILURE_INTERVAL = "5 min";
+  static final String RESTART_DELAY = "1 s";
+
+  /**
    * The Flink configuration the job is submitted with: the user's ({@code --flinkConfDir}), or for
    * the embedded mini-cluster one that binds its servers (blob server, RPC, REST) to 127.0.0.1
    * rather than all interfaces; either way with xinfer's job listener, which lets a running job be
    * cancelled.
    */
-  static String xinferConfDir(String userConfDir, boolean embedded) {
+  static String xinferConfDir(
+      @Nullable String userConfDir, boolean embedded, @Nullable Path checkpointDir) {
     try {
       Path dir = PrivateTempDirs.create("xinfer-flink-conf-");
       String fileName = "config.yaml";
@@ -212,6 +358,7 @@ public final class FlinkEngine implements Engine {
                 "web.tmpdir: " + dir,
                 ""));
       }
+      config.append(recoveryDefaults(config.toString(), checkpointDir));
       config
           .append("# Added by xinfer: hands it the job's client, so a job can be cancelled.\n")
           .append("execution.job-listeners: ")

@@ -1,6 +1,7 @@
 package dev.xinfer.runtime.portable;
 
 import dev.xinfer.XinferOptions;
+import dev.xinfer.runtime.BeamHooks;
 import dev.xinfer.runtime.HarnessTeardownNoise;
 import dev.xinfer.runtime.LoopbackFnServers;
 import dev.xinfer.runtime.RunnerBootstrap;
@@ -55,15 +56,28 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
     this.options = options;
   }
 
-  /** Called by Beam with the pipeline's options. */
+  /**
+   * Called by Beam with the pipeline's options, in {@code Pipeline.run()} just before it validates
+   * the pipeline's transforms and then calls {@link #run}. Until {@link #run}, the options name the
+   * classic runner the user asked for: Beam's IOs check the runner by class name while they
+   * validate (KafkaIO's exactly-once sink refuses a runner it does not know), and the pipeline runs
+   * on that engine.
+   */
   public static XinferRunner fromOptions(PipelineOptions options) {
+    options.setRunner(BeamHooks.classicRunner(requestedRunner(options)));
     return new XinferRunner(options);
+  }
+
+  private static String requestedRunner(PipelineOptions options) {
+    String requested = options.as(XinferOptions.class).getXinferRequestedRunner();
+    return requested == null ? "FlinkRunner" : requested;
   }
 
   @Override
   public XinferPipelineResult run(Pipeline pipeline) {
-    String requested = options.as(XinferOptions.class).getXinferRequestedRunner();
-    Engine engine = Engine.forRunner(requested == null ? "FlinkRunner" : requested, options);
+    // A second Pipeline.run() with these options comes here again.
+    options.setRunner(XinferRunner.class);
+    Engine engine = Engine.forRunner(requestedRunner(options), options);
 
     raiseDataBufferLimit(options);
     // The EMBEDDED Java harness's end-of-job reports are not the user's failures.

@@ -46,6 +46,12 @@ import org.slf4j.LoggerFactory;
 public final class PythonServices implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(PythonServices.class);
   private static final String READY_PREFIX = "XINFER_READY ";
+
+  /**
+   * A line the services print for the operator (a Python worker that died), logged as a warning.
+   */
+  private static final String NOTICE_PREFIX = "XINFER_NOTICE ";
+
   private static final Pattern READY_FIELD =
       Pattern.compile("\"(expansion_service|worker_pool|beam_version)\":\\s*\"([^\"]+)\"");
   private static final int LOG_TAIL_LINES = 30;
@@ -241,6 +247,8 @@ public final class PythonServices implements AutoCloseable {
       while ((line = out.readLine()) != null) {
         if (line.startsWith(READY_PREFIX)) {
           ready.complete(line.substring(READY_PREFIX.length()));
+        } else if (line.startsWith(NOTICE_PREFIX)) {
+          LOG.warn("{}", line.substring(NOTICE_PREFIX.length()));
         } else {
           LOG.debug("python: {}", line);
         }

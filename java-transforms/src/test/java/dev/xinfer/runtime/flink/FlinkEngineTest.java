@@ -55,4 +55,38 @@ public class FlinkEngineTest {
     assertTrue(
         config, config.contains("execution.job-listeners: " + FlinkJobClients.class.getName()));
   }
+
+  @Test
+  @SuppressWarnings("removal")
+  public void flinksTaskThreadGroupsOutliveTheirThreadsWhateverGroupLoadedThem() throws Exception {
+    // JUnit's Timeout rule runs a test in a daemon thread group: Flink's static groups, created
+    // under it, would be destroyed when a restarting job's last task thread ends.
+    ThreadGroup daemon = new ThreadGroup("daemon-like-junit-timeout");
+    daemon.setDaemon(true);
+    Thread thread = new Thread(daemon, FlinkEngine::keepTaskThreadGroups);
+    thread.start();
+    thread.join();
+    java.lang.reflect.Field tasks =
+        org.apache.flink.runtime.taskmanager.Task.class.getDeclaredField("TASK_THREADS_GROUP");
+    tasks.setAccessible(true);
+    assertTrue(!((ThreadGroup) tasks.get(null)).isDaemon());
+    assertTrue(
+        !org.apache.flink.streaming.runtime.tasks.StreamTask.TRIGGER_THREAD_GROUP.isDaemon());
+  }
+
+  @Test
+  public void recoveryDefaultsGiveWayToTheUsersSettings() {
+    String defaults = FlinkEngine.recoveryDefaults("", Path.of("/ck"));
+    assertTrue(defaults, defaults.contains("jobmanager.execution.failover-strategy: full"));
+    assertTrue(defaults, defaults.contains("restart-strategy.type: failure-rate"));
+    assertTrue(defaults, defaults.contains("state.checkpoints.dir: file:///ck"));
+    String mine =
+        FlinkEngine.recoveryDefaults(
+            "restart-strategy.type: none\nstate.checkpoints.dir: file:///mine\n"
+                + "jobmanager.execution.failover-strategy: region\n",
+            Path.of("/ck"));
+    assertTrue(mine, !mine.contains("failover-strategy"));
+    assertTrue(mine, !mine.contains("restart-strategy"));
+    assertTrue(mine, !mine.contains("checkpoints.dir"));
+  }
 }
