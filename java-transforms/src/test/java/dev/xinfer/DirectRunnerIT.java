@@ -29,7 +29,7 @@ import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.Parameterized;
 import org.junit.runners.Parameterized.Parameters;
@@ -42,7 +42,7 @@ import org.junit.runners.Parameterized.Parameters;
  */
 @RunWith(Parameterized.class)
 public class DirectRunnerIT {
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(4);
 
   @Parameters(name = "{0}")
   public static Collection<Object[]> runners() {

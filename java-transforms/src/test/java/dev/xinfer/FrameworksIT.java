@@ -15,7 +15,7 @@ import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -26,7 +26,7 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class FrameworksIT {
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(4);
 
   private static final int N = 300;
 

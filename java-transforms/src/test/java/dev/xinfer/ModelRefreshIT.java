@@ -29,7 +29,7 @@ import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -41,7 +41,7 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class ModelRefreshIT {
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(8);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(8);
 
   private static final int WANTED_PER_VERSION = 40;
 

@@ -31,7 +31,7 @@ import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -42,7 +42,7 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class RunInferenceIT {
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(4);
 
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 

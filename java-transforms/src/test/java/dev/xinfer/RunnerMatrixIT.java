@@ -22,7 +22,7 @@ import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Rule;
 import org.junit.Test;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.Parameterized;
 import org.junit.runners.Parameterized.Parameters;
@@ -33,7 +33,7 @@ import org.junit.runners.Parameterized.Parameters;
  */
 @RunWith(Parameterized.class)
 public class RunnerMatrixIT {
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(4);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(4);
 
   @Parameters(name = "{0}")
   public static Collection<Object[]> runners() {

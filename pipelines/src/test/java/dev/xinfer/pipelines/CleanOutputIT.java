@@ -19,7 +19,7 @@ import java.util.stream.Collectors;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -32,7 +32,7 @@ import org.junit.runners.JUnit4;
 public class CleanOutputIT {
   private static final long RUN_BOUND_SECONDS = 240;
 
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(12);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(12);
 
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 

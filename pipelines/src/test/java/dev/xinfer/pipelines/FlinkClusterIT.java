@@ -23,7 +23,7 @@ import javax.net.ssl.TrustManagerFactory;
 import org.junit.Rule;
 import org.junit.Test;
 import org.junit.rules.TemporaryFolder;
-import org.junit.rules.Timeout;
+import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
 
@@ -37,7 +37,7 @@ import org.junit.runners.JUnit4;
  */
 @RunWith(JUnit4.class)
 public class FlinkClusterIT {
-  @Rule public final Timeout stallGuard = Stalls.failAfterMinutes(6);
+  @Rule public final TestRule stallGuard = Stalls.failAfterMinutes(6);
 
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 

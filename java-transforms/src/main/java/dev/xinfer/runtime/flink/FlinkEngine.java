@@ -258,6 +258,25 @@ public final class FlinkEngine implements Engine {
     if (embedded()) {
       LoopbackFnServers.Runner.FLINK.unregister(jobInfo.jobId());
     }
+    Path checkpoints = checkpointDir();
+    JobClient client = jobClient.getNow(null);
+    if (checkpoints != null && client != null) {
+      removeIfEmpty(checkpoints.resolve(client.getJobID().toString()));
+    }
+  }
+
+  /**
+   * Removes an ended job's checkpoint folder when Flink left only empty folders in it (it discards
+   * a job's checkpoints when the job ends, unless they are retained).
+   */
+  static void removeIfEmpty(Path jobDir) {
+    try (java.util.stream.Stream<Path> files = Files.walk(jobDir)) {
+      if (files.noneMatch(Files::isRegularFile)) {
+        PrivateTempDirs.deleteRecursively(jobDir);
+      }
+    } catch (IOException | UncheckedIOException e) {
+      // Not there, or not readable: left as it is.
+    }
   }
 
   /**
