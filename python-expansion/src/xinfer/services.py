@@ -48,6 +48,7 @@ from apache_beam.runners.portability import expansion_service
 from apache_beam.utils import thread_pool_executor
 
 from xinfer import beam_compat
+from xinfer import deadlines
 from xinfer import lifecycle
 from xinfer import modules
 from xinfer import security
@@ -131,7 +132,7 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
                                      daemon=True)
     self._watcher.start()
 
-  def _watch_workers(self, interval: float = 1.0):
+  def _watch_workers(self, interval: float = 0.25):
     """Reports a worker that ends without being asked to stop: its runner's
     bundles on it fail, and the runner must recover (Flink restarts the job
     from its last checkpoint and asks this pool for a new worker)."""
@@ -221,6 +222,8 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
 def _report_death(worker_id: str, process: subprocess.Popen):
   code = process.returncode
   how = (f'killed by signal {-code}' if code < 0 else f'exit code {code}')
+  if code == deadlines.BUNDLE_TIMEOUT_EXIT:
+    how += f': a batch ran past {deadlines.FLAG}; its log says which stage'
   message = (
       f'xinfer worker pool: SDK worker {worker_id} (pid {process.pid}) died '
       f'({how}) while its runner still used it. The bundles it ran fail; '

@@ -97,6 +97,7 @@ class RowInference(beam.PTransform):
                postprocess: Optional[str] = None,
                nan_policy: str = convert.NAN_REJECT,
                refresh_interval_secs: Optional[float] = None,
+               bundle_timeout_secs: Optional[float] = None,
                packed: bool = False,
                input_schema: Optional[str] = None,
                feature_dtype: Optional[str] = None):
@@ -123,7 +124,8 @@ class RowInference(beam.PTransform):
                   refresh_interval_secs=refresh_interval_secs,
                   min_batch_size=int(min_batch_size),
                   max_batch_size=int(max_batch_size),
-                  max_batch_wait_secs=max_batch_wait_secs)
+                  max_batch_wait_secs=max_batch_wait_secs,
+                  bundle_timeout_secs=bundle_timeout_secs)
     mappings = _json(models, 'models')
     if mappings is None:
       if not model_uri:

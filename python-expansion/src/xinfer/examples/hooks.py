@@ -19,3 +19,11 @@ def parse_pixels(row) -> np.ndarray:
 def log_scores(output: np.ndarray) -> np.ndarray:
   """Probabilities to log-probabilities (floored at 1e-7 so none is -inf)."""
   return np.log(np.clip(output, 1e-7, None))
+
+
+def stall(row):
+  """A hook that never returns (it sleeps for an hour): what the fault tests
+  give RunInference to check that --xinferBundleTimeout ends the batch."""
+  import time  # pylint: disable=import-outside-toplevel
+  time.sleep(3600)
+  return row

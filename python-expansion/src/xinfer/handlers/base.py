@@ -37,6 +37,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.ml.inference.base import PredictionResult
 
 from xinfer import convert
+from xinfer import deadlines
 from xinfer import metrics
 from xinfer import modules
 from xinfer.handlers.versions import latest_version
@@ -232,9 +233,11 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
                min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
                max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                max_batch_wait_secs: Optional[float] = None,
+               bundle_timeout_secs: Optional[float] = None,
                **framework_options):
     super().__init__()
     check_batch_sizes(min_batch_size, max_batch_size)
+    deadlines.check_limit(bundle_timeout_secs)
     convert.check_nan_policy(nan_policy)
     if refresh_interval_secs is not None and refresh_interval_secs <= 0:
       raise ValueError(
@@ -264,6 +267,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     self._min_batch_size = min_batch_size
     self._max_batch_size = max_batch_size
     self._max_batch_wait_secs = max_batch_wait_secs
+    self._bundle_timeout_secs = bundle_timeout_secs
     self._options = framework_options
     self._check_options(framework_options)
     # Resolved on workers (the handler is pickled to them).
@@ -325,30 +329,36 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     kwargs = inference_args or {}
     outcomes: List[Any] = [None] * len(batch)
     inputs: List[Tuple[int, np.ndarray]] = []
-    for i, row in enumerate(batch):
-      stage = PREPROCESSING
-      try:
-        values = (self._preprocess_fn(row) if self._preprocess_fn else getattr(
-            row, self._feature_field, None))
-        stage = CONVERSION
-        inputs.append(
-            (i,
-             convert.to_model_input(values, row, self._feature_field,
-                                    loaded.input_shape, loaded.input_dtype,
-                                    self._nan_policy)))
-      except Exception as e:  # pylint: disable=broad-except
-        outcomes[i] = Failure.of(stage, e)
-    for i, output in self._predict(loaded, inputs, kwargs):
-      outcomes[i] = output
     results = []
-    for row, outcome in zip(batch, outcomes):
-      if not isinstance(outcome, Failure) and self._postprocess_fn:
+    with deadlines.batch(model_id, self._bundle_timeout_secs,
+                         PREPROCESSING) as deadline:
+      for i, row in enumerate(batch):
+        stage = PREPROCESSING
+        deadline.stage = stage
         try:
-          outcome = np.asarray(self._postprocess_fn(outcome))
+          values = (self._preprocess_fn(row) if self._preprocess_fn else
+                    getattr(row, self._feature_field, None))
+          stage = CONVERSION
+          deadline.stage = stage
+          inputs.append(
+              (i,
+               convert.to_model_input(values, row, self._feature_field,
+                                      loaded.input_shape, loaded.input_dtype,
+                                      self._nan_policy)))
         except Exception as e:  # pylint: disable=broad-except
-          outcome = Failure.of(POSTPROCESSING, e)
-      results.append(
-          PredictionResult(example=row, inference=outcome, model_id=model_id))
+          outcomes[i] = Failure.of(stage, e)
+      deadline.stage = INFERENCE
+      for i, output in self._predict(loaded, inputs, kwargs):
+        outcomes[i] = output
+      deadline.stage = POSTPROCESSING
+      for row, outcome in zip(batch, outcomes):
+        if not isinstance(outcome, Failure) and self._postprocess_fn:
+          try:
+            outcome = np.asarray(self._postprocess_fn(outcome))
+          except Exception as e:  # pylint: disable=broad-except
+            outcome = Failure.of(POSTPROCESSING, e)
+        results.append(
+            PredictionResult(example=row, inference=outcome, model_id=model_id))
     self._count(results)
     return results
 
@@ -376,7 +386,8 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     if expected is not None and len(loaded.input_shape) != 2:
       x = x.reshape((len(x), ) + tuple(loaded.input_shape[1:]))
     try:
-      return self._call(loaded, x, inference_args or {}, len(x)), model_id
+      with deadlines.batch(model_id, self._bundle_timeout_secs, INFERENCE):
+        return self._call(loaded, x, inference_args or {}, len(x)), model_id
     except Exception:  # pylint: disable=broad-except
       return None
 

@@ -510,7 +510,7 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     return PythonTransforms.apply(
         input,
         PYTHON_TRANSFORM,
-        kwargs(keyed, deadLetter),
+        kwargs(keyed, deadLetter, input.getPipeline().getOptions().as(XinferOptions.class)),
         service,
         blocksAllowed(keyed)
             ? PythonTransforms.Blocks.of(
@@ -568,7 +568,7 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     return models;
   }
 
-  private Map<String, Object> kwargs(boolean keyed, boolean deadLetter) {
+  private Map<String, Object> kwargs(boolean keyed, boolean deadLetter, XinferOptions options) {
     Map<String, Object> kwargs = new LinkedHashMap<>();
     if (getModel() != null) {
       kwargs.putAll(getModel().pythonArgs());
@@ -601,6 +601,14 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     putIfSet(kwargs, "preprocess", getPreprocess());
     putIfSet(kwargs, "postprocess", getPostprocess());
     kwargs.put("nan_policy", getNanPolicy().name().toLowerCase(java.util.Locale.ROOT));
+    int bundleTimeout = options.getXinferBundleTimeout();
+    checkArgument(
+        bundleTimeout >= 0,
+        "--xinferBundleTimeout=%s: give seconds a batch may take in Python, or 0 for no limit",
+        bundleTimeout);
+    if (bundleTimeout > 0) {
+      kwargs.put("bundle_timeout_secs", bundleTimeout);
+    }
     putIfSet(
         kwargs,
         "refresh_interval_secs",

@@ -59,6 +59,20 @@ public interface XinferOptions extends PipelineOptions {
   void setXinferServiceStartTimeoutSeconds(int value);
 
   @Description(
+      "Seconds a batch may take in Python (hooks and the model call, for one batch of a bundle) "
+          + "before xinfer stops the Python worker so that the runner fails the bundle and "
+          + "recovers (Flink: restarts from the last checkpoint, within its restart limit) instead "
+          + "of waiting for ever; the worker's log and the pool's warning name the stage and the "
+          + "limit. 0: no limit. Model loading is not counted.")
+  @Default.Integer(DEFAULT_BUNDLE_TIMEOUT_SECONDS)
+  int getXinferBundleTimeout();
+
+  void setXinferBundleTimeout(int seconds);
+
+  /** {@link #getXinferBundleTimeout}'s default: far above any batch a healthy model takes. */
+  int DEFAULT_BUNDLE_TIMEOUT_SECONDS = 300;
+
+  @Description(
       "Send rows to the Python model in blocks (one element per batch, the features as one "
           + "contiguous tensor) rather than one element per row. Faster by far; false is for "
           + "comparison and debugging.")

@@ -1,6 +1,7 @@
 package dev.xinfer.runtime.direct;
 
 import dev.xinfer.runtime.LoopbackFnServers;
+import dev.xinfer.runtime.python.PythonServices;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -53,6 +54,7 @@ final class PythonStageFn extends DoFn<Object, Object> {
   private transient @Nullable FnDataReceiver<WindowedValue<?>> input;
   private transient ConcurrentLinkedQueue<KV<String, WindowedValue<?>>> outputs;
   private transient AtomicReference<BeamFnApi.@Nullable ProcessBundleResponse> response;
+  private transient long bundleStartNanos;
 
   PythonStageFn(
       String stageId,
@@ -84,6 +86,7 @@ final class PythonStageFn extends DoFn<Object, Object> {
 
   @StartBundle
   public void startBundle() throws Exception {
+    bundleStartNanos = System.nanoTime();
     ConcurrentLinkedQueue<KV<String, WindowedValue<?>>> received = new ConcurrentLinkedQueue<>();
     AtomicReference<BeamFnApi.@Nullable ProcessBundleResponse> completed = new AtomicReference<>();
     outputs = received;
@@ -130,9 +133,17 @@ final class PythonStageFn extends DoFn<Object, Object> {
 
   @FinishBundle
   public void finishBundle(FinishBundleContext context) throws Exception {
+    long started = bundleStartNanos;
     try {
       // Waits for the SDK worker to finish the bundle; a Python error fails it here.
       bundle.close();
+    } catch (Exception e) {
+      String message = "The Python stage's bundle failed: " + e;
+      String explained = PythonServices.withNotices(message, started, e);
+      if (explained.equals(message)) {
+        throw e;
+      }
+      throw new IllegalStateException(explained, e);
     } finally {
       bundle = null;
       input = null;

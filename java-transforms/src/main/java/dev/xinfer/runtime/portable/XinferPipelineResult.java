@@ -1,5 +1,6 @@
 package dev.xinfer.runtime.portable;
 
+import dev.xinfer.runtime.python.PythonServices;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -25,12 +26,24 @@ public final class XinferPipelineResult implements PipelineResult {
   private final Supplier<@Nullable MetricResults> liveMetrics;
   private volatile boolean cancelled;
   private volatile @Nullable MetricResults metricsAtCancel;
+  private final long startNanos;
 
   XinferPipelineResult(
       String runnerName,
       CompletableFuture<PortablePipelineResult> job,
       BooleanSupplier stopJob,
       Supplier<@Nullable MetricResults> liveMetrics) {
+    this(runnerName, job, stopJob, liveMetrics, System.nanoTime());
+  }
+
+  /** {@code startNanos}: when the job was started ({@link System#nanoTime}). */
+  XinferPipelineResult(
+      String runnerName,
+      CompletableFuture<PortablePipelineResult> job,
+      BooleanSupplier stopJob,
+      Supplier<@Nullable MetricResults> liveMetrics,
+      long startNanos) {
+    this.startNanos = startNanos;
     this.runnerName = runnerName;
     this.job = job;
     this.stopJob = stopJob;
@@ -149,7 +162,11 @@ public final class XinferPipelineResult implements PipelineResult {
     String message = root.getMessage() == null ? root.toString() : root.getMessage();
     return new PipelineExecutionException(
         new RuntimeException(
-            String.format("The pipeline failed on %s: %s", runnerName, message), root));
+            PythonServices.withNotices(
+                String.format("The pipeline failed on %s: %s", runnerName, message),
+                startNanos,
+                root),
+            root));
   }
 
   static Throwable rootCause(Throwable t) {

@@ -77,6 +77,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   public XinferPipelineResult run(Pipeline pipeline) {
     // A second Pipeline.run() with these options comes here again.
     options.setRunner(XinferRunner.class);
+    long startNanos = System.nanoTime();
     Engine engine = Engine.forRunner(requestedRunner(options), options);
 
     raiseDataBufferLimit(options);
@@ -136,7 +137,8 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
           executor.shutdown();
           engine.release(jobInfo);
         });
-    return new XinferPipelineResult(engine.runnerName(), job, engine::cancel, engine::liveMetrics);
+    return new XinferPipelineResult(
+        engine.runnerName(), job, engine::cancel, engine::liveMetrics, startNanos);
   }
 
   /**

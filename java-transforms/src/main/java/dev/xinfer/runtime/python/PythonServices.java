@@ -239,6 +239,69 @@ public final class PythonServices implements AutoCloseable {
     return new PythonServices(process, logFile, secret, expansionService, servedPool);
   }
 
+  private static final java.util.Deque<java.util.Map.Entry<Long, String>> NOTICES =
+      new java.util.ArrayDeque<>();
+
+  private static synchronized void remember(String notice) {
+    NOTICES.addLast(java.util.Map.entry(System.nanoTime(), notice));
+    while (NOTICES.size() > 20) {
+      NOTICES.removeFirst();
+    }
+  }
+
+  /**
+   * What the Python services of this JVM reported for the operator (a worker that died, and why)
+   * since {@code sinceNanos} ({@link System#nanoTime}), oldest first: added to a job's failure,
+   * whose own message (the runner's) says only that the worker's connection was lost.
+   */
+  public static synchronized List<String> noticesSince(long sinceNanos) {
+    List<String> recent = new java.util.ArrayList<>();
+    for (java.util.Map.Entry<Long, String> notice : NOTICES) {
+      if (notice.getKey() - sinceNanos >= 0) {
+        recent.add(notice.getValue());
+      }
+    }
+    return recent;
+  }
+
+  /**
+   * {@code message}, followed by the last notice since {@code sinceNanos} if there is one. When
+   * {@code failure} looks like a lost worker (its connection cancelled or closed), waits up to
+   * {@value #NOTICE_WAIT_MILLIS} ms for the pool's notice, which follows the worker's death by up
+   * to its watch interval.
+   */
+  public static String withNotices(String message, long sinceNanos, Throwable failure) {
+    List<String> notices = noticesSince(sinceNanos);
+    long deadline =
+        System.nanoTime() + java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(NOTICE_WAIT_MILLIS);
+    while (notices.isEmpty() && looksLikeALostWorker(failure) && System.nanoTime() < deadline) {
+      try {
+        Thread.sleep(50);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        break;
+      }
+      notices = noticesSince(sinceNanos);
+    }
+    if (notices.isEmpty()) {
+      return message;
+    }
+    // The last notice says most: the worker that ended the job.
+    return message + "\n  The Python worker pool reported: " + notices.get(notices.size() - 1);
+  }
+
+  static final long NOTICE_WAIT_MILLIS = 2000;
+
+  static boolean looksLikeALostWorker(Throwable failure) {
+    for (Throwable t = failure; t != null; t = t.getCause() == t ? null : t.getCause()) {
+      String text = String.valueOf(t.getMessage());
+      if (text.contains("CANCELLED") || text.contains("closed") || text.contains("UNAVAILABLE")) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   private static void readStdout(Process process, CompletableFuture<String> ready) {
     try (BufferedReader out =
         new BufferedReader(
@@ -248,7 +311,9 @@ public final class PythonServices implements AutoCloseable {
         if (line.startsWith(READY_PREFIX)) {
           ready.complete(line.substring(READY_PREFIX.length()));
         } else if (line.startsWith(NOTICE_PREFIX)) {
-          LOG.warn("{}", line.substring(NOTICE_PREFIX.length()));
+          String notice = line.substring(NOTICE_PREFIX.length());
+          LOG.warn("{}", notice);
+          remember(notice);
         } else {
           LOG.debug("python: {}", line);
         }
