@@ -1,8 +1,10 @@
 package dev.xinfer.runtime.python;
 
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 import org.apache.beam.model.pipeline.v1.ExternalTransforms.ExternalConfigurationPayload;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.coders.CoderException;
@@ -19,8 +21,13 @@ import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.PCollectionTuple;
 import org.apache.beam.sdk.values.Row;
 import org.apache.beam.vendor.grpc.v1p60p1.com.google.protobuf.ByteString;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.CallOptions;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Channel;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ClientCall;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ClientInterceptor;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannelBuilder;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Metadata;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.MethodDescriptor;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.stub.MetadataUtils;
 
 /**
@@ -98,6 +105,28 @@ public final class PythonExpansion {
             name, value == null ? "null" : value.getClass().getName()));
   }
 
+  /**
+   * The longest an expansion service call may take: Python builds the transform and loads no model
+   * then, so a call that takes longer is a service that hangs; the pipeline's construction fails
+   * with {@code DEADLINE_EXCEEDED} rather than waiting for ever.
+   */
+  public static final Duration CALL_DEADLINE = Duration.ofSeconds(120);
+
+  /** Gives each call on the channel {@code deadline} unless it has one of its own. */
+  static ClientInterceptor deadline(Duration deadline) {
+    return new ClientInterceptor() {
+      @Override
+      public <ReqT, RespT> ClientCall<ReqT, RespT> interceptCall(
+          MethodDescriptor<ReqT, RespT> method, CallOptions callOptions, Channel next) {
+        return next.newCall(
+            method,
+            callOptions.getDeadline() != null
+                ? callOptions
+                : callOptions.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS));
+      }
+    };
+  }
+
   private static ExpansionServiceClientFactory client(String address, String secret) {
     return CLIENTS.computeIfAbsent(
         address + " " + secret,
@@ -109,7 +138,9 @@ public final class PythonExpansion {
               endpoint ->
                   ManagedChannelBuilder.forTarget(endpoint.getUrl())
                       .usePlaintext()
-                      .intercept(MetadataUtils.newAttachHeadersInterceptor(headers))
+                      .intercept(
+                          MetadataUtils.newAttachHeadersInterceptor(headers),
+                          deadline(CALL_DEADLINE))
                       .build());
         });
   }
