@@ -99,7 +99,7 @@ public final class FlinkEngine implements Engine {
 
   @Override
   public PortablePipelineRunner runner(JobInfo jobInfo) {
-    String confDir = xinferConfDir(userConfDir, embedded(), checkpointDir());
+    String confDir = xinferConfDir(userConfDir, embedded(), flink.isStreaming(), checkpointDir());
     // Beam's FlinkPipelineRunner prefers --flinkConfDir to the directory it is given; xinfer's
     // holds the user's configuration too.
     flink.setFlinkConfDir(confDir);
@@ -314,12 +314,13 @@ public final class FlinkEngine implements Engine {
    *   <li>{@code state.checkpoints.dir} when {@code checkpointDir} is given.
    * </ul>
    */
-  static String recoveryDefaults(String userConfig, @Nullable Path checkpointDir) {
+  static String recoveryDefaults(
+      String userConfig, boolean streaming, @Nullable Path checkpointDir) {
     StringBuilder out = new StringBuilder("# Added by xinfer: recovery (see FlinkEngine).\n");
     if (!userConfig.contains("failover-strategy")) {
       out.append("jobmanager.execution.failover-strategy: full\n");
     }
-    if (!userConfig.contains("restart-strategy")) {
+    if (streaming && !userConfig.contains("restart-strategy")) {
       out.append("restart-strategy.type: failure-rate\n")
           .append("restart-strategy.failure-rate.max-failures-per-interval: ")
           .append(MAX_FAILURES)
@@ -348,7 +349,10 @@ public final class FlinkEngine implements Engine {
    * cancelled.
    */
   static String xinferConfDir(
-      @Nullable String userConfDir, boolean embedded, @Nullable Path checkpointDir) {
+      @Nullable String userConfDir,
+      boolean embedded,
+      boolean streaming,
+      @Nullable Path checkpointDir) {
     try {
       Path dir = PrivateTempDirs.create("xinfer-flink-conf-");
       String fileName = "config.yaml";
@@ -377,7 +381,7 @@ public final class FlinkEngine implements Engine {
                 "web.tmpdir: " + dir,
                 ""));
       }
-      config.append(recoveryDefaults(config.toString(), checkpointDir));
+      config.append(recoveryDefaults(config.toString(), streaming, checkpointDir));
       config
           .append("# Added by xinfer: hands it the job's client, so a job can be cancelled.\n")
           .append("execution.job-listeners: ")

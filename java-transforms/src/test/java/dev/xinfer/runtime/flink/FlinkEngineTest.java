@@ -76,7 +76,7 @@ public class FlinkEngineTest {
 
   @Test
   public void recoveryDefaultsGiveWayToTheUsersSettings() {
-    String defaults = FlinkEngine.recoveryDefaults("", Path.of("/ck"));
+    String defaults = FlinkEngine.recoveryDefaults("", true, Path.of("/ck"));
     assertTrue(defaults, defaults.contains("jobmanager.execution.failover-strategy: full"));
     assertTrue(defaults, defaults.contains("restart-strategy.type: failure-rate"));
     assertTrue(defaults, defaults.contains("state.checkpoints.dir: file:///ck"));
@@ -84,9 +84,13 @@ public class FlinkEngineTest {
         FlinkEngine.recoveryDefaults(
             "restart-strategy.type: none\nstate.checkpoints.dir: file:///mine\n"
                 + "jobmanager.execution.failover-strategy: region\n",
+            true,
             Path.of("/ck"));
     assertTrue(mine, !mine.contains("failover-strategy"));
     assertTrue(mine, !mine.contains("restart-strategy"));
     assertTrue(mine, !mine.contains("checkpoints.dir"));
+    // A batch job fails at once: no restarts.
+    String batch = FlinkEngine.recoveryDefaults("", false, null);
+    assertTrue(batch, !batch.contains("restart-strategy"));
   }
 }
