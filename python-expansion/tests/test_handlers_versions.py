@@ -52,3 +52,41 @@ def test_latest_version_sorts_numbers_naturally(tmp_path):
   for name in ('v2', 'v10', 'v9', '.v99'):
     (tmp_path / name).mkdir()
   assert handlers.latest_version(str(tmp_path / '*')).endswith('v10')
+
+
+def test_a_refresh_swaps_model_version_and_id_as_one(tmp_path):
+  (tmp_path / 'v1').write_text('1')
+  handler = FakeHandler(str(tmp_path / 'v*'),
+                        feature_field='features',
+                        refresh_interval_secs=0.05)
+  slot = handler.load_model()
+  before = slot.serving
+  (tmp_path / 'v2').write_text('2')
+  time.sleep(0.1)
+  handler.run_inference(rows(1), slot)
+  after = slot.serving
+  # A reader that took the old one keeps a consistent old triple; the new one
+  # is a new object whose model, version and id belong together.
+  assert before is not after
+  assert (before.version.endswith('v1'), before.model_id) == (True, 'v1')
+  assert (after.version.endswith('v2'), after.model_id) == (True, 'v2')
+  assert after.model is not before.model
+
+
+def test_a_model_that_does_not_load_fails_its_records_not_the_worker(
+    tmp_path, monkeypatch):
+  model = tmp_path / 'model'
+  model.write_text('not a number')
+  handler = FakeHandler(str(model), feature_field='features')
+  slot = handler.load_model()  # does not raise
+  results = handler.run_inference(rows(2), slot)
+  failures = [r.inference for r in results]
+  assert all(isinstance(f, handlers.Failure) for f in failures), failures
+  assert {f.error_type for f in failures} == {'ModelLoadError'}
+  assert 'could not be loaded on this worker' in failures[0].message
+  assert 'ValueError' in failures[0].message
+  # Once the file is good, the next try loads it.
+  model.write_text('2')
+  monkeypatch.setattr(handlers.base, 'LOAD_RETRY_SECS', 0.05)
+  time.sleep(0.1)
+  assert [outcome(r) for r in handler.run_inference(rows(2), slot)] == [0, 6]

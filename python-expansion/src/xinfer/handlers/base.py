@@ -185,14 +185,60 @@ def verify_sha256(path: str, expected: str):
         'replaced on purpose, pin the new digest.')
 
 
+# The version of a slot whose model could not be loaded.
+_UNLOADED = '<not loaded>'
+
+# Seconds between attempts to load a model that failed to load on a worker.
+LOAD_RETRY_SECS = 30.0
+
+
+class ModelLoadError(RuntimeError):
+  """The model could not be loaded on this worker: each record fails with it."""
+
+
+def _unloadable(error: BaseException, what: str) -> LoadedModel:
+  message = (f'RunInference: the model {what} could not be loaded on this '
+             f'worker ({type(error).__name__}: {error}); its records fail '
+             f'until a load succeeds (tried again every {LOAD_RETRY_SECS:g} s, '
+             'or at the next model refresh).')
+
+  def predict(x, **unused):
+    raise ModelLoadError(message)
+
+  return LoadedModel(predict, None)
+
+
+class Serving(NamedTuple):
+  """What a handler serves: one model with the version and id it came from,
+  replaced as a whole on refresh, so that a batch read once scores with one
+  model and names that model."""
+  model: LoadedModel
+  version: str
+  model_id: str
+
+
 class _ModelSlot:
   """The loaded model of one handler in one worker, swapped on refresh."""
   def __init__(self, model: LoadedModel, version: str, model_id: str):
-    self.model = model
-    self.version = version
-    self.model_id = model_id
+    # One reference: a reader takes ``serving`` once and gets a consistent
+    # (model, version, id) however a refresh interleaves.
+    self.serving = Serving(model, version, model_id)
     self.checked_at = time.monotonic()
     self.lock = threading.Lock()
+    # Set when no model could be loaded: ``model`` then fails each record.
+    self.unloaded = False
+
+  @property
+  def model(self) -> LoadedModel:
+    return self.serving.model
+
+  @property
+  def version(self) -> str:
+    return self.serving.version
+
+  @property
+  def model_id(self) -> str:
+    return self.serving.model_id
 
 
 class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
@@ -305,7 +351,24 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
           "(e.g. '/models/digits/v*'); put the first version there.")
 
   def load_model(self) -> _ModelSlot:
+    """The model to serve. One that fails to load (a corrupt file, a digest
+    that does not match) does not fail the worker: every record of its
+    batches fails with the reason (a dead letter, with ``withFailures``), and
+    the load is tried again (``LOAD_RETRY_SECS``, or the next refresh)."""
     self._resolve_hooks()
+    try:
+      return self._load_slot()
+    except Exception as e:  # pylint: disable=broad-except
+      _LOG.error(
+          'RunInference: could not load the model %s (%s: %s); its records '
+          'fail until a load succeeds.', self._model_uri,
+          type(e).__name__, e)
+      slot = _ModelSlot(_unloadable(e, self._model_uri), _UNLOADED,
+                        self._model_id or name_of(self._model_uri))
+      slot.unloaded = True
+      return slot
+
+  def _load_slot(self) -> _ModelSlot:
     if self._refresh_interval_secs is None:
       check_model_uri(self._model_uri)
       if self._model_sha256:
@@ -325,7 +388,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
   ) -> Sequence[PredictionResult]:
     self._resolve_hooks()
     self._maybe_refresh(model)
-    loaded, model_id = model.model, model.model_id
+    loaded, _, model_id = model.serving
     kwargs = inference_args or {}
     outcomes: List[Any] = [None] * len(batch)
     inputs: List[Tuple[int, np.ndarray]] = []
@@ -375,7 +438,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     if self._preprocess_path or self._postprocess_path:
       return None
     self._maybe_refresh(model)
-    loaded, model_id = model.model, model.model_id
+    loaded, _, model_id = model.serving
     expected = convert.expected_size(loaded.input_shape)
     if expected is not None and features.shape[1] != expected:
       return None
@@ -454,6 +517,9 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     return outputs
 
   def _maybe_refresh(self, slot: _ModelSlot):
+    if slot.unloaded:
+      self._retry_load(slot)
+      return
     if self._refresh_interval_secs is None:
       return
     now = time.monotonic()
@@ -477,13 +543,33 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
             'still serving %s.', version,
             type(e).__name__, e, slot.version)
         return
-      slot.model, slot.version, slot.model_id = (model, version,
-                                                 name_of(version))
+      slot.serving = Serving(model, version, name_of(version))
       Metrics.counter(METRICS_NAMESPACE, metrics.MODEL_REFRESHES).inc()
       Metrics.distribution(METRICS_NAMESPACE,
                            metrics.REFRESH_LOAD_LATENCY_MILLIS).update(
                                int((time.monotonic() - started) * 1000))
       _LOG.info('RunInference: now serving model version %s', version)
+
+  def _retry_load(self, slot: _ModelSlot):
+    interval = min(LOAD_RETRY_SECS, self._refresh_interval_secs
+                   or LOAD_RETRY_SECS)
+    if time.monotonic() - slot.checked_at < interval:
+      return
+    with slot.lock:
+      if not slot.unloaded or time.monotonic() - slot.checked_at < interval:
+        return
+      slot.checked_at = time.monotonic()
+      try:
+        loaded = self._load_slot()
+      except Exception as e:  # pylint: disable=broad-except
+        _LOG.warning('RunInference: the model %s still does not load (%s: %s).',
+                     self._model_uri,
+                     type(e).__name__, e)
+        return
+      slot.serving = loaded.serving
+      slot.unloaded = False
+      _LOG.info('RunInference: the model %s loaded; serving %s',
+                self._model_uri, loaded.version)
 
   def _count(self, results: Sequence[PredictionResult]):
     if self._counters is None:

@@ -69,6 +69,14 @@ public final class DigitsPipeline {
     int getMaxBatchSize();
 
     void setMaxBatchSize(int value);
+
+    @Description(
+        "A Python function (module:function) applied to each example Row before the model, e.g. "
+            + "xinfer.examples.hooks:parse_pixels; its module must be allowed "
+            + "(--xinferAllowedModules) unless it is in xinfer.examples.")
+    @Nullable String getPreprocess();
+
+    void setPreprocess(String value);
   }
 
   public static final Schema EXAMPLE_SCHEMA =
@@ -209,9 +217,13 @@ public final class DigitsPipeline {
     if (options.getModelId() != null) {
       model = model.withId(options.getModelId());
     }
-    return RunInference.withModel(model)
-        .withFeatureField("features")
-        .withMaxBatchSize(options.getMaxBatchSize());
+    RunInference inference =
+        RunInference.withModel(model)
+            .withFeatureField("features")
+            .withMaxBatchSize(options.getMaxBatchSize());
+    return options.getPreprocess() == null
+        ? inference
+        : inference.withPreprocess(options.getPreprocess());
   }
 
   /** CSV lines to example Rows; the header line is skipped. */

@@ -191,6 +191,14 @@ public final class FlinkEngine implements Engine {
    * Logs each restart of the job as it happens (Flink itself logs it below the warnings xinfer's
    * defaults show): the line names the job, how many restarts so far, and what Flink does.
    */
+  private static final java.util.concurrent.atomic.AtomicInteger RESTARTS =
+      new java.util.concurrent.atomic.AtomicInteger();
+
+  /** Restarts of embedded or cluster Flink jobs run from this JVM so far (for fault reports). */
+  public static int restartsSoFar() {
+    return RESTARTS.get();
+  }
+
   private static void watchRestarts(JobClient client, String jobName) {
     Thread watcher =
         new Thread(
@@ -209,6 +217,7 @@ public final class FlinkEngine implements Engine {
                 }
                 if (status == JobStatus.RESTARTING && last != JobStatus.RESTARTING) {
                   restarts++;
+                  RESTARTS.incrementAndGet();
                   LOG.warn(
                       "xinfer: Flink job {} failed and is restarting from its last completed "
                           + "checkpoint (restart {}; at most {} failures in {}, then it fails)",

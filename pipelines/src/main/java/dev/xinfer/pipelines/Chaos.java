@@ -1,0 +1,297 @@
+package dev.xinfer.pipelines;
+
+import dev.xinfer.runtime.flink.FlinkEngine;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Properties;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+import java.util.stream.Collectors;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.serialization.LongDeserializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
+
+/**
+ * {@code ./xinfer chaos}: the demo's streaming pipeline on the embedded Flink under real faults,
+ * one line per fault:
+ *
+ * <pre>
+ * fault=sdk-worker-kill in=20000 unique_out=20000 duplicates=416 missing=0 dead_letters=0 restarts=1 recover_s=1.4
+ * </pre>
+ *
+ * <p>{@code recover_s}: from the end of the fault (the kill; the broker back) to the first output
+ * after it; {@code -} when nothing came after. Every fault targets only this machine's processes
+ * that the run started (the SDK worker and services are this JVM's descendants; the broker is the
+ * one {@code ./xinfer cluster up kafka} started, by its pid file), and each case is bounded in
+ * time. Arguments: the demo's data file, the model, the Python, the project's root.
+ */
+public final class Chaos {
+  private final Path input;
+  private final Path model;
+  private final String python;
+  private final Path root;
+  private final Path out;
+  private final String servers;
+
+  private Chaos(Path input, Path model, String python, Path root) throws IOException {
+    this.input = input;
+    this.model = model;
+    this.python = python;
+    this.root = root;
+    this.out = Files.createTempDirectory("xinfer-chaos-");
+    this.servers = System.getProperty("xinfer.kafka", "127.0.0.1:9092");
+  }
+
+  public static void main(String[] args) throws Exception {
+    if (args.length != 4) {
+      System.err.println("usage: Chaos DATA_CSV MODEL PYTHON PROJECT_ROOT");
+      System.exit(2);
+    }
+    Chaos chaos = new Chaos(Path.of(args[0]), Path.of(args[1]), args[2], Path.of(args[3]));
+    List<String> lines = new ArrayList<>();
+    lines.add(chaos.sdkWorkerKill(false));
+    lines.add(chaos.sdkWorkerKill(true));
+    lines.add(chaos.servicesKill());
+    lines.add(chaos.poisonRecords());
+    lines.add(chaos.brokerDown(30));
+    lines.add(chaos.hangingHook());
+    System.out.println();
+    System.out.println("xinfer chaos: embedded Flink, " + java.time.LocalDate.now());
+    lines.forEach(System.out::println);
+    System.exit(0);
+  }
+
+  /** The fault, run on its own thread while the job streams; returns when the fault is over. */
+  private interface Fault {
+    void inject() throws Exception;
+  }
+
+  private String run(String name, Path data, Fault fault, long faultAfterMillis, String... flags)
+      throws Exception {
+    String topic = "xinfer-chaos-" + name + "-" + System.nanoTime();
+    List<String> args =
+        new ArrayList<>(
+            List.of(
+                "--runner=FlinkRunner",
+                "--flinkMaster=[local]",
+                "--parallelism=2",
+                "--checkpointingInterval=2000",
+                "--streaming",
+                "--input=" + data,
+                "--output=" + out.resolve(name).resolve("predictions"),
+                "--modelUri=" + model,
+                "--xinferPython=" + python,
+                "--bootstrapServers=" + servers,
+                "--inputTopic=" + topic + "-in",
+                "--outputTopic=" + topic + "-out",
+                "--deadLetterTopic=" + topic + "-dead",
+                "--resultTimeoutSeconds=240"));
+    args.addAll(List.of(flags));
+    ConcurrentLinkedQueue<Long> arrivals = new ConcurrentLinkedQueue<>();
+    Thread watcher = watchArrivals(topic + "-out", arrivals);
+    long[] faultEnd = {0};
+    Thread injector =
+        new Thread(
+            () -> {
+              try {
+                Thread.sleep(faultAfterMillis);
+                fault.inject();
+              } catch (Exception e) {
+                System.err.println("xinfer chaos: the fault " + name + " failed: " + e);
+              } finally {
+                faultEnd[0] = System.nanoTime();
+              }
+            },
+            "xinfer-chaos-fault");
+    injector.setDaemon(true);
+    int restartsBefore = FlinkEngine.restartsSoFar();
+    String result;
+    try {
+      injector.start();
+      Launcher.Summary s =
+          Launcher.run(
+              args.toArray(new String[0]), DigitsPipeline.Options.class, DigitsPipeline::build);
+      injector.join(TimeUnit.MINUTES.toMillis(2));
+      result =
+          String.format(
+              Locale.ROOT,
+              "in=%d unique_out=%d duplicates=%d missing=%d dead_letters=%d restarts=%d recover_s=%s",
+              s.records,
+              s.predictions,
+              s.duplicates,
+              s.missing(),
+              s.deadLetters,
+              FlinkEngine.restartsSoFar() - restartsBefore,
+              recovery(arrivals, faultEnd[0]));
+    } catch (RuntimeException e) {
+      injector.join(TimeUnit.MINUTES.toMillis(2));
+      String message = String.valueOf(e.getCause() == null ? e : e.getCause()).split("\n")[0];
+      result =
+          String.format(
+              Locale.ROOT,
+              "job_failed restarts=%d reason=%s",
+              FlinkEngine.restartsSoFar() - restartsBefore,
+              message.length() > 200 ? message.substring(0, 200) + "..." : message);
+    } finally {
+      watcher.interrupt();
+    }
+    String line = "fault=" + name + " " + result;
+    System.err.println("xinfer chaos: " + line);
+    return line;
+  }
+
+  private static String recovery(ConcurrentLinkedQueue<Long> arrivals, long faultEndNanos) {
+    if (faultEndNanos == 0) {
+      return "-";
+    }
+    return arrivals.stream()
+        .filter(t -> t >= faultEndNanos)
+        .min(Long::compare)
+        .map(t -> String.format(Locale.ROOT, "%.1f", (t - faultEndNanos) / 1e9))
+        .orElse("-");
+  }
+
+  /** Records when each committed output arrives, on a consumer of its own. */
+  private Thread watchArrivals(String topic, ConcurrentLinkedQueue<Long> arrivals) {
+    Thread thread =
+        new Thread(
+            () -> {
+              Properties props = new Properties();
+              props.put("bootstrap.servers", servers);
+              props.put("group.id", "xinfer-chaos-" + System.nanoTime());
+              props.put("auto.offset.reset", "earliest");
+              props.put("isolation.level", "read_committed");
+              try (KafkaConsumer<Long, String> consumer =
+                  new KafkaConsumer<>(props, new LongDeserializer(), new StringDeserializer())) {
+                consumer.subscribe(List.of(topic));
+                while (!Thread.currentThread().isInterrupted()) {
+                  int n = consumer.poll(Duration.ofMillis(100)).count();
+                  long now = System.nanoTime();
+                  for (int i = 0; i < n; i++) {
+                    arrivals.add(now);
+                  }
+                }
+              } catch (org.apache.kafka.common.errors.InterruptException e) {
+                // done
+              } catch (RuntimeException e) {
+                System.err.println("xinfer chaos: output watcher: " + e);
+              }
+            },
+            "xinfer-chaos-arrivals");
+    thread.setDaemon(true);
+    thread.start();
+    return thread;
+  }
+
+  private static void killDescendants(String commandLinePart) {
+    ProcessHandle.current()
+        .descendants()
+        .filter(
+            p ->
+                p.info()
+                    .arguments()
+                    .map(a -> String.join(" ", a).contains(commandLinePart))
+                    .orElse(false))
+        .findFirst()
+        .ifPresentOrElse(
+            p -> {
+              System.err.println("xinfer chaos: kill -9 " + p.pid() + " (" + commandLinePart + ")");
+              p.destroyForcibly();
+            },
+            () -> System.err.println("xinfer chaos: no process " + commandLinePart + " to kill"));
+  }
+
+  private String sdkWorkerKill(boolean exactlyOnce) throws Exception {
+    return exactlyOnce
+        ? run(
+            "sdk-worker-kill-exactly-once",
+            input,
+            () -> killDescendants("SdkHarness("),
+            15_000,
+            "--exactlyOnce",
+            "--records=150",
+            "--rate=15")
+        : run(
+            "sdk-worker-kill",
+            input,
+            () -> killDescendants("SdkHarness("),
+            20_000,
+            "--records=20000",
+            "--rate=1000");
+  }
+
+  private String servicesKill() throws Exception {
+    return run(
+        "services-kill",
+        input,
+        () -> killDescendants("xinfer.services"),
+        20_000,
+        "--records=20000",
+        "--rate=1000");
+  }
+
+  private String poisonRecords() throws Exception {
+    List<String> lines =
+        Files.readAllLines(input, StandardCharsets.UTF_8).stream()
+            .filter(l -> !l.startsWith("id,"))
+            .limit(1000)
+            .collect(Collectors.toList());
+    lines.add(100, "not a record");
+    lines.add(200, "900001,3,1.0,x,2.0");
+    lines.add(300, "900002,3,1.0,2.0");
+    lines.add(400, "900003,3," + "1.0,".repeat(20_000) + "1.0"); // 20,001 values
+    Path poisoned = out.resolve("poisoned.csv");
+    Files.write(poisoned, lines, StandardCharsets.UTF_8);
+    return run("poison-records", poisoned, () -> {}, 0, "--rate=500");
+  }
+
+  private String brokerDown(int seconds) throws Exception {
+    Path pidFile = root.resolve(".xinfer/clusters/kafka/kafka.pid");
+    Consumer<String> step = m -> System.err.println("xinfer chaos: " + m);
+    return run(
+        "broker-down-" + seconds + "s",
+        input,
+        () -> {
+          long pid = Long.parseLong(Files.readString(pidFile).trim());
+          ProcessHandle broker =
+              ProcessHandle.of(pid)
+                  .orElseThrow(() -> new IllegalStateException("no broker " + pid));
+          step.accept("stopping the Kafka broker (pid " + pid + ") for " + seconds + " s");
+          broker.destroy();
+          broker.onExit().get(60, TimeUnit.SECONDS);
+          Thread.sleep(TimeUnit.SECONDS.toMillis(seconds));
+          step.accept("starting the Kafka broker again");
+          Process up =
+              new ProcessBuilder(root.resolve("xinfer").toString(), "cluster", "up", "kafka")
+                  .inheritIO()
+                  .start();
+          if (!up.waitFor(120, TimeUnit.SECONDS) || up.exitValue() != 0) {
+            throw new IllegalStateException("./xinfer cluster up kafka did not start the broker");
+          }
+        },
+        20_000,
+        "--records=40000",
+        "--rate=1000");
+  }
+
+  private String hangingHook() throws Exception {
+    // Not the demo's model call but a hook that never returns: the job restarts within its bound
+    // and then fails, naming the flag.
+    return run(
+        "hanging-hook",
+        input,
+        () -> {},
+        0,
+        "--records=200",
+        "--rate=100",
+        "--xinferBundleTimeout=5",
+        "--preprocess=xinfer.examples.hooks:stall");
+  }
+}
