@@ -31,6 +31,7 @@ import org.apache.beam.sdk.util.WindowedValue;
 import org.apache.beam.sdk.util.construction.PTransformTranslation;
 import org.apache.beam.sdk.util.construction.ReadTranslation;
 import org.apache.beam.sdk.util.construction.RehydratedComponents;
+import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
 import org.apache.beam.sdk.util.construction.graph.GreedyPipelineFuser;
 import org.apache.beam.sdk.util.construction.graph.PipelineNode;
 import org.apache.beam.sdk.util.construction.graph.ProtoOverrides;
@@ -163,6 +164,10 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
       for (Map.Entry<String, RunnerApi.PTransform> entry :
           pipeline.getComponents().getTransformsMap().entrySet()) {
         RunnerApi.PTransform transform = entry.getValue();
+        if (ExecutableStage.URN.equals(transform.getSpec().getUrn())
+            && transform.getOutputsCount() > 1) {
+          readContext.multiOutputStages.add(entry.getKey());
+        }
         if (!PTransformTranslation.READ_TRANSFORM_URN.equals(transform.getSpec().getUrn())) {
           continue;
         }
@@ -210,12 +215,24 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
   private static final class ReadContext extends SparkStreamingTranslationContext {
     final Map<String, PendingRead> reads = new HashMap<>();
 
+    /**
+     * Executable stages with more than one output (RunInference with its dead-letter output): each
+     * output is a stream of its own over the stage's, and Beam's streaming translation does not
+     * persist the stage's, so every output ran the whole stage again (each record scored once per
+     * output). Their stream is kept in memory for its batch instead.
+     */
+    final java.util.Set<String> multiOutputStages = new java.util.HashSet<>();
+
     ReadContext(JavaSparkContext jsc, SparkPipelineOptions options, JobInfo jobInfo) {
       super(jsc, options, jobInfo);
     }
 
     @Override
     public void pushDataset(String pCollectionId, Dataset dataset) {
+      if (multiOutputStages.contains(pCollectionId)) {
+        // The stage's intermediate dataset is pushed under the stage's transform id.
+        dataset.cache("MEMORY_ONLY", null);
+      }
       PendingRead read = reads.remove(pCollectionId);
       super.pushDataset(pCollectionId, read == null ? dataset : readStream(pCollectionId, read));
     }
