@@ -17,17 +17,19 @@ import java.util.stream.Collectors;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.serialization.LongDeserializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
+import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * {@code ./xinfer chaos}: the demo's streaming pipeline on the embedded Flink under real faults,
  * one line per fault:
  *
  * <pre>
- * fault=sdk-worker-kill in=20000 unique_out=20000 duplicates=416 missing=0 dead_letters=0 restarts=1 recover_s=1.4
+ * fault=sdk-worker-kill in=20000 unique_out=20000 duplicates=755 missing=0 dead_letters=0 restarts=1 gap_s=2.1 recover_s=2.1
  * </pre>
  *
- * <p>{@code recover_s}: from the end of the fault (the kill; the broker back) to the first output
- * after it; {@code -} when nothing came after. Every fault targets only this machine's processes
+ * <p>{@code gap_s}: the longest time without output from the fault's start on; {@code recover_s}:
+ * that less the fault's own duration (the broker's 30 s down), the time the job took to recover;
+ * {@code -} without a fault or output after it. Every fault targets only this machine's processes
  * that the run started (the SDK worker and services are this JVM's descendants; the broker is the
  * one {@code ./xinfer cluster up kafka} started, by its pid file), and each case is bounded in
  * time. Arguments: the demo's data file, the model, the Python, the project's root.
@@ -73,7 +75,9 @@ public final class Chaos {
     void inject() throws Exception;
   }
 
-  private String run(String name, Path data, Fault fault, long faultAfterMillis, String... flags)
+  /** One case; {@code fault} null: none injected (the records or flags are the fault). */
+  private String run(
+      String name, Path data, @Nullable Fault fault, long faultAfterMillis, String... flags)
       throws Exception {
     String topic = "xinfer-chaos-" + name + "-" + System.nanoTime();
     List<String> args =
@@ -96,12 +100,14 @@ public final class Chaos {
     args.addAll(List.of(flags));
     ConcurrentLinkedQueue<Long> arrivals = new ConcurrentLinkedQueue<>();
     Thread watcher = watchArrivals(topic + "-out", arrivals);
+    long[] faultStart = {0};
     long[] faultEnd = {0};
     Thread injector =
         new Thread(
             () -> {
               try {
                 Thread.sleep(faultAfterMillis);
+                faultStart[0] = System.nanoTime();
                 fault.inject();
               } catch (Exception e) {
                 System.err.println("xinfer chaos: the fault " + name + " failed: " + e);
@@ -114,25 +120,39 @@ public final class Chaos {
     int restartsBefore = FlinkEngine.restartsSoFar();
     String result;
     try {
-      injector.start();
+      if (fault != null) {
+        injector.start();
+      }
       Launcher.Summary s =
           Launcher.run(
               args.toArray(new String[0]), DigitsPipeline.Options.class, DigitsPipeline::build);
-      injector.join(TimeUnit.MINUTES.toMillis(2));
+      if (fault != null) {
+        injector.join(TimeUnit.MINUTES.toMillis(2));
+      }
       result =
           String.format(
               Locale.ROOT,
-              "in=%d unique_out=%d duplicates=%d missing=%d dead_letters=%d restarts=%d recover_s=%s",
+              "in=%d unique_out=%d duplicates=%d missing=%d dead_letters=%d restarts=%d gap_s=%s"
+                  + " recover_s=%s",
               s.records,
               s.predictions,
               s.duplicates,
               s.missing(),
               s.deadLetters,
               FlinkEngine.restartsSoFar() - restartsBefore,
-              recovery(arrivals, faultEnd[0]));
+              format(gap(arrivals, faultStart[0])),
+              format(gap(arrivals, faultStart[0]) - seconds(faultEnd[0] - faultStart[0])));
     } catch (RuntimeException e) {
-      injector.join(TimeUnit.MINUTES.toMillis(2));
-      String message = String.valueOf(e.getCause() == null ? e : e.getCause()).split("\n")[0];
+      if (fault != null) {
+        injector.join(TimeUnit.MINUTES.toMillis(2));
+      }
+      String[] lines = String.valueOf(e.getCause() == null ? e : e.getCause()).split("\n");
+      String message = lines[0];
+      for (String line : lines) {
+        if (line.contains("worker pool reported:")) {
+          message = line.trim(); // what the pool said killed the worker says most
+        }
+      }
       result =
           String.format(
               Locale.ROOT,
@@ -147,15 +167,32 @@ public final class Chaos {
     return line;
   }
 
-  private static String recovery(ConcurrentLinkedQueue<Long> arrivals, long faultEndNanos) {
-    if (faultEndNanos == 0) {
-      return "-";
+  /**
+   * The longest time without output from {@code faultStartNanos} on (until the last output): the
+   * outage the fault caused, its own duration included. NaN when there was no fault or no output.
+   */
+  private static double gap(ConcurrentLinkedQueue<Long> arrivals, long faultStartNanos) {
+    if (faultStartNanos == 0) {
+      return Double.NaN;
     }
-    return arrivals.stream()
-        .filter(t -> t >= faultEndNanos)
-        .min(Long::compare)
-        .map(t -> String.format(Locale.ROOT, "%.1f", (t - faultEndNanos) / 1e9))
-        .orElse("-");
+    List<Long> after =
+        arrivals.stream().filter(t -> t >= faultStartNanos).sorted().collect(Collectors.toList());
+    if (after.isEmpty()) {
+      return Double.NaN;
+    }
+    long longest = after.get(0) - faultStartNanos;
+    for (int i = 1; i < after.size(); i++) {
+      longest = Math.max(longest, after.get(i) - after.get(i - 1));
+    }
+    return seconds(longest);
+  }
+
+  private static double seconds(long nanos) {
+    return nanos / 1e9;
+  }
+
+  private static String format(double seconds) {
+    return Double.isNaN(seconds) ? "-" : String.format(Locale.ROOT, "%.1f", Math.max(0, seconds));
   }
 
   /** Records when each committed output arrives, on a consumer of its own. */
@@ -249,7 +286,7 @@ public final class Chaos {
     lines.add(400, "900003,3," + "1.0,".repeat(20_000) + "1.0"); // 20,001 values
     Path poisoned = out.resolve("poisoned.csv");
     Files.write(poisoned, lines, StandardCharsets.UTF_8);
-    return run("poison-records", poisoned, () -> {}, 0, "--rate=500");
+    return run("poison-records", poisoned, null, 0, "--rate=500");
   }
 
   private String brokerDown(int seconds) throws Exception {
@@ -287,7 +324,7 @@ public final class Chaos {
     return run(
         "hanging-hook",
         input,
-        () -> {},
+        null,
         0,
         "--records=200",
         "--rate=100",

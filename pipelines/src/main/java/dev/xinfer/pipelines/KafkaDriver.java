@@ -19,6 +19,8 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.KafkaFuture;
+import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.LongDeserializer;
 import org.apache.kafka.common.serialization.LongSerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -58,7 +60,17 @@ final class KafkaDriver implements AutoCloseable {
       for (String topic : topics) {
         newTopics.add(new NewTopic(topic, partitions, (short) 1));
       }
-      admin.createTopics(newTopics).all().get(20, TimeUnit.SECONDS);
+      for (Map.Entry<String, KafkaFuture<Void>> created :
+          admin.createTopics(newTopics).values().entrySet()) {
+        try {
+          created.getValue().get(20, TimeUnit.SECONDS);
+        } catch (ExecutionException e) {
+          // A topic that is there already (given with --inputTopic, say) is used as it is.
+          if (!(e.getCause() instanceof TopicExistsException)) {
+            throw e;
+          }
+        }
+      }
     } catch (TimeoutException | ExecutionException e) {
       throw new IllegalStateException(
           String.format(
