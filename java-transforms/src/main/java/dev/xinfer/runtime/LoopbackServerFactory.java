@@ -19,7 +19,8 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
 /**
  * Beam's default gRPC server factory ({@code ServerFactory.createDefault()}), bound to 127.0.0.1
  * instead of all interfaces: for the Fn API servers of xinfer's jobs ({@link LoopbackFnServers}),
- * and for any job server that runs them.
+ * and for any job server that runs them. A writer waiting for room on a stream whose peer has gone
+ * fails instead of waiting forever ({@link CancelledCallsUnblock}).
  */
 @Internal
 public final class LoopbackServerFactory extends ServerFactory {
@@ -56,7 +57,11 @@ public final class LoopbackServerFactory extends ServerFactory {
             .permitKeepAliveTime(KEEP_ALIVE_TIME_SEC, TimeUnit.SECONDS);
     for (BindableService service : services) {
       builder.addService(
-          ServerInterceptors.intercept(service, GrpcContextHeaderAccessorProvider.interceptor()));
+          ServerInterceptors.intercept(
+              service,
+              GrpcContextHeaderAccessorProvider.interceptor(),
+              // A stream whose peer died must not hold a writer waiting for room forever.
+              new CancelledCallsUnblock()));
     }
     return builder.build().start();
   }

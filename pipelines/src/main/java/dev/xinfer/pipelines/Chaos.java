@@ -58,8 +58,8 @@ public final class Chaos {
     }
     Chaos chaos = new Chaos(Path.of(args[0]), Path.of(args[1]), args[2], Path.of(args[3]));
     List<String> lines = new ArrayList<>();
-    lines.add(chaos.sdkWorkerKill(false));
     lines.add(chaos.sdkWorkerKill(true));
+    lines.add(chaos.sdkWorkerKill(false));
     lines.add(chaos.servicesKill());
     lines.add(chaos.poisonRecords());
     lines.add(chaos.brokerDown(30));
@@ -86,7 +86,7 @@ public final class Chaos {
                 "--runner=FlinkRunner",
                 "--flinkMaster=[local]",
                 "--parallelism=2",
-                "--checkpointingInterval=2000",
+                "--checkpointingInterval=1000",
                 "--streaming",
                 "--input=" + data,
                 "--output=" + out.resolve(name).resolve("predictions"),
@@ -246,22 +246,14 @@ public final class Chaos {
   }
 
   private String sdkWorkerKill(boolean exactlyOnce) throws Exception {
-    return exactlyOnce
-        ? run(
-            "sdk-worker-kill-exactly-once",
-            input,
-            () -> killDescendants("SdkHarness("),
-            15_000,
-            "--exactlyOnce",
-            "--records=150",
-            "--rate=15")
-        : run(
-            "sdk-worker-kill",
-            input,
-            () -> killDescendants("SdkHarness("),
-            20_000,
-            "--records=20000",
-            "--rate=1000");
+    return run(
+        exactlyOnce ? "sdk-worker-kill" : "sdk-worker-kill-at-least-once",
+        input,
+        () -> killDescendants("SdkHarness("),
+        20_000,
+        "--exactlyOnce=" + exactlyOnce,
+        "--records=20000",
+        "--rate=1000");
   }
 
   private String servicesKill() throws Exception {

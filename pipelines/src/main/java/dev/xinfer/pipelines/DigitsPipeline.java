@@ -2,6 +2,7 @@ package dev.xinfer.pipelines;
 
 import dev.xinfer.Model;
 import dev.xinfer.RunInference;
+import dev.xinfer.kafka.KafkaExactlyOnceWrite;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -31,6 +32,7 @@ import org.apache.beam.sdk.values.KV;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.PCollectionList;
 import org.apache.beam.sdk.values.PCollectionTuple;
+import org.apache.beam.sdk.values.PDone;
 import org.apache.beam.sdk.values.Row;
 import org.apache.beam.sdk.values.TupleTag;
 import org.apache.beam.sdk.values.TupleTagList;
@@ -57,7 +59,8 @@ import org.slf4j.LoggerFactory;
  * {@code id,label,predicted_class,model_id,s0,...,s9} (Kafka: keyed by id). In streaming, a record
  * that gets no prediction (a value that does not parse, a wrong number of pixels, a model error)
  * goes to the dead-letter topic as JSON with the reason, so every record in is a prediction or a
- * dead letter; with {@code --exactlyOnce}, both topics are written exactly once on Flink.
+ * dead letter; on Flink with checkpoints, both topics are written exactly once ({@link
+ * KafkaExactlyOnceWrite}; {@code --exactlyOnce=false} writes at least once).
  */
 public final class DigitsPipeline {
   private static final Logger LOG = LoggerFactory.getLogger(DigitsPipeline.class);
@@ -159,56 +162,72 @@ public final class DigitsPipeline {
     return pipeline;
   }
 
-  /** Transactional writers per output topic; the topic needs at least this many partitions. */
-  static final int EXACTLY_ONCE_SHARDS = 1;
-
   private static final TupleTag<Row> EXAMPLES = new TupleTag<Row>() {};
   private static final TupleTag<KV<Long, String>> UNPARSABLE = new TupleTag<KV<Long, String>>() {};
   private static final KvCoder<Long, String> DEAD_LETTER_CODER =
       KvCoder.of(NullableCoder.of(VarLongCoder.of()), StringUtf8Coder.of());
 
   /**
-   * Whether this run writes exactly once: {@code --exactlyOnce} on a runner whose Beam runner
-   * replays a stage's input after a failure as it was ({@code @RequiresStableInput}); fails when
-   * Flink has no checkpoints to commit with.
+   * Whether this run writes exactly once. Unset, it does where the runner replays a stage's input
+   * as it was after a failure ({@code @RequiresStableInput}: Flink) and checkpoints are on; set, it
+   * fails when Flink has no checkpoints to commit with and warns on Spark, which cannot.
    */
   static boolean exactlyOnce(Options options) {
-    if (!options.getExactlyOnce()) {
+    Boolean requestedOnce = options.getExactlyOnce();
+    if (Boolean.FALSE.equals(requestedOnce)) {
       return false;
     }
+    boolean asked = Boolean.TRUE.equals(requestedOnce);
     String runner = options.getRunner().getSimpleName();
     String requested = options.getXinferRequestedRunner();
-    if ("SparkRunner".equals(runner) || "SparkRunner".equals(requested)) {
-      LOG.warn(
-          "xinfer: --exactlyOnce: Beam's Spark runner cannot write to Kafka exactly once (it does "
-              + "not replay a stage's input as it was after a failure); writing at least once. "
-              + "Pass --exactlyOnce=false to silence this.");
+    boolean flink = "FlinkRunner".equals(runner) || "FlinkRunner".equals(requested);
+    boolean spark = "SparkRunner".equals(runner) || "SparkRunner".equals(requested);
+    if (!flink) {
+      if (asked && spark) {
+        LOG.warn(
+            "xinfer: --exactlyOnce: Beam's Spark runner cannot write to Kafka exactly once (it "
+                + "does not replay a stage's input as it was after a failure); writing at least "
+                + "once. Pass --exactlyOnce=false to silence this.");
+      } else if (asked) {
+        LOG.warn(
+            "xinfer: --exactlyOnce needs the FlinkRunner (checkpoints and stable input); {} "
+                + "writes at least once.",
+            runner);
+      }
       return false;
     }
-    if (options.as(FlinkPipelineOptions.class).getCheckpointingInterval() <= 0
-        && ("FlinkRunner".equals(runner) || "FlinkRunner".equals(requested))) {
-      throw new IllegalArgumentException(
-          "--exactlyOnce commits Kafka transactions with Flink's checkpoints, but "
-              + "checkpoints are off: pass --checkpointingInterval=MILLIS (the local-flink profile "
-              + "sets 5000), or --exactlyOnce=false to write at least once.");
+    if (options.as(FlinkPipelineOptions.class).getCheckpointingInterval() <= 0) {
+      if (asked) {
+        throw new IllegalArgumentException(
+            "--exactlyOnce commits Kafka transactions with Flink's checkpoints, but "
+                + "checkpoints are off: pass --checkpointingInterval=MILLIS (the local-flink "
+                + "profile sets 1000), or --exactlyOnce=false to write at least once.");
+      }
+      LOG.warn(
+          "xinfer: Flink checkpoints are off (no --checkpointingInterval): writing to Kafka at "
+              + "least once, and a restart starts from the topics' committed offsets.");
+      return false;
     }
     return true;
   }
 
-  private static KafkaIO.Write<Long, String> write(
+  private static PTransform<PCollection<KV<Long, String>>, PDone> write(
       Options options, String topic, boolean exactlyOnce) {
-    KafkaIO.Write<Long, String> write =
-        KafkaIO.<Long, String>write()
-            .withBootstrapServers(options.getBootstrapServers())
-            .withTopic(topic)
-            .withKeySerializer(LongSerializer.class)
-            .withValueSerializer(StringSerializer.class);
-    // One transactional producer per shard, and the sink keeps each shard's next sequence number
-    // as the sink group's offset of the topic's partition of that number: a shard needs a
-    // partition of its own (with more shards than partitions the commit waits on a partition that
-    // does not exist until the transaction times out). The group id is the topic's, so a new run of
-    // the job goes on from there.
-    return exactlyOnce ? write.withEOS(EXACTLY_ONCE_SHARDS, "xinfer-digits-" + topic) : write;
+    if (exactlyOnce) {
+      // The sink group is the topic's, so a run restored from the job's checkpoint goes on from
+      // the positions committed with its transactions.
+      return KafkaExactlyOnceWrite.<Long, String>write()
+          .withBootstrapServers(options.getBootstrapServers())
+          .withTopic(topic)
+          .withKeySerializer(LongSerializer.class)
+          .withValueSerializer(StringSerializer.class)
+          .withSinkGroupId("xinfer-digits-" + topic);
+    }
+    return KafkaIO.<Long, String>write()
+        .withBootstrapServers(options.getBootstrapServers())
+        .withTopic(topic)
+        .withKeySerializer(LongSerializer.class)
+        .withValueSerializer(StringSerializer.class);
   }
 
   /** The inference step alone, for tests that bring their own rows. */

@@ -106,17 +106,16 @@ public final class Launcher {
     void setDeadLetterTopic(String value);
 
     @Description(
-        "Streaming on Flink: write predictions and dead letters exactly once, through KafkaIO's "
-            + "transactional sink committed with each checkpoint (needs --checkpointingInterval); "
-            + "a record's output appears once the checkpoint after it completes. Slow in this "
-            + "version: Beam's sink commits one Kafka transaction per element, about 13 records/s "
-            + "here (README, Reliability). Default false: at least once, with duplicates after a "
-            + "restart counted by the summary. The launcher reads with isolation.level="
-            + "read_committed either way. Beam's Spark runner cannot write exactly once.")
-    @Default.Boolean(false)
-    boolean getExactlyOnce();
+        "Streaming: write predictions and dead letters exactly once, with xinfer's "
+            + "transactional Kafka sink (KafkaExactlyOnceWrite), one transaction per checkpoint; "
+            + "a record's output appears once the checkpoint after it completes. Default: on for "
+            + "Flink with --checkpointingInterval set, off for Spark (Beam's Spark runner cannot "
+            + "replay a stage's input as it was; it writes at least once) and the DirectRunner. "
+            + "--exactlyOnce=false writes at least once, with duplicates after a restart counted "
+            + "by the summary. The launcher reads with isolation.level=read_committed either way.")
+    @Nullable Boolean getExactlyOnce();
 
-    void setExactlyOnce(boolean value);
+    void setExactlyOnce(@Nullable Boolean value);
 
     @Description("Streaming: examples produced per second.")
     @Default.Integer(500)

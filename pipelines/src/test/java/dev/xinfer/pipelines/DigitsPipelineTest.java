@@ -57,4 +57,29 @@ public class DigitsPipelineTest {
             + "\"record\":null}",
         DigitsPipeline.deadLetter(null, "parsing", "NullValue", null, null));
   }
+
+  private static boolean exactlyOnce(String... args) {
+    return DigitsPipeline.exactlyOnce(
+        org.apache.beam.sdk.options.PipelineOptionsFactory.fromArgs(args)
+            .as(DigitsPipeline.Options.class));
+  }
+
+  @Test
+  public void exactlyOnceIsTheDefaultOnFlinkWithCheckpoints() {
+    assertEquals(true, exactlyOnce("--runner=FlinkRunner", "--checkpointingInterval=1000"));
+    assertEquals(
+        false,
+        exactlyOnce("--runner=FlinkRunner", "--checkpointingInterval=1000", "--exactlyOnce=false"));
+    // No checkpoints to commit with: at least once (warned), unless asked for, which fails.
+    assertEquals(false, exactlyOnce("--runner=FlinkRunner"));
+    assertThat(
+        assertThrows(
+                IllegalArgumentException.class,
+                () -> exactlyOnce("--runner=FlinkRunner", "--exactlyOnce"))
+            .getMessage(),
+        containsString("pass --checkpointingInterval=MILLIS"));
+    // Beam's Spark runner cannot: at least once, asked for or not.
+    assertEquals(false, exactlyOnce("--runner=SparkRunner"));
+    assertEquals(false, exactlyOnce("--runner=SparkRunner", "--exactlyOnce"));
+  }
 }

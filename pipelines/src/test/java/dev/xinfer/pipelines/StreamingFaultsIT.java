@@ -55,12 +55,12 @@ public class StreamingFaultsIT {
    */
   @Test
   public void aKilledSdkWorkerLosesAndRepeatsNothingWithExactlyOnce() throws Exception {
-    int records = 150;
+    int records = 1500; // ids of the data set (1797 examples)
     String run = "xinfer-fault-kill-" + System.nanoTime();
     Launcher.Summary summary;
     List<Long> seen;
     List<Long> killed;
-    try (SdkWorkers workers = new SdkWorkers(Duration.ofSeconds(15))) {
+    try (SdkWorkers workers = new SdkWorkers(Duration.ofSeconds(8))) {
       summary =
           Launcher.run(
               DemoRuns.args(
@@ -71,7 +71,7 @@ public class StreamingFaultsIT {
                       "--exactlyOnce",
                       "--checkpointingInterval=1000",
                       "--records=" + records,
-                      "--rate=15")),
+                      "--rate=150")),
               DigitsPipeline.Options.class,
               DigitsPipeline::build);
       seen = workers.seen();
