@@ -51,19 +51,39 @@ public final class Chaos {
     this.servers = System.getProperty("xinfer.kafka", "127.0.0.1:9092");
   }
 
+  /** One fault case: runs it and returns its line. */
+  private interface Case {
+    String run() throws Exception;
+  }
+
   public static void main(String[] args) throws Exception {
-    if (args.length != 4) {
-      System.err.println("usage: Chaos DATA_CSV MODEL PYTHON PROJECT_ROOT");
+    if (args.length != 4 && args.length != 5) {
+      System.err.println("usage: Chaos DATA_CSV MODEL PYTHON PROJECT_ROOT [CASE,...]");
       System.exit(2);
     }
     Chaos chaos = new Chaos(Path.of(args[0]), Path.of(args[1]), args[2], Path.of(args[3]));
+    java.util.Map<String, Case> cases = new java.util.LinkedHashMap<>();
+    cases.put("sdk-worker-kill", () -> chaos.sdkWorkerKill(true));
+    cases.put("sdk-worker-kill-at-least-once", () -> chaos.sdkWorkerKill(false));
+    cases.put("services-kill", chaos::servicesKill);
+    cases.put("poison-records", chaos::poisonRecords);
+    cases.put("broker-down-30s", () -> chaos.brokerDown(30));
+    // Longer than the producers' 120 s delivery timeout.
+    cases.put("broker-down-150s", () -> chaos.brokerDown(150));
+    cases.put("hanging-hook", chaos::hangingHook);
+    cases.put("launcher-kill", chaos::launcherKill);
+    List<String> chosen =
+        args.length == 5 ? List.of(args[4].split(",")) : new ArrayList<>(cases.keySet());
+    for (String name : chosen) {
+      if (!cases.containsKey(name)) {
+        System.err.println("xinfer chaos: no case " + name + "; the cases: " + cases.keySet());
+        System.exit(2);
+      }
+    }
     List<String> lines = new ArrayList<>();
-    lines.add(chaos.sdkWorkerKill(true));
-    lines.add(chaos.sdkWorkerKill(false));
-    lines.add(chaos.servicesKill());
-    lines.add(chaos.poisonRecords());
-    lines.add(chaos.brokerDown(30));
-    lines.add(chaos.hangingHook());
+    for (String name : chosen) {
+      lines.add(cases.get(name).run());
+    }
     System.out.println();
     System.out.println("xinfer chaos: embedded Flink, " + java.time.LocalDate.now());
     lines.forEach(System.out::println);
@@ -279,6 +299,74 @@ public final class Chaos {
     Path poisoned = out.resolve("poisoned.csv");
     Files.write(poisoned, lines, StandardCharsets.UTF_8);
     return run("poison-records", poisoned, null, 0, "--rate=500");
+  }
+
+  /**
+   * kill -9 of the launcher JVM (a separate one, running the demo's streaming job) after 20 s: the
+   * Python processes it started (the services, the SDK worker) must all be gone within 30 s.
+   */
+  private String launcherKill() throws Exception {
+    String topic = "xinfer-chaos-launcher-kill-" + System.nanoTime();
+    List<String> command = new ArrayList<>();
+    command.add(ProcessHandle.current().info().command().orElse("java"));
+    command.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+    command.addAll(
+        List.of(
+            "-cp",
+            System.getProperty("java.class.path"),
+            DigitsPipeline.class.getName(),
+            "--runner=FlinkRunner",
+            "--flinkMaster=[local]",
+            "--checkpointingInterval=1000",
+            "--streaming",
+            "--input=" + input,
+            "--output=" + out.resolve("launcher-kill").resolve("predictions"),
+            "--modelUri=" + model,
+            "--xinferPython=" + python,
+            "--bootstrapServers=" + servers,
+            "--inputTopic=" + topic + "-in",
+            "--outputTopic=" + topic + "-out",
+            "--deadLetterTopic=" + topic + "-dead",
+            "--records=40000",
+            "--rate=1000"));
+    Process launcher =
+        new ProcessBuilder(command)
+            .redirectErrorStream(true)
+            .redirectOutput(out.resolve("launcher-kill.log").toFile())
+            .start();
+    String line;
+    try {
+      Thread.sleep(20_000);
+      List<ProcessHandle> started =
+          launcher.descendants().filter(ProcessHandle::isAlive).collect(Collectors.toList());
+      System.err.println(
+          "xinfer chaos: kill -9 of the launcher JVM "
+              + launcher.pid()
+              + " ("
+              + started.size()
+              + " processes below it)");
+      long killed = System.nanoTime();
+      launcher.destroyForcibly();
+      launcher.waitFor(30, TimeUnit.SECONDS);
+      long left = started.size();
+      while (left > 0 && System.nanoTime() - killed < TimeUnit.SECONDS.toNanos(30)) {
+        Thread.sleep(100);
+        left = started.stream().filter(ProcessHandle::isAlive).count();
+      }
+      line =
+          String.format(
+              Locale.ROOT,
+              "fault=launcher-kill processes_below=%d left_after=%d gone_s=%s",
+              started.size(),
+              left,
+              left == 0 ? format(seconds(System.nanoTime() - killed)) : "-");
+      // A test run must not leave anything behind even if the check failed.
+      started.forEach(ProcessHandle::destroyForcibly);
+    } finally {
+      launcher.destroyForcibly();
+    }
+    System.err.println("xinfer chaos: " + line);
+    return line;
   }
 
   private String brokerDown(int seconds) throws Exception {

@@ -35,6 +35,7 @@ final class KafkaDriver implements AutoCloseable {
   private final String bootstrapServers;
   private final KafkaConsumer<Long, String> consumer;
   private final AtomicLong produced = new AtomicLong();
+  private final AtomicLong sendFailures = new AtomicLong();
   private final Map<Long, Long> sentNanos = new ConcurrentHashMap<>();
 
   KafkaDriver(String bootstrapServers) {
@@ -97,6 +98,11 @@ final class KafkaDriver implements AutoCloseable {
               // Each example is sent as it is due: no lingering for a fuller batch, which would
               // add to the latency measured.
               props.put(ProducerConfig.LINGER_MS_CONFIG, 0);
+              // The driver's examples are the run's input: they wait out a broker outage (up to
+              // 10 min) rather than expire, so that what the summary counts as missing is the
+              // job's, not the driver's.
+              props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 600_000);
+              props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 600_000);
               try (KafkaProducer<Long, String> producer =
                   new KafkaProducer<>(props, new LongSerializer(), new StringSerializer())) {
                 long start = System.nanoTime();
@@ -113,7 +119,17 @@ final class KafkaDriver implements AutoCloseable {
                   if (id != null) {
                     sentNanos.put(id, System.nanoTime());
                   }
-                  producer.send(new ProducerRecord<>(topic, id, line));
+                  producer.send(
+                      new ProducerRecord<>(topic, id, line),
+                      (metadata, error) -> {
+                        if (error != null && sendFailures.getAndIncrement() == 0) {
+                          System.err.println(
+                              "xinfer: the launcher could not send an example to "
+                                  + topic
+                                  + " (the summary counts it missing): "
+                                  + error);
+                        }
+                      });
                   produced.incrementAndGet();
                 }
                 producer.flush();

@@ -16,7 +16,9 @@ import org.junit.runners.JUnit4;
 /**
  * The demo pipeline in streaming mode on each embedded engine, through the Kafka broker of {@code
  * ./xinfer cluster up kafka}: exactly one prediction per record on the output topic, each equal to
- * the plain-Python reference.
+ * the plain-Python reference. On Flink the output is written exactly once, which commits only when
+ * a checkpoint completes: a prediction on the topic (read {@code read_committed}) is a completed
+ * checkpoint.
  */
 @RunWith(JUnit4.class)
 public class DigitsStreamingIT {
@@ -28,7 +30,7 @@ public class DigitsStreamingIT {
   public void streamingDeliversExactlyOnePredictionPerRecordOnEachRunner() throws Exception {
     for (String[] runner : TestRunners.EMBEDDED) {
       List<String> flags = new ArrayList<>(List.of(runner).subList(1, runner.length));
-      flags.add("--checkpointingInterval=5000");
+      flags.add("--checkpointingInterval=1000");
       Launcher.Summary summary =
           DemoRuns.streaming(
               tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions"),

@@ -72,7 +72,9 @@ public class FlinkClusterIT {
                 tmp.getRoot().toPath().resolve("streaming"),
                 "FlinkRunner",
                 600,
-                clusterFlags("--checkpointingInterval=5000")));
+                // Exactly once (the default): the predictions commit only with completed
+                // checkpoints.
+                clusterFlags("--checkpointingInterval=1000")));
   }
 
   @Test
