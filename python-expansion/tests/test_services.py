@@ -452,3 +452,30 @@ def test_a_worker_dead_when_its_runner_stops_it_is_reported(
   assert 'w1' not in pool._workers
   assert len(notices) == 1 and 'SDK worker w1' in notices[0], notices
   assert 'killed by signal 9' in notices[0]
+
+
+def test_the_own_pool_takes_the_secret_given_on_stdin():
+  """The Java side passes the pool's secret, so that services it restarts after
+  a crash serve the running jobs' environments (which carry that secret)."""
+  pool_secret = 'c' * 64
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'xinfer.services', '--secret-stdin'] +
+      ['--parent-pid', str(os.getpid())],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True)
+  process.stdin.write(SECRET + '\n' + pool_secret + '\n')
+  process.stdin.close()
+  try:
+    line = process.stdout.readline()
+    assert line.startswith(services.READY_PREFIX), line
+    address = json.loads(line[len(services.READY_PREFIX):])['worker_pool']
+    stub = _pool_stub(address)
+    assert 'refused' in stub.StartWorker(_start_request(SECRET),
+                                         timeout=10).error
+    assert not stub.StartWorker(_start_request(pool_secret), timeout=10).error
+    stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id='w1'),
+                    timeout=10)
+  finally:
+    process.terminate()
+    process.wait(timeout=30)

@@ -420,7 +420,9 @@ def expansion_service_main(argv=None):
   servers, pools = [], []
   pool_address = args.worker_pool
   if not pool_address:
-    pool_secret = security.new_secret()
+    # A secret for the pool of our own from standard input (the Java side passes
+    # it, so that services it restarts take the same one), else a new one.
+    pool_secret = pool_secret or security.new_secret()
     pool_address, pool_server, pool = start_worker_pool(args.host,
                                                         args.worker_pool_port,
                                                         pool_secret, allowed)

@@ -66,6 +66,7 @@ public final class Chaos {
     cases.put("sdk-worker-kill", () -> chaos.sdkWorkerKill(true));
     cases.put("sdk-worker-kill-at-least-once", () -> chaos.sdkWorkerKill(false));
     cases.put("services-kill", chaos::servicesKill);
+    cases.put("services-then-worker-kill", chaos::servicesThenWorkerKill);
     cases.put("poison-records", chaos::poisonRecords);
     cases.put("broker-down-30s", () -> chaos.brokerDown(30));
     // Longer than the producers' 120 s delivery timeout.
@@ -247,8 +248,8 @@ public final class Chaos {
     return thread;
   }
 
-  private static void killDescendants(String commandLinePart) {
-    ProcessHandle.current()
+  private static java.util.Optional<ProcessHandle> descendant(String commandLinePart) {
+    return ProcessHandle.current()
         .descendants()
         .filter(
             p ->
@@ -256,7 +257,11 @@ public final class Chaos {
                     .arguments()
                     .map(a -> String.join(" ", a).contains(commandLinePart))
                     .orElse(false))
-        .findFirst()
+        .findFirst();
+  }
+
+  private static void killDescendants(String commandLinePart) {
+    descendant(commandLinePart)
         .ifPresentOrElse(
             p -> {
               System.err.println("xinfer chaos: kill -9 " + p.pid() + " (" + commandLinePart + ")");
@@ -283,6 +288,31 @@ public final class Chaos {
         () -> killDescendants("xinfer.services"),
         20_000,
         "--records=20000",
+        "--rate=1000");
+  }
+
+  /**
+   * The services killed, then (10 s later) the SDK worker: the restarted job needs a worker from a
+   * pool, which is there only because the services were started again on the same port.
+   */
+  private String servicesThenWorkerKill() throws Exception {
+    return run(
+        "services-then-worker-kill",
+        input,
+        () -> {
+          // Found first: once its pool is gone the worker is no longer this JVM's descendant.
+          java.util.Optional<ProcessHandle> worker = descendant("SdkHarness(");
+          killDescendants("xinfer.services");
+          Thread.sleep(10_000);
+          worker.ifPresentOrElse(
+              p -> {
+                System.err.println("xinfer chaos: kill -9 " + p.pid() + " (the SDK worker)");
+                p.destroyForcibly();
+              },
+              () -> System.err.println("xinfer chaos: no SDK worker to kill"));
+        },
+        15_000,
+        "--records=30000",
         "--rate=1000");
   }
 

@@ -61,19 +61,44 @@ public final class PythonServices implements AutoCloseable {
   /** Started services by what they were started with (worker pool, its secret, modules). */
   private static final Map<String, PythonServices> SHARED = new HashMap<>();
 
-  private final Process process;
+  private volatile Process process;
   private final Path logFile;
   private final String secret;
   private final String expansionService;
   private final String workerPool;
 
+  /** What restarts the services as they were: command, secrets, ports, ready timeout. */
+  private final List<String> command;
+
+  private final @Nullable String stdinPoolSecret;
+  private final boolean ownPool;
+  private final Duration readyTimeout;
+  private volatile boolean closed;
+
+  /** Restarts after an unexpected exit: at most this many within {@link #RESTART_WINDOW}. */
+  static final int MAX_RESTARTS = 5;
+
+  static final Duration RESTART_WINDOW = Duration.ofMinutes(5);
+
   private PythonServices(
-      Process process, Path logFile, String secret, String expansionService, String workerPool) {
+      Process process,
+      Path logFile,
+      String secret,
+      String expansionService,
+      String workerPool,
+      List<String> command,
+      @Nullable String stdinPoolSecret,
+      boolean ownPool,
+      Duration readyTimeout) {
     this.process = process;
     this.logFile = logFile;
     this.secret = secret;
     this.expansionService = expansionService;
     this.workerPool = workerPool;
+    this.command = command;
+    this.stdinPoolSecret = stdinPoolSecret;
+    this.ownPool = ownPool;
+    this.readyTimeout = readyTimeout;
   }
 
   /**
@@ -98,6 +123,9 @@ public final class PythonServices implements AutoCloseable {
     List<String> allowedModules = allowedModules(options.getXinferAllowedModules());
     String key = pool + " " + poolSecret + " " + allowedModules;
     PythonServices services = SHARED.get(key);
+    if (services != null && !services.process.isAlive()) {
+      services.close(); // gone and not (yet) restarted: start fresh ones below
+    }
     if (services == null || !services.process.isAlive()) {
       String python = resolvePython(options.getXinferPython());
       services =
@@ -148,10 +176,56 @@ public final class PythonServices implements AutoCloseable {
       command.addAll(List.of("--allowed-modules", String.join(",", allowedModules)));
     }
     String secret = ServiceSecret.generate();
-    Path logFile;
+    // The pool of the services' own gets its secret from here too, so that services restarted
+    // after a crash take the same one (running jobs' environments carry it).
+    String stdinPoolSecret = workerPool == null ? ServiceSecret.generate() : workerPoolSecret;
+    Path logFile = PrivateTempDirs.create("xinfer-services-log-").resolve("python-services.log");
+    Launched launched = launch(python, command, secret, stdinPoolSecret, logFile, readyTimeout);
+    String expansionService = launched.fields.get("expansion_service");
+    String servedPool = launched.fields.get("worker_pool");
+    LOG.info(
+        "xinfer Python services ready: expansion service {}, worker pool {}",
+        expansionService,
+        servedPool);
+    PythonServices services =
+        new PythonServices(
+            launched.process,
+            logFile,
+            secret,
+            expansionService,
+            servedPool,
+            List.copyOf(command),
+            stdinPoolSecret,
+            workerPool == null,
+            readyTimeout);
+    services.supervise();
+    return services;
+  }
+
+  /** A started, ready services process and the fields of its ready line. */
+  private static final class Launched {
+    final Process process;
+    final Map<String, String> fields;
+
+    Launched(Process process, Map<String, String> fields) {
+      this.process = process;
+      this.fields = fields;
+    }
+  }
+
+  /**
+   * Starts {@code command}, hands it the secrets on standard input, waits for its ready line and
+   * checks its Beam version.
+   */
+  private static Launched launch(
+      String python,
+      List<String> command,
+      String secret,
+      @Nullable String stdinPoolSecret,
+      Path logFile,
+      Duration readyTimeout) {
     Process process;
     try {
-      logFile = PrivateTempDirs.create("xinfer-services-log-").resolve("python-services.log");
       ProcessBuilder builder =
           new ProcessBuilder(command)
               .redirectError(ProcessBuilder.Redirect.appendTo(logFile.toFile()));
@@ -162,7 +236,7 @@ public final class PythonServices implements AutoCloseable {
       // The secrets on the process's standard input: never in a file, a command line or a log.
       try (OutputStream in = process.getOutputStream()) {
         in.write(
-            (secret + "\n" + (workerPoolSecret == null ? "" : workerPoolSecret) + "\n")
+            (secret + "\n" + (stdinPoolSecret == null ? "" : stdinPoolSecret) + "\n")
                 .getBytes(StandardCharsets.UTF_8));
       } catch (IOException e) {
         // The process died at once; the ready wait below reports it with its log.
@@ -232,11 +306,88 @@ public final class PythonServices implements AutoCloseable {
               + ". The Java and Python halves of xinfer are from different versions; "
               + "re-run ./xinfer setup.");
     }
-    LOG.info(
-        "xinfer Python services ready: expansion service {}, worker pool {}",
-        expansionService,
-        servedPool);
-    return new PythonServices(process, logFile, secret, expansionService, servedPool);
+    return new Launched(process, fields);
+  }
+
+  /**
+   * Watches the services process: if it exits while this JVM still uses it (killed, crashed), it is
+   * started again on the same ports with the same secrets, so that running jobs' next SDK workers
+   * and expansions find it where they were told; at most {@link #MAX_RESTARTS} times in {@link
+   * #RESTART_WINDOW}.
+   */
+  private void supervise() {
+    Thread watcher =
+        new Thread(
+            () -> {
+              java.util.Deque<Long> restarts = new java.util.ArrayDeque<>();
+              while (true) {
+                Process watched = process;
+                try {
+                  watched.waitFor();
+                } catch (InterruptedException e) {
+                  return;
+                }
+                if (closed) {
+                  return;
+                }
+                long now = System.nanoTime();
+                while (!restarts.isEmpty()
+                    && now - restarts.peekFirst() > RESTART_WINDOW.toNanos()) {
+                  restarts.removeFirst();
+                }
+                if (restarts.size() >= MAX_RESTARTS) {
+                  LOG.error(
+                      "xinfer: the Python services exited {} times in {} min; not restarting "
+                          + "them again. Pipelines that need them fail. Log {} ends:{}{}",
+                      restarts.size() + 1,
+                      RESTART_WINDOW.toMinutes(),
+                      logFile,
+                      System.lineSeparator(),
+                      tail(logFile));
+                  return;
+                }
+                restarts.addLast(now);
+                LOG.warn(
+                    "xinfer: the Python services (pid {}) exited with code {} while this JVM "
+                        + "still uses them; starting them again on the same ports (expansion "
+                        + "service {}, worker pool {}) with the same secrets (restart {}, at most "
+                        + "{} in {} min)",
+                    watched.pid(),
+                    watched.exitValue(),
+                    expansionService,
+                    workerPool,
+                    restarts.size(),
+                    MAX_RESTARTS,
+                    RESTART_WINDOW.toMinutes());
+                try {
+                  List<String> again = new ArrayList<>(command);
+                  again.addAll(List.of("--port", port(expansionService)));
+                  if (ownPool) {
+                    again.addAll(List.of("--worker-pool-port", port(workerPool)));
+                  }
+                  Launched launched =
+                      launch(command.get(0), again, secret, stdinPoolSecret, logFile, readyTimeout);
+                  synchronized (PythonServices.this) {
+                    if (closed) {
+                      destroy(launched.process);
+                      return;
+                    }
+                    process = launched.process;
+                  }
+                  LOG.warn("xinfer: the Python services are running again (pid {})", process.pid());
+                } catch (RuntimeException e) {
+                  LOG.error("xinfer: the Python services could not be started again: {}", e);
+                  return;
+                }
+              }
+            },
+            "xinfer-python-services-supervisor");
+    watcher.setDaemon(true);
+    watcher.start();
+  }
+
+  private static String port(String hostPort) {
+    return hostPort.substring(hostPort.lastIndexOf(':') + 1);
   }
 
   private static final java.util.Deque<java.util.Map.Entry<Long, String>> NOTICES =
@@ -415,8 +566,16 @@ public final class PythonServices implements AutoCloseable {
     return process.isAlive();
   }
 
+  /** The services process's pid (a new one after a restart). */
+  public long pid() {
+    return process.pid();
+  }
+
   @Override
   public void close() {
+    synchronized (this) {
+      closed = true;
+    }
     destroy(process);
     PrivateTempDirs.deleteRecursively(logFile.getParent());
   }
