@@ -145,8 +145,42 @@ flink_tls() (  # a subshell: the umask stays in it
     "$stores" "$stores" > "$tls/ssl.yaml"
 )
 
+# A TaskManager for the cluster in DIR (its conf made by flink_up), and the wait until the
+# JobManager has registered it.
+flink_taskmanager() {  # DIR CLASSPATH
+  local dir=$1 cp=$2 tm logged=0
+  mapfile -t tm < <(flink_resource_params TM "$cp" "$dir/conf")
+  [ ${#tm[@]} -eq 2 ] || die "Flink's BashJavaUtils did not compute memory settings from $dir/conf/config.yaml."
+  if [ -f "$dir/jobmanager.log" ]; then logged=$(wc -l < "$dir/jobmanager.log"); fi
+  # shellcheck disable=SC2086
+  start_daemon taskmanager "$dir/taskmanager.pid" "$dir/taskmanager.out" \
+    java ${tm[0]} "@$ROOT/runners-config/java17.args" -Dlog4j.configurationFile="file:$dir/conf/log4j.properties" \
+    -Dlog.file="$dir/taskmanager.log" \
+    -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]}
+  local deadline=$((SECONDS + 90))
+  # The REST API takes only TLS clients with the cluster's key: the JobManager's log tells instead.
+  until tail -n "+$((logged + 1))" "$dir/jobmanager.log" 2>/dev/null | grep -q "Registering TaskManager"; do
+    [ $SECONDS -ge $deadline ] && die "no TaskManager registered with the JobManager within 90 s; see $dir/taskmanager.log."
+    sleep 1
+  done
+}
+
 flink_up() {
   local dir="$CLUSTERS/flink" rest="${XINFER_FLINK_REST_PORT:-8081}" pool="${XINFER_FLINK_POOL_PORT:-50000}"
+  # The JobManager up, a TaskManager or the pool gone (killed, crashed): start what is gone and
+  # keep the JobManager, so that its running jobs go on (they restart on the new TaskManager
+  # from their last checkpoint), as an operator replaces a lost node.
+  if cluster_pid_alive "$dir/jobmanager.pid" && port_open "$rest" && [ -f "$dir/conf/config.yaml" ]; then
+    if ! cluster_pid_alive "$dir/worker-pool.pid"; then
+      note "flink: the Python worker pool is gone; starting it again on 127.0.0.1:$pool (same secret)"
+      start_worker_pool "$dir" "$pool"
+    fi
+    if ! cluster_pid_alive "$dir/taskmanager.pid"; then
+      note "flink: the TaskManager is gone; starting a new one (the JobManager and its jobs stay; a running job restarts on it from its last checkpoint)"
+      local tcp; tcp=$(cluster_classpath flink) || exit $?
+      flink_taskmanager "$dir" "$tcp"
+    fi
+  fi
   if cluster_is_up flink "$dir" "$rest" jobmanager taskmanager worker-pool; then
     note "flink already up: REST 127.0.0.1:$rest, Python worker pool 127.0.0.1:$pool"; return
   fi
@@ -161,28 +195,17 @@ flink_up() {
    cat "$dir/tls/ssl.yaml" >> "$dir/conf/config.yaml"
    cp "$dir/tls/ssl.yaml" "$dir/client-conf/config.yaml")
   cp "$ROOT/runners-config/clusters/flink/log4j.properties" "$dir/conf/"
-  local jm tm
+  local jm
   mapfile -t jm < <(flink_resource_params JM "$cp" "$dir/conf")
-  mapfile -t tm < <(flink_resource_params TM "$cp" "$dir/conf")
-  [ ${#jm[@]} -eq 2 ] && [ ${#tm[@]} -eq 2 ] || die "Flink's BashJavaUtils did not compute memory settings from $dir/conf/config.yaml."
-  local logging=(-Dlog4j.configurationFile="file:$dir/conf/log4j.properties") logged=0
-  if [ -f "$dir/jobmanager.log" ]; then logged=$(wc -l < "$dir/jobmanager.log"); fi
+  [ ${#jm[@]} -eq 2 ] || die "Flink's BashJavaUtils did not compute memory settings from $dir/conf/config.yaml."
   # shellcheck disable=SC2086
   start_daemon jobmanager "$dir/jobmanager.pid" "$dir/jobmanager.out" \
-    java ${jm[0]} "@$ROOT/runners-config/java17.args" "${logging[@]}" -Dlog.file="$dir/jobmanager.log" \
+    java ${jm[0]} "@$ROOT/runners-config/java17.args" -Dlog4j.configurationFile="file:$dir/conf/log4j.properties" \
+    -Dlog.file="$dir/jobmanager.log" \
     -cp "$cp" org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$dir/conf" ${jm[1]}
   wait_for_port "$rest" 90 "Flink's JobManager" "$dir/jobmanager.log"
-  # shellcheck disable=SC2086
-  start_daemon taskmanager "$dir/taskmanager.pid" "$dir/taskmanager.out" \
-    java ${tm[0]} "@$ROOT/runners-config/java17.args" "${logging[@]}" -Dlog.file="$dir/taskmanager.log" \
-    -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]}
   start_worker_pool "$dir" "$pool"
-  local deadline=$((SECONDS + 90))
-  # The REST API takes only TLS clients with the cluster's key: the JobManager's log tells instead.
-  until tail -n "+$((logged + 1))" "$dir/jobmanager.log" 2>/dev/null | grep -q "Registering TaskManager"; do
-    [ $SECONDS -ge $deadline ] && die "no TaskManager registered with the JobManager within 90 s; see $dir/taskmanager.log."
-    sleep 1
-  done
+  flink_taskmanager "$dir" "$cp"
   note "flink up: --flinkMaster=127.0.0.1:$rest --flinkConfDir=$dir/client-conf (REST and web UI https://127.0.0.1:$rest, mutual TLS with $dir/tls/keystore.p12), worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret"
 }
 

@@ -73,6 +73,7 @@ public final class Chaos {
     cases.put("broker-down-150s", () -> chaos.brokerDown(150));
     cases.put("hanging-hook", chaos::hangingHook);
     cases.put("launcher-kill", chaos::launcherKill);
+    cases.put("taskmanager-kill", chaos::taskManagerKill);
     List<String> chosen =
         args.length == 5 ? List.of(args[4].split(",")) : new ArrayList<>(cases.keySet());
     for (String name : chosen) {
@@ -118,6 +119,13 @@ public final class Chaos {
                 "--outputTopic=" + topic + "-out",
                 "--deadLetterTopic=" + topic + "-dead",
                 "--resultTimeoutSeconds=240"));
+    // A case's own flag replaces the default of the same name (e.g. --flinkMaster).
+    for (String flag : flags) {
+      if (flag.startsWith("--") && flag.contains("=")) {
+        String option = flag.substring(0, flag.indexOf('=') + 1);
+        args.removeIf(a -> a.startsWith(option));
+      }
+    }
     args.addAll(List.of(flags));
     ConcurrentLinkedQueue<Long> arrivals = new ConcurrentLinkedQueue<>();
     Thread watcher = watchArrivals(topic + "-out", arrivals);
@@ -329,6 +337,74 @@ public final class Chaos {
     Path poisoned = out.resolve("poisoned.csv");
     Files.write(poisoned, lines, StandardCharsets.UTF_8);
     return run("poison-records", poisoned, null, 0, "--rate=500");
+  }
+
+  /**
+   * kill -9 of the TaskManager of the Flink cluster of {@code ./xinfer cluster up flink} (started
+   * here if it is not up) while a job streams on it; 5 s later {@code ./xinfer cluster up flink}
+   * starts a new TaskManager, as an operator replaces a lost node, and the job restarts on it from
+   * its last checkpoint.
+   */
+  private String taskManagerKill() throws Exception {
+    Path dir = root.resolve(".xinfer/clusters/flink");
+    boolean wasUp = alive(dir.resolve("jobmanager.pid"));
+    clusterUp("flink");
+    try {
+      return taskManagerKill(dir);
+    } finally {
+      if (!wasUp) { // leave it as it was found
+        cluster("down", "flink");
+      }
+    }
+  }
+
+  private static boolean alive(Path pidFile) {
+    try {
+      return ProcessHandle.of(Long.parseLong(Files.readString(pidFile).trim()))
+          .map(ProcessHandle::isAlive)
+          .orElse(false);
+    } catch (IOException | NumberFormatException e) {
+      return false;
+    }
+  }
+
+  private String taskManagerKill(Path dir) throws Exception {
+    return run(
+        "taskmanager-kill",
+        input,
+        () -> {
+          long pid = Long.parseLong(Files.readString(dir.resolve("taskmanager.pid")).trim());
+          ProcessHandle tm =
+              ProcessHandle.of(pid)
+                  .orElseThrow(() -> new IllegalStateException("no TaskManager " + pid));
+          System.err.println("xinfer chaos: kill -9 of the TaskManager (pid " + pid + ")");
+          tm.destroyForcibly();
+          tm.onExit().get(30, TimeUnit.SECONDS);
+          Thread.sleep(5_000);
+          clusterUp("flink");
+        },
+        20_000,
+        "--flinkMaster=127.0.0.1:8081",
+        "--flinkConfDir=" + dir.resolve("client-conf"),
+        "--xinferWorkerPool=127.0.0.1:50000",
+        "--xinferWorkerPoolSecretFile=" + dir.resolve("pool.secret"),
+        "--records=40000",
+        "--rate=1000");
+  }
+
+  private void clusterUp(String name) throws Exception {
+    cluster("up", name);
+  }
+
+  private void cluster(String action, String name) throws Exception {
+    Process up =
+        new ProcessBuilder(root.resolve("xinfer").toString(), "cluster", action, name)
+            .inheritIO()
+            .start();
+    if (!up.waitFor(5, TimeUnit.MINUTES) || up.exitValue() != 0) {
+      up.destroyForcibly();
+      throw new IllegalStateException("./xinfer cluster " + action + " " + name + " failed");
+    }
   }
 
   /**
