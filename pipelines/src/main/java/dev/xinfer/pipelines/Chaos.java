@@ -97,11 +97,11 @@ public final class Chaos {
     void inject() throws Exception;
   }
 
-  /** One case; {@code fault} null: none injected (the records or flags are the fault). */
-  private String run(
-      String name, Path data, @Nullable Fault fault, long faultAfterMillis, String... flags)
-      throws Exception {
-    String topic = "xinfer-chaos-" + name + "-" + System.nanoTime();
+  /**
+   * The demo's streaming job on the embedded Flink for case {@code name}, on topics named after
+   * {@code topic}; a case's own flag replaces the default of the same name (e.g. --flinkMaster).
+   */
+  private List<String> jobFlags(String name, String topic, Path data, String... flags) {
     List<String> args =
         new ArrayList<>(
             List.of(
@@ -119,7 +119,6 @@ public final class Chaos {
                 "--outputTopic=" + topic + "-out",
                 "--deadLetterTopic=" + topic + "-dead",
                 "--resultTimeoutSeconds=240"));
-    // A case's own flag replaces the default of the same name (e.g. --flinkMaster).
     for (String flag : flags) {
       if (flag.startsWith("--") && flag.contains("=")) {
         String option = flag.substring(0, flag.indexOf('=') + 1);
@@ -127,6 +126,15 @@ public final class Chaos {
       }
     }
     args.addAll(List.of(flags));
+    return args;
+  }
+
+  /** One case; {@code fault} null: none injected (the records or flags are the fault). */
+  private String run(
+      String name, Path data, @Nullable Fault fault, long faultAfterMillis, String... flags)
+      throws Exception {
+    String topic = "xinfer-chaos-" + name + "-" + System.nanoTime();
+    List<String> args = jobFlags(name, topic, data, flags);
     ConcurrentLinkedQueue<Long> arrivals = new ConcurrentLinkedQueue<>();
     Thread watcher = watchArrivals(topic + "-out", arrivals);
     long[] faultStart = {0};
@@ -417,24 +425,8 @@ public final class Chaos {
     command.add(ProcessHandle.current().info().command().orElse("java"));
     command.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
     command.addAll(
-        List.of(
-            "-cp",
-            System.getProperty("java.class.path"),
-            DigitsPipeline.class.getName(),
-            "--runner=FlinkRunner",
-            "--flinkMaster=[local]",
-            "--checkpointingInterval=1000",
-            "--streaming",
-            "--input=" + input,
-            "--output=" + out.resolve("launcher-kill").resolve("predictions"),
-            "--modelUri=" + model,
-            "--xinferPython=" + python,
-            "--bootstrapServers=" + servers,
-            "--inputTopic=" + topic + "-in",
-            "--outputTopic=" + topic + "-out",
-            "--deadLetterTopic=" + topic + "-dead",
-            "--records=40000",
-            "--rate=1000"));
+        List.of("-cp", System.getProperty("java.class.path"), DigitsPipeline.class.getName()));
+    command.addAll(jobFlags("launcher-kill", topic, input, "--records=40000", "--rate=1000"));
     Process launcher =
         new ProcessBuilder(command)
             .redirectErrorStream(true)
