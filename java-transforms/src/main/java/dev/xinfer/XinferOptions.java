@@ -52,7 +52,9 @@ public interface XinferOptions extends PipelineOptions {
 
   void setXinferAllowedModules(@Nullable String value);
 
-  @Description("Seconds to wait for the Python services to report ready before failing.")
+  @Description(
+      "Seconds to wait for the Python services to report ready, and for an SDK worker that a"
+          + " worker pool started to connect to the runner, before failing.")
   @Default.Integer(120)
   int getXinferServiceStartTimeoutSeconds();
 

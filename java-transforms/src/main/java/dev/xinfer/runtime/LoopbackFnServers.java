@@ -1,6 +1,8 @@
 package dev.xinfer.runtime;
 
+import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.portable.XinferOptionsRegistrar;
+import java.time.Duration;
 import java.util.Map;
 import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
 import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
@@ -11,11 +13,9 @@ import org.apache.beam.runners.fnexecution.control.StageBundleFactory;
 import org.apache.beam.runners.fnexecution.environment.DockerEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.EmbeddedEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.EnvironmentFactory;
-import org.apache.beam.runners.fnexecution.environment.ExternalEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.ProcessEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.sdk.annotations.Internal;
-import org.apache.beam.sdk.fn.server.ServerFactory;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.transforms.SerializableFunction;
 import org.apache.beam.sdk.util.construction.BeamUrns;
@@ -147,7 +147,7 @@ public final class LoopbackFnServers {
   /** A job bundle factory whose EXTERNAL environments serve on loopback (Beam's providers else). */
   public static JobBundleFactory jobBundleFactory(JobInfo jobInfo) {
     PipelineOptions options = PipelineOptionsTranslation.fromProto(jobInfo.pipelineOptions());
-    // Beam's default providers, with the EXTERNAL one on loopback.
+    // Beam's default providers, with the EXTERNAL one on loopback and a bounded wait for workers.
     Map<String, EnvironmentFactory.Provider> providers =
         Map.of(
             BeamUrns.getUrn(StandardEnvironments.Environments.DOCKER),
@@ -155,18 +155,12 @@ public final class LoopbackFnServers {
             BeamUrns.getUrn(StandardEnvironments.Environments.PROCESS),
             new ProcessEnvironmentFactory.Provider(options),
             BeamUrns.getUrn(StandardEnvironments.Environments.EXTERNAL),
-            new LoopbackExternalProvider(),
+            new BoundedExternalEnvironmentFactory.Provider(
+                Duration.ofSeconds(
+                    options.as(XinferOptions.class).getXinferServiceStartTimeoutSeconds())),
             Environments.ENVIRONMENT_EMBEDDED,
             new EmbeddedEnvironmentFactory.Provider(options));
     return DefaultJobBundleFactory.create(jobInfo, providers);
-  }
-
-  /** The EXTERNAL (worker pool) environment, with its servers on loopback. */
-  private static final class LoopbackExternalProvider extends ExternalEnvironmentFactory.Provider {
-    @Override
-    public ServerFactory getServerFactory() {
-      return new LoopbackServerFactory();
-    }
   }
 
   /** A stage context over one job bundle factory, as Beam's default one. */
