@@ -2,6 +2,7 @@ package dev.xinfer.runtime;
 
 import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.portable.XinferOptionsRegistrar;
+import dev.xinfer.runtime.python.PythonServices;
 import java.time.Duration;
 import java.util.Map;
 import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
@@ -23,6 +24,8 @@ import org.apache.beam.sdk.util.construction.Environments;
 import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
 import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
 import org.checkerframework.checker.nullness.qual.Nullable;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Binds the Fn API servers of a job's Python stages (control, data, state, logging, provisioning,
@@ -40,6 +43,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  */
 @Internal
 public final class LoopbackFnServers {
+  private static final Logger LOG = LoggerFactory.getLogger(LoopbackFnServers.class);
+
   /**
    * The job id of every job xinfer submits to a cluster. A TaskManager or executor holds each job's
    * classes, and so Beam's map of stage-context factories, in a class loader of that job alone, so
@@ -141,7 +146,7 @@ public final class LoopbackFnServers {
   }
 
   private static ExecutableStageContext createContext(JobInfo jobInfo) {
-    return new Context(jobBundleFactory(jobInfo));
+    return new Context(jobInfo);
   }
 
   /** A job bundle factory whose EXTERNAL environments serve on loopback (Beam's providers else). */
@@ -163,22 +168,60 @@ public final class LoopbackFnServers {
     return DefaultJobBundleFactory.create(jobInfo, providers);
   }
 
-  /** A stage context over one job bundle factory, as Beam's default one. */
+  /**
+   * A stage context over a job bundle factory, as Beam's default one, that stops handing out a
+   * factory once this JVM's worker pool reports that a worker died (Beam's factory keeps a dead
+   * worker's environment cached, so a retried task, which Spark runs in the same context, would get
+   * the dead worker again). The retired factories close with the context.
+   */
   private static final class Context implements ExecutableStageContext, AutoCloseable {
-    private final JobBundleFactory jobBundleFactory;
+    private final JobInfo jobInfo;
+    private final java.util.List<JobBundleFactory> retired = new java.util.ArrayList<>();
+    private JobBundleFactory jobBundleFactory;
+    private long since = System.nanoTime();
 
-    Context(JobBundleFactory jobBundleFactory) {
-      this.jobBundleFactory = jobBundleFactory;
+    Context(JobInfo jobInfo) {
+      this.jobInfo = jobInfo;
+      this.jobBundleFactory = jobBundleFactory(jobInfo);
     }
 
     @Override
-    public StageBundleFactory getStageBundleFactory(ExecutableStage executableStage) {
+    public synchronized StageBundleFactory getStageBundleFactory(ExecutableStage executableStage) {
+      long now = System.nanoTime();
+      for (String notice : PythonServices.noticesSince(since)) {
+        if (notice.contains(" died")) {
+          LOG.warn(
+              "xinfer: a Python SDK worker of job {} died; its next tasks get new workers ({})",
+              jobInfo.jobName(),
+              notice);
+          retired.add(jobBundleFactory);
+          jobBundleFactory = jobBundleFactory(jobInfo);
+          break;
+        }
+      }
+      since = now;
       return jobBundleFactory.forStage(executableStage);
     }
 
     @Override
-    public void close() throws Exception {
-      jobBundleFactory.close();
+    public synchronized void close() throws Exception {
+      Exception failure = null;
+      retired.add(jobBundleFactory);
+      for (JobBundleFactory factory : retired) {
+        try {
+          factory.close();
+        } catch (Exception e) {
+          if (failure == null) {
+            failure = e;
+          } else {
+            failure.addSuppressed(e);
+          }
+        }
+      }
+      retired.clear();
+      if (failure != null) {
+        throw failure;
+      }
     }
   }
 }

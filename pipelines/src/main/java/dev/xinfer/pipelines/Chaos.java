@@ -65,6 +65,7 @@ public final class Chaos {
     java.util.Map<String, Case> cases = new java.util.LinkedHashMap<>();
     cases.put("sdk-worker-kill", () -> chaos.sdkWorkerKill(true));
     cases.put("sdk-worker-kill-at-least-once", () -> chaos.sdkWorkerKill(false));
+    cases.put("spark-sdk-worker-kill", chaos::sparkSdkWorkerKill);
     cases.put("services-kill", chaos::servicesKill);
     cases.put("services-then-worker-kill", chaos::servicesThenWorkerKill);
     cases.put("poison-records", chaos::poisonRecords);
@@ -87,7 +88,9 @@ public final class Chaos {
       lines.add(cases.get(name).run());
     }
     System.out.println();
-    System.out.println("xinfer chaos: embedded Flink, " + java.time.LocalDate.now());
+    System.out.println(
+        "xinfer chaos: embedded Flink (one case on the Flink cluster, one on the embedded Spark), "
+            + java.time.LocalDate.now());
     lines.forEach(System.out::println);
     System.exit(0);
   }
@@ -133,6 +136,22 @@ public final class Chaos {
   private String run(
       String name, Path data, @Nullable Fault fault, long faultAfterMillis, String... flags)
       throws Exception {
+    return run(name, data, false, faultAfterMillis, fault, flags);
+  }
+
+  /**
+   * One case, the fault {@code faultAfterMillis} after the job's start, or, {@code
+   * afterFirstOutput}, after its first prediction was read back (a cluster job takes long to
+   * deploy: a fault before it runs tests the deployment, not the recovery).
+   */
+  private String run(
+      String name,
+      Path data,
+      boolean afterFirstOutput,
+      long faultAfterMillis,
+      @Nullable Fault fault,
+      String... flags)
+      throws Exception {
     String topic = "xinfer-chaos-" + name + "-" + System.nanoTime();
     List<String> args = jobFlags(name, topic, data, flags);
     ConcurrentLinkedQueue<Long> arrivals = new ConcurrentLinkedQueue<>();
@@ -143,6 +162,9 @@ public final class Chaos {
         new Thread(
             () -> {
               try {
+                while (afterFirstOutput && arrivals.isEmpty()) {
+                  Thread.sleep(100);
+                }
                 Thread.sleep(faultAfterMillis);
                 faultStart[0] = System.nanoTime();
                 fault.inject();
@@ -154,7 +176,8 @@ public final class Chaos {
             },
             "xinfer-chaos-fault");
     injector.setDaemon(true);
-    int restartsBefore = FlinkEngine.restartsSoFar();
+    int restartsBefore = FlinkEngine.restartsSoFar(); // Flink's job restarts; Spark's not counted
+    boolean onFlink = args.contains("--runner=FlinkRunner");
     String result;
     try {
       if (fault != null) {
@@ -169,14 +192,14 @@ public final class Chaos {
       result =
           String.format(
               Locale.ROOT,
-              "in=%d unique_out=%d duplicates=%d missing=%d dead_letters=%d restarts=%d gap_s=%s"
+              "in=%d unique_out=%d duplicates=%d missing=%d dead_letters=%d restarts=%s gap_s=%s"
                   + " recover_s=%s",
               s.records,
               s.predictions,
               s.duplicates,
               s.missing(),
               s.deadLetters,
-              FlinkEngine.restartsSoFar() - restartsBefore,
+              onFlink ? String.valueOf(FlinkEngine.restartsSoFar() - restartsBefore) : "-",
               format(gap(arrivals, faultStart[0])),
               format(gap(arrivals, faultStart[0]) - seconds(faultEnd[0] - faultStart[0])));
     } catch (RuntimeException e) {
@@ -297,6 +320,25 @@ public final class Chaos {
         "--rate=1000");
   }
 
+  /**
+   * kill -9 of the SDK worker of a streaming job on the embedded Spark, which retries a failed task
+   * up to 4 times ({@code local[2,4]}, as {@code spark.task.maxFailures} does on a cluster): the
+   * retried micro-batch is read again from the same Kafka offsets, so what the failed attempt had
+   * written is written again (Spark promises at least once here).
+   */
+  private String sparkSdkWorkerKill() throws Exception {
+    return run(
+        "spark-sdk-worker-kill",
+        input,
+        () -> killDescendants("SdkHarness("),
+        30_000,
+        "--runner=SparkRunner",
+        "--sparkMaster=local[2,4]",
+        // Spark streaming runs ~50 records/s here (a new SDK worker per micro-batch, see README).
+        "--records=3000",
+        "--rate=100");
+  }
+
   private String servicesKill() throws Exception {
     return run(
         "services-kill",
@@ -380,6 +422,8 @@ public final class Chaos {
     return run(
         "taskmanager-kill",
         input,
+        true,
+        10_000,
         () -> {
           long pid = Long.parseLong(Files.readString(dir.resolve("taskmanager.pid")).trim());
           ProcessHandle tm =
@@ -391,7 +435,6 @@ public final class Chaos {
           Thread.sleep(5_000);
           clusterUp("flink");
         },
-        20_000,
         "--flinkMaster=127.0.0.1:8081",
         "--flinkConfDir=" + dir.resolve("client-conf"),
         "--xinferWorkerPool=127.0.0.1:50000",
