@@ -66,6 +66,7 @@ public final class Chaos {
     cases.put("sdk-worker-kill", () -> chaos.sdkWorkerKill(true));
     cases.put("sdk-worker-kill-at-least-once", () -> chaos.sdkWorkerKill(false));
     cases.put("spark-sdk-worker-kill", chaos::sparkSdkWorkerKill);
+    cases.put("refresh-then-worker-kill", chaos::refreshThenWorkerKill);
     cases.put("services-kill", chaos::servicesKill);
     cases.put("services-then-worker-kill", chaos::servicesThenWorkerKill);
     cases.put("poison-records", chaos::poisonRecords);
@@ -256,7 +257,12 @@ public final class Chaos {
   }
 
   /** Records when each committed output arrives, on a consumer of its own. */
+  /** Predictions read back per model id (the 4th field of a prediction), of the current case. */
+  private final java.util.concurrent.ConcurrentHashMap<String, Long> modelIds =
+      new java.util.concurrent.ConcurrentHashMap<>();
+
   private Thread watchArrivals(String topic, ConcurrentLinkedQueue<Long> arrivals) {
+    modelIds.clear();
     Thread thread =
         new Thread(
             () -> {
@@ -269,10 +275,14 @@ public final class Chaos {
                   new KafkaConsumer<>(props, new LongDeserializer(), new StringDeserializer())) {
                 consumer.subscribe(List.of(topic));
                 while (!Thread.currentThread().isInterrupted()) {
-                  int n = consumer.poll(Duration.ofMillis(100)).count();
+                  var records = consumer.poll(Duration.ofMillis(100));
                   long now = System.nanoTime();
-                  for (int i = 0; i < n; i++) {
+                  for (var record : records) {
                     arrivals.add(now);
+                    String[] fields = String.valueOf(record.value()).split(",", 5);
+                    if (fields.length > 3) {
+                      modelIds.merge(fields[3], 1L, Long::sum);
+                    }
                   }
                 }
               } catch (org.apache.kafka.common.errors.InterruptException e) {
@@ -337,6 +347,50 @@ public final class Chaos {
         // Spark streaming runs ~50 records/s here (a new SDK worker per micro-batch, see README).
         "--records=3000",
         "--rate=100");
+  }
+
+  /**
+   * Model refresh, then a restore, at parallelism 2: the job serves {@code v1} of a glob of
+   * versions; 5 s after its first output, {@code v2} is renamed into place (each worker looks every
+   * 3 s); 10 s later the SDK worker is killed and the job restores from its last checkpoint. The
+   * line adds the predictions read back per model id: the replayed records are scored by the
+   * version the new worker loads (the newest), as README says.
+   */
+  private String refreshThenWorkerKill() throws Exception {
+    Path versions = out.resolve("refresh-versions");
+    copyTree(model, versions.resolve("v1"));
+    String line =
+        run(
+            "refresh-then-worker-kill",
+            input,
+            true,
+            5_000,
+            () -> {
+              Path hidden = versions.resolve(".v2");
+              copyTree(model.resolveSibling(model.getFileName() + "-v2"), hidden);
+              Files.move(hidden, versions.resolve("v2"));
+              System.err.println("xinfer chaos: model v2 in place");
+              Thread.sleep(10_000);
+              killDescendants("SdkHarness(");
+            },
+            "--modelUri=" + versions.resolve("v*"),
+            "--modelRefreshSeconds=3",
+            "--records=20000",
+            "--rate=1000");
+    return line + " predictions_by_model=" + new java.util.TreeMap<>(modelIds);
+  }
+
+  private static void copyTree(Path from, Path to) throws IOException {
+    try (var paths = Files.walk(from)) {
+      for (Path p : (Iterable<Path>) paths::iterator) {
+        Path target = to.resolve(from.relativize(p).toString());
+        if (Files.isDirectory(p)) {
+          Files.createDirectories(target);
+        } else {
+          Files.copy(p, target, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        }
+      }
+    }
   }
 
   private String servicesKill() throws Exception {

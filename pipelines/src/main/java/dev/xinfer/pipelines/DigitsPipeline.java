@@ -67,6 +67,13 @@ public final class DigitsPipeline {
 
   /** Options of the digits pipeline. */
   public interface Options extends Launcher.Options {
+    @Description(
+        "Model refresh: seconds between looks for a newer version, with --modelUri a glob pattern"
+            + " of versions (e.g. /models/digits/v*); unset: no refresh.")
+    @Nullable Integer getModelRefreshSeconds();
+
+    void setModelRefreshSeconds(@Nullable Integer value);
+
     @Description("Largest batch handed to the model.")
     @Default.Integer(256)
     int getMaxBatchSize();
@@ -240,6 +247,11 @@ public final class DigitsPipeline {
         RunInference.withModel(model)
             .withFeatureField("features")
             .withMaxBatchSize(options.getMaxBatchSize());
+    if (options.getModelRefreshSeconds() != null) {
+      inference =
+          inference.withModelRefresh(
+              java.time.Duration.ofSeconds(options.getModelRefreshSeconds()));
+    }
     return options.getPreprocess() == null
         ? inference
         : inference.withPreprocess(options.getPreprocess());
