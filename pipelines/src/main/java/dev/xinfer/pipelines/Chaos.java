@@ -75,6 +75,7 @@ public final class Chaos {
     cases.put("broker-down-150s", () -> chaos.brokerDown(150));
     cases.put("hanging-hook", chaos::hangingHook);
     cases.put("launcher-kill", chaos::launcherKill);
+    cases.put("launcher-kill-resume", chaos::launcherKillResume);
     cases.put("taskmanager-kill", chaos::taskManagerKill);
     List<String> chosen =
         args.length == 5 ? List.of(args[4].split(",")) : new ArrayList<>(cases.keySet());
@@ -261,8 +262,13 @@ public final class Chaos {
   private final java.util.concurrent.ConcurrentHashMap<String, Long> modelIds =
       new java.util.concurrent.ConcurrentHashMap<>();
 
+  /** Outputs read back per record id, of the current case. */
+  private final java.util.concurrent.ConcurrentHashMap<Long, Integer> outputsById =
+      new java.util.concurrent.ConcurrentHashMap<>();
+
   private Thread watchArrivals(String topic, ConcurrentLinkedQueue<Long> arrivals) {
     modelIds.clear();
+    outputsById.clear();
     Thread thread =
         new Thread(
             () -> {
@@ -279,6 +285,7 @@ public final class Chaos {
                   long now = System.nanoTime();
                   for (var record : records) {
                     arrivals.add(now);
+                    outputsById.merge(record.key(), 1, Integer::sum);
                     String[] fields = String.valueOf(record.value()).split(",", 5);
                     if (fields.length > 3) {
                       modelIds.merge(fields[3], 1L, Long::sum);
@@ -518,12 +525,8 @@ public final class Chaos {
    */
   private String launcherKill() throws Exception {
     String topic = "xinfer-chaos-launcher-kill-" + System.nanoTime();
-    List<String> command = new ArrayList<>();
-    command.add(ProcessHandle.current().info().command().orElse("java"));
-    command.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
-    command.addAll(
-        List.of("-cp", System.getProperty("java.class.path"), DigitsPipeline.class.getName()));
-    command.addAll(jobFlags("launcher-kill", topic, input, "--records=40000", "--rate=1000"));
+    List<String> command =
+        launcherCommand(jobFlags("launcher-kill", topic, input, "--records=40000", "--rate=1000"));
     Process launcher =
         new ProcessBuilder(command)
             .redirectErrorStream(true)
@@ -562,6 +565,155 @@ public final class Chaos {
     }
     System.err.println("xinfer chaos: " + line);
     return line;
+  }
+
+  /**
+   * kill -9 of a launcher JVM (its own process, the demo's streaming job, exactly once) once 5,000
+   * predictions are back; then the same job is run again in this JVM with {@code
+   * --savepointPath=<the killed job's checkpoint folder>}, which restores its newest complete
+   * checkpoint (Kafka offsets, the sink's numbering), and runs until every record that reached the
+   * input topic has its prediction. The output topic is read with read_committed from the start.
+   */
+  private String launcherKillResume() throws Exception {
+    String name = "launcher-kill-resume";
+    String topic = "xinfer-chaos-" + name + "-" + System.nanoTime();
+    List<String> flags = jobFlags(name, topic, input, "--records=20000", "--rate=1000");
+    List<String> command = launcherCommand(flags);
+    Path log = out.resolve(name + ".log");
+    ConcurrentLinkedQueue<Long> arrivals = new ConcurrentLinkedQueue<>();
+    Thread watcher = watchArrivals(topic + "-out", arrivals);
+    Process launcher =
+        new ProcessBuilder(command)
+            .directory(root.toFile())
+            .redirectErrorStream(true)
+            .redirectOutput(log.toFile())
+            .start();
+    try {
+      long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(3);
+      while (outputsById.size() < 5_000 && launcher.isAlive() && System.nanoTime() < deadline) {
+        Thread.sleep(100);
+      }
+      if (!launcher.isAlive() || outputsById.size() < 5_000) {
+        return "fault="
+            + name
+            + " job_failed reason=the first run did not get to 5000 predictions"
+            + " (see "
+            + log
+            + ")";
+      }
+      List<ProcessHandle> below =
+          launcher.descendants().filter(ProcessHandle::isAlive).collect(Collectors.toList());
+      System.err.println(
+          "xinfer chaos: kill -9 of the launcher JVM "
+              + launcher.pid()
+              + " at "
+              + outputsById.size()
+              + " predictions");
+      launcher.destroyForcibly();
+      launcher.waitFor(30, TimeUnit.SECONDS);
+      long killed = System.nanoTime();
+      while (below.stream().anyMatch(ProcessHandle::isAlive)
+          && System.nanoTime() - killed < TimeUnit.SECONDS.toNanos(30)) {
+        Thread.sleep(100);
+      }
+      below.forEach(ProcessHandle::destroyForcibly);
+      String jobDir = checkpointFolder(log);
+      java.util.Set<Long> in = idsIn(topic + "-in");
+      int before = outputsById.size();
+      System.err.println(
+          "xinfer chaos: "
+              + in.size()
+              + " records reached the input topic, "
+              + before
+              + " predictions were committed; resuming from "
+              + jobDir);
+      List<String> resume = new ArrayList<>(flags);
+      resume.add("--savepointPath=" + jobDir);
+      DigitsPipeline.Options options =
+          org.apache.beam.sdk.options.PipelineOptionsFactory.fromArgs(resume.toArray(new String[0]))
+              .withValidation()
+              .as(DigitsPipeline.Options.class);
+      int restartsBefore = FlinkEngine.restartsSoFar();
+      long resumed = System.nanoTime();
+      org.apache.beam.sdk.PipelineResult result =
+          DigitsPipeline.build(org.apache.beam.sdk.Pipeline.create(options), options).run();
+      try {
+        long end = System.nanoTime() + TimeUnit.MINUTES.toNanos(4);
+        while (!outputsById.keySet().containsAll(in) && System.nanoTime() < end) {
+          Thread.sleep(200);
+        }
+        Thread.sleep(5_000); // a late duplicate would show here
+      } finally {
+        try {
+          result.cancel();
+        } catch (java.io.IOException | RuntimeException e) {
+          System.err.println("xinfer chaos: cancelling the resumed job: " + e);
+        }
+      }
+      long missing = in.stream().filter(id -> !outputsById.containsKey(id)).count();
+      long duplicates = outputsById.values().stream().mapToLong(n -> n - 1).sum();
+      long firstAfter = arrivals.stream().filter(t -> t >= resumed).min(Long::compare).orElse(0L);
+      return String.format(
+          Locale.ROOT,
+          "fault=%s in=%d committed_before_kill=%d unique_out=%d duplicates=%d missing=%d"
+              + " restarts=%d first_output_after_resume_s=%s",
+          name,
+          in.size(),
+          before,
+          outputsById.size(),
+          duplicates,
+          missing,
+          FlinkEngine.restartsSoFar() - restartsBefore,
+          firstAfter == 0 ? "-" : format(seconds(firstAfter - resumed)));
+    } finally {
+      launcher.destroyForcibly();
+      watcher.interrupt();
+      watcher.join(10_000);
+    }
+  }
+
+  /** A launcher JVM of its own (this JVM's java, flags and class path) running the demo's job. */
+  private static List<String> launcherCommand(List<String> jobFlags) {
+    List<String> command = new ArrayList<>();
+    command.add(ProcessHandle.current().info().command().orElse("java"));
+    command.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+    command.addAll(
+        List.of("-cp", System.getProperty("java.class.path"), DigitsPipeline.class.getName()));
+    command.addAll(jobFlags);
+    return command;
+  }
+
+  /** The killed job's checkpoint folder, from its log ("... checkpoints to DIR; ..."). */
+  private static String checkpointFolder(Path log) throws IOException {
+    java.util.regex.Matcher m =
+        java.util.regex.Pattern.compile("checkpoints to (\\S+);")
+            .matcher(Files.readString(log, StandardCharsets.UTF_8));
+    if (!m.find()) {
+      throw new IllegalStateException("the launcher's log " + log + " names no checkpoint folder");
+    }
+    return m.group(1);
+  }
+
+  /** The ids of the records in {@code topic}, read from the start until 3 s pass with none. */
+  private java.util.Set<Long> idsIn(String topic) {
+    Properties props = new Properties();
+    props.put("bootstrap.servers", servers);
+    props.put("group.id", "xinfer-chaos-in-" + System.nanoTime());
+    props.put("auto.offset.reset", "earliest");
+    java.util.Set<Long> ids = new java.util.HashSet<>();
+    try (KafkaConsumer<Long, String> consumer =
+        new KafkaConsumer<>(props, new LongDeserializer(), new StringDeserializer())) {
+      consumer.subscribe(List.of(topic));
+      long idleSince = System.nanoTime();
+      while (System.nanoTime() - idleSince < TimeUnit.SECONDS.toNanos(3)) {
+        var records = consumer.poll(Duration.ofMillis(200));
+        if (!records.isEmpty()) {
+          idleSince = System.nanoTime();
+        }
+        records.forEach(r -> ids.add(r.key()));
+      }
+    }
+    return ids;
   }
 
   private String brokerDown(int seconds) throws Exception {

@@ -99,7 +99,28 @@ public final class FlinkEngine implements Engine {
 
   @Override
   public PortablePipelineRunner runner(JobInfo jobInfo) {
-    String confDir = xinferConfDir(userConfDir, embedded(), flink.isStreaming(), checkpointDir());
+    String restoreFrom = null;
+    String savepoint = flink.getSavepointPath();
+    if (embedded() && savepoint != null) {
+      // Beam applies --savepointPath to cluster jobs only; the embedded one takes it from the
+      // Flink configuration.
+      restoreFrom = restorePath(Path.of(savepoint)).toUri().toString();
+      LOG.info("xinfer: the embedded Flink job restores from {}", restoreFrom);
+    } else if (savepoint != null
+        && !savepoint.contains("://")
+        && Files.exists(Path.of(savepoint))) {
+      // A job's checkpoint folder on this machine (a loopback cluster's): its newest checkpoint.
+      flink.setSavepointPath(restorePath(Path.of(savepoint)).toString());
+      LOG.info("xinfer: the Flink job restores from {}", flink.getSavepointPath());
+    }
+    String confDir =
+        xinferConfDir(
+            userConfDir,
+            embedded(),
+            flink.isStreaming(),
+            checkpointDir(),
+            restoreFrom,
+            Boolean.TRUE.equals(flink.getAllowNonRestoredState()));
     // Beam's FlinkPipelineRunner prefers --flinkConfDir to the directory it is given; xinfer's
     // holds the user's configuration too.
     flink.setFlinkConfDir(confDir);
@@ -178,6 +199,15 @@ public final class FlinkEngine implements Engine {
               if (client != null) {
                 jobClient.complete(client);
                 watchRestarts(client, jobInfo.jobName());
+                Path checkpoints = checkpointDir();
+                if (checkpoints != null) {
+                  LOG.info(
+                      "xinfer: job {} checkpoints to {}; after a crash of this JVM, run it again"
+                          + " with --savepointPath={} (the newest checkpoint in it is used)",
+                      jobInfo.jobName(),
+                      checkpoints.resolve(client.getJobID().toString()),
+                      checkpoints.resolve(client.getJobID().toString()));
+                }
               }
             });
     try {
@@ -362,6 +392,54 @@ public final class FlinkEngine implements Engine {
       boolean embedded,
       boolean streaming,
       @Nullable Path checkpointDir) {
+    return xinferConfDir(userConfDir, embedded, streaming, checkpointDir, null, false);
+  }
+
+  /**
+   * A checkpoint or savepoint to restore from, given as itself (a folder with {@code _metadata}, or
+   * that file) or as a job's checkpoint folder ({@code .xinfer/checkpoints/<job id>}), whose newest
+   * complete checkpoint ({@code chk-N} with the highest N that has {@code _metadata}) it names.
+   *
+   * @throws IllegalArgumentException when there is none, naming what was looked at
+   */
+  static Path restorePath(Path given) {
+    Path path = given.toAbsolutePath();
+    if (Files.isRegularFile(path) || Files.isRegularFile(path.resolve("_metadata"))) {
+      return path;
+    }
+    if (Files.isDirectory(path)) {
+      try (java.util.stream.Stream<Path> children = Files.list(path)) {
+        java.util.Optional<Path> newest =
+            children
+                .filter(p -> p.getFileName().toString().matches("chk-\\d+"))
+                .filter(p -> Files.isRegularFile(p.resolve("_metadata")))
+                .max(
+                    java.util.Comparator.comparingLong(
+                        p -> Long.parseLong(p.getFileName().toString().substring(4))));
+        if (newest.isPresent()) {
+          return newest.get();
+        }
+      } catch (IOException e) {
+        throw new UncheckedIOException("xinfer could not list " + path, e);
+      }
+    }
+    throw new IllegalArgumentException(
+        "--savepointPath="
+            + given
+            + ": no checkpoint or savepoint there (a folder with a _metadata file, or a job's"
+            + " checkpoint folder holding chk-N folders with one). A crashed embedded job's"
+            + " checkpoints are in "
+            + CHECKPOINTS
+            + "/<job id> of its working directory (its log names the folder).");
+  }
+
+  static String xinferConfDir(
+      @Nullable String userConfDir,
+      boolean embedded,
+      boolean streaming,
+      @Nullable Path checkpointDir,
+      @Nullable String restoreFrom,
+      boolean allowNonRestoredState) {
     try {
       Path dir = PrivateTempDirs.create("xinfer-flink-conf-");
       String fileName = "config.yaml";
@@ -391,6 +469,16 @@ public final class FlinkEngine implements Engine {
                 ""));
       }
       config.append(recoveryDefaults(config.toString(), streaming, checkpointDir));
+      if (restoreFrom != null) {
+        config
+            .append("# Added by xinfer: --savepointPath (the embedded Flink takes it from here).\n")
+            .append("execution.savepoint.path: ")
+            .append(restoreFrom)
+            .append('\n')
+            .append("execution.savepoint.ignore-unclaimed-state: ")
+            .append(allowNonRestoredState)
+            .append('\n');
+      }
       config
           .append("# Added by xinfer: hands it the job's client, so a job can be cancelled.\n")
           .append("execution.job-listeners: ")

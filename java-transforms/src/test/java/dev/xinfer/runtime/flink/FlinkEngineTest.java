@@ -93,4 +93,35 @@ public class FlinkEngineTest {
     String batch = FlinkEngine.recoveryDefaults("", false, null);
     assertTrue(batch, !batch.contains("restart-strategy"));
   }
+
+  @Test
+  public void aJobsCheckpointFolderRestoresFromItsNewestCompleteCheckpoint() throws Exception {
+    Path job = tmp.newFolder("job").toPath();
+    for (String chk : new String[] {"chk-9", "chk-10", "chk-11"}) {
+      Files.createDirectories(job.resolve(chk));
+    }
+    Files.writeString(job.resolve("chk-9/_metadata"), "m");
+    Files.writeString(job.resolve("chk-10/_metadata"), "m");
+    // chk-11 has no _metadata: still being written when the JVM died.
+    Files.createDirectories(job.resolve("shared"));
+    assertEquals(job.resolve("chk-10"), FlinkEngine.restorePath(job));
+    assertEquals(job.resolve("chk-9"), FlinkEngine.restorePath(job.resolve("chk-9")));
+    IllegalArgumentException none =
+        org.junit.Assert.assertThrows(
+            IllegalArgumentException.class, () -> FlinkEngine.restorePath(job.resolve("chk-11")));
+    assertTrue(none.getMessage(), none.getMessage().contains("--savepointPath="));
+    assertTrue(none.getMessage(), none.getMessage().contains("no checkpoint or savepoint there"));
+  }
+
+  @Test
+  public void theEmbeddedFlinkTakesTheRestorePathFromItsConfiguration() throws Exception {
+    String dir = FlinkEngine.xinferConfDir(null, true, true, null, "file:/ck/chk-3", true);
+    String config = Files.readString(Path.of(dir, "config.yaml"), StandardCharsets.UTF_8);
+    assertTrue(config, config.contains("execution.savepoint.path: file:/ck/chk-3\n"));
+    assertTrue(config, config.contains("execution.savepoint.ignore-unclaimed-state: true\n"));
+    String none = FlinkEngine.xinferConfDir(null, true, true, null);
+    assertTrue(
+        !Files.readString(Path.of(none, "config.yaml"), StandardCharsets.UTF_8)
+            .contains("savepoint"));
+  }
 }
