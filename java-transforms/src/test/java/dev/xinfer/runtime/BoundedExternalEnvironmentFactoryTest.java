@@ -72,22 +72,26 @@ public class BoundedExternalEnvironmentFactoryTest {
     return server;
   }
 
-  private EnvironmentFactory factory(Duration timeout) throws Exception {
+  /** {@code provider}'s factory over real Fn API servers of its own (the pool gets their URLs). */
+  private EnvironmentFactory factory(EnvironmentFactory.Provider provider) throws Exception {
     ControlClientPool clients = MapControlClientPool.create();
-    return new BoundedExternalEnvironmentFactory.Provider(timeout)
-        .createEnvironmentFactory(
-            serve(
-                FnApiControlClientPoolService.offeringClientsToPool(
-                    clients.getSink(), GrpcContextHeaderAccessorProvider.getHeaderAccessor())),
-            serve(GrpcLoggingService.forWriter(Slf4jLogWriter.getDefault())),
-            serve(new ArtifactRetrievalService()),
-            serve(
-                StaticGrpcProvisionService.create(
-                    org.apache.beam.model.fnexecution.v1.ProvisionApi.ProvisionInfo
-                        .getDefaultInstance(),
-                    GrpcContextHeaderAccessorProvider.getHeaderAccessor())),
-            clients,
-            IdGenerators.incrementingLongs());
+    return provider.createEnvironmentFactory(
+        serve(
+            FnApiControlClientPoolService.offeringClientsToPool(
+                clients.getSink(), GrpcContextHeaderAccessorProvider.getHeaderAccessor())),
+        serve(GrpcLoggingService.forWriter(Slf4jLogWriter.getDefault())),
+        serve(new ArtifactRetrievalService()),
+        serve(
+            StaticGrpcProvisionService.create(
+                org.apache.beam.model.fnexecution.v1.ProvisionApi.ProvisionInfo
+                    .getDefaultInstance(),
+                GrpcContextHeaderAccessorProvider.getHeaderAccessor())),
+        clients,
+        IdGenerators.incrementingLongs());
+  }
+
+  private EnvironmentFactory factory(Duration timeout) throws Exception {
+    return factory(new BoundedExternalEnvironmentFactory.Provider(timeout));
   }
 
   private static RunnerApi.Environment external(GrpcFnServer<?> pool) {
@@ -132,21 +136,7 @@ public class BoundedExternalEnvironmentFactoryTest {
   @Test
   public void beamsFactoryWaitsOn() throws Exception {
     RunnerApi.Environment environment = external(serve(new SilentPool("")));
-    ControlClientPool clients = MapControlClientPool.create();
-    EnvironmentFactory beams =
-        ExternalEnvironmentFactory.create(
-            serve(
-                FnApiControlClientPoolService.offeringClientsToPool(
-                    clients.getSink(), GrpcContextHeaderAccessorProvider.getHeaderAccessor())),
-            serve(GrpcLoggingService.forWriter(Slf4jLogWriter.getDefault())),
-            serve(new ArtifactRetrievalService()),
-            serve(
-                StaticGrpcProvisionService.create(
-                    org.apache.beam.model.fnexecution.v1.ProvisionApi.ProvisionInfo
-                        .getDefaultInstance(),
-                    GrpcContextHeaderAccessorProvider.getHeaderAccessor())),
-            clients.getSource(),
-            IdGenerators.incrementingLongs());
+    EnvironmentFactory beams = factory(new ExternalEnvironmentFactory.Provider());
     java.util.concurrent.CompletableFuture<Object> waiting =
         new java.util.concurrent.CompletableFuture<>();
     Thread thread =
