@@ -17,20 +17,21 @@ wait_for_port() {  # PORT SECONDS WHAT LOG
   done
 }
 
-cluster_classpath() {  # NAME: resolve the component's jars once per POM change
-  local name=$1 dir="$CLUSTERS/$1" want have=""
+cluster_classpath() {  # NAME [PROFILE]: resolve the component's jars once per POM change
+  local name=$1 profile=${2:-} dir="$CLUSTERS/$1" want have="" out
+  out="$dir/classpath${profile:+-$profile}.txt"
   # The clusters' logs, data and secrets are this user's alone.
   mkdir -p "$dir" && chmod 700 "$CLUSTERS" "$dir"
   want=$(fingerprint pom.xml "runners-config/clusters/$name/pom.xml")
-  [ -f "$dir/classpath.stamp" ] && have=$(cat "$dir/classpath.stamp")
-  if [ "$want" != "$have" ] || [ ! -s "$dir/classpath.txt" ]; then
-    note "resolving $name jars with Maven (first time: a download)" >&2
-    (cd "$ROOT" && "${MVN[@]}" -q -f "runners-config/clusters/$name/pom.xml" \
-      dependency:build-classpath -Dmdep.outputFile="$dir/classpath.txt") >&2 \
-      || die "could not resolve the $name jars (Maven failed above)."
-    echo "$want" > "$dir/classpath.stamp"
+  [ -f "$out.stamp" ] && have=$(cat "$out.stamp")
+  if [ "$want" != "$have" ] || [ ! -s "$out" ]; then
+    note "resolving $name${profile:+ $profile} jars with Maven (first time: a download)" >&2
+    (cd "$ROOT" && "${MVN[@]}" -q -f "runners-config/clusters/$name/pom.xml" ${profile:+-P "$profile"} \
+      dependency:build-classpath -Dmdep.outputFile="$out") >&2 \
+      || die "could not resolve the $name${profile:+ $profile} jars (Maven failed above)."
+    echo "$want" > "$out.stamp"
   fi
-  cat "$dir/classpath.txt"
+  cat "$out"
 }
 
 # Whether the process a pid file names still runs: the same pid and the same start time.
@@ -165,6 +166,30 @@ flink_taskmanager() {  # DIR CLASSPATH
   done
 }
 
+# xinfer's job runtime on the cluster's nodes (xinfer, Beam's Flink runner, KafkaIO: the jars
+# beyond Flink's own), listed in DIR/client-conf/runtime-jars.txt, which the client
+# configuration names (FlinkEngine.RUNTIME_JARS_KEY): a job then ships only its own code, and
+# each job still loads them in a class loader of its own. xinfer's jar is a copy per build under
+# DIR/lib/ (a rebuild changes what new jobs load, not what running jobs read), and comes first: it
+# carries corrected copies of Beam classes (BeamHooks.PATCHED_CLASSES).
+flink_job_runtime() {  # DIR
+  local dir=$1 flink runtime jar copy
+  flink=$(cluster_classpath flink) || exit $?
+  runtime=$(cluster_classpath flink job-runtime) || exit $?
+  jar=$(tr ':' '\n' <<< "$runtime" | grep '/xinfer-java-transforms-[^/]*\.jar$' | head -1)
+  [ -n "$jar" ] && [ -f "$jar" ] || die "xinfer's jar is not in the Flink job runtime (Maven resolves it from ~/.m2: run ./xinfer setup)."
+  copy="$dir/lib/$(sha256sum "$jar" | cut -c1-16)/$(basename "$jar")"
+  if [ ! -f "$copy" ]; then
+    mkdir -p "$(dirname "$copy")" && cp "$jar" "$copy.tmp" && mv "$copy.tmp" "$copy"
+  fi
+  mkdir -p "$dir/client-conf"
+  { echo "$copy"
+    tr ':' '\n' <<< "$runtime" | grep -v '/xinfer-java-transforms-[^/]*\.jar$' \
+      | grep -vxF -f <(tr ':' '\n' <<< "$flink")
+  } > "$dir/client-conf/runtime-jars.txt.tmp"
+  mv "$dir/client-conf/runtime-jars.txt.tmp" "$dir/client-conf/runtime-jars.txt"
+}
+
 flink_up() {
   local dir="$CLUSTERS/flink" rest="${XINFER_FLINK_REST_PORT:-8081}" pool="${XINFER_FLINK_POOL_PORT:-50000}"
   # The JobManager up, a TaskManager or the pool gone (killed, crashed): start what is gone and
@@ -182,6 +207,7 @@ flink_up() {
     fi
   fi
   if cluster_is_up flink "$dir" "$rest" jobmanager taskmanager worker-pool; then
+    flink_job_runtime "$dir"
     note "flink already up: REST 127.0.0.1:$rest, Python worker pool 127.0.0.1:$pool"; return
   fi
   cluster_ports_free "XINFER_FLINK_REST_PORT / XINFER_FLINK_POOL_PORT" "$rest" "$pool"
@@ -193,7 +219,9 @@ flink_up() {
    sed -e "s#@REST_PORT@#$rest#g" "$ROOT/runners-config/clusters/flink/config.yaml" > "$dir/conf/config.yaml"
    printf 'io:\n  tmp:\n    dirs: %s\nweb.tmpdir: %s\nstate.checkpoints.dir: file://%s\n' "$dir/tmp" "$dir/tmp" "$dir/checkpoints" >> "$dir/conf/config.yaml"
    cat "$dir/tls/ssl.yaml" >> "$dir/conf/config.yaml"
-   cp "$dir/tls/ssl.yaml" "$dir/client-conf/config.yaml")
+   cp "$dir/tls/ssl.yaml" "$dir/client-conf/config.yaml"
+   printf 'xinfer:\n  cluster:\n    runtime-jars: %s\n' "$dir/client-conf/runtime-jars.txt" >> "$dir/client-conf/config.yaml")
+  flink_job_runtime "$dir"
   cp "$ROOT/runners-config/clusters/flink/log4j.properties" "$dir/conf/"
   local jm
   mapfile -t jm < <(flink_resource_params JM "$cp" "$dir/conf")
@@ -300,6 +328,8 @@ with_spark() {
 with_flink() {
   local port="${XINFER_FLINK_REST_PORT:-8081}"
   with_cluster flink "$port" "Flink cluster on 127.0.0.1:$port" jobmanager taskmanager worker-pool
+  # A running cluster's jobs load the xinfer just built.
+  flink_job_runtime "$CLUSTERS/flink"
 }
 
 cluster_stop() {  # NAME PIDFILE
@@ -322,7 +352,7 @@ cluster() {
   case "$action:$name" in
     up:kafka) check_tools; kafka_up ;;
     down:kafka) cluster_stop kafka "$CLUSTERS/kafka/kafka.pid" ;;
-    up:flink) check_tools; setup_python; flink_up ;;
+    up:flink) check_tools; setup_python; setup_java; flink_up ;;
     down:flink) flink_down ;;
     up:spark) check_tools; setup_python; spark_up ;;
     down:spark) spark_down ;;

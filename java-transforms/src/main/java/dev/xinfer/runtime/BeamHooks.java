@@ -5,9 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentMap;
-import org.apache.beam.runners.flink.translation.functions.FlinkExecutableStageContextFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
-import org.apache.beam.runners.spark.translation.SparkExecutableStageContextFactory;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.annotations.Internal;
 
@@ -47,10 +45,6 @@ import org.apache.beam.sdk.annotations.Internal;
 public final class BeamHooks {
   /** The Beam version the hooks were written and checked for (the root pom's beam.version). */
   public static final String BEAM_VERSION = "2.62.0";
-
-  /** The stage-context factories whose static job map {@link #jobFactories} reaches. */
-  static final List<Class<?>> STAGE_CONTEXT_FACTORIES =
-      List.of(FlinkExecutableStageContextFactory.class, SparkExecutableStageContextFactory.class);
 
   /** The classic runner of each engine xinfer runs through Beam's portable runner. */
   static final Map<String, String> CLASSIC_RUNNERS =
@@ -110,19 +104,18 @@ public final class BeamHooks {
     if (!BEAM_VERSION.equals(version)) {
       found.add("Beam is " + version + "; the hooks were checked for " + BEAM_VERSION);
     }
-    for (Class<?> factory : STAGE_CONTEXT_FACTORIES) {
-      try {
-        jobFactories(factory);
-      } catch (IllegalStateException e) {
-        found.add(e.getMessage() + " (" + e.getCause() + ")");
-      }
-    }
     for (LoopbackFnServers.Runner runner : LoopbackFnServers.Runner.values()) {
       if (!runner.isIn(BeamHooks.class.getClassLoader())) {
         found.add(
             "LoopbackFnServers.Runner."
                 + runner
                 + " names a stage-context factory or parent class that is gone");
+        continue;
+      }
+      try {
+        jobFactories(runner.factory(BeamHooks.class.getClassLoader()));
+      } catch (IllegalStateException e) {
+        found.add(e.getMessage() + " (" + e.getCause() + ")");
       }
     }
     for (String runner : CLASSIC_RUNNERS.keySet()) {

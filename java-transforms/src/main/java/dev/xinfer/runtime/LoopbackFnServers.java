@@ -115,7 +115,7 @@ public final class LoopbackFnServers {
     }
 
     @SuppressWarnings("unchecked")
-    private Class<? extends ExecutableStageContext.Factory> factory(ClassLoader loader) {
+    Class<? extends ExecutableStageContext.Factory> factory(ClassLoader loader) {
       return (Class<? extends ExecutableStageContext.Factory>) load(loader, factoryClass);
     }
 

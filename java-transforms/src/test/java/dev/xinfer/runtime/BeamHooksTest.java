@@ -20,8 +20,9 @@ public class BeamHooksTest {
 
   @Test
   public void theStageContextMapsAreReachedForFlinkAndSpark() {
-    for (Class<?> factory : BeamHooks.STAGE_CONTEXT_FACTORIES) {
-      BeamHooks.jobFactories(factory).remove("xinfer-beam-hooks-test");
+    for (LoopbackFnServers.Runner runner : LoopbackFnServers.Runner.values()) {
+      BeamHooks.jobFactories(runner.factory(BeamHooks.class.getClassLoader()))
+          .remove("xinfer-beam-hooks-test");
     }
   }
 }

@@ -498,6 +498,7 @@ public final class Chaos {
         },
         "--flinkMaster=127.0.0.1:8081",
         "--flinkConfDir=" + dir.resolve("client-conf"),
+        Launcher.filesToStageFlag(),
         "--xinferWorkerPool=127.0.0.1:50000",
         "--xinferWorkerPoolSecretFile=" + dir.resolve("pool.secret"),
         "--records=40000",

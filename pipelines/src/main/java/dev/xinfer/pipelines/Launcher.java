@@ -729,6 +729,20 @@ public final class Launcher {
     return new Summary(records, predictions, correct, seconds, runner, mode, model, null, null);
   }
 
+  /**
+   * {@code --filesToStage} for the example pipelines on a Flink cluster whose nodes hold xinfer's
+   * job runtime (xinfer, Beam, KafkaIO; {@code ./xinfer cluster up flink}): their own classes only
+   * (this module's jar or class folder), instead of the launcher JVM's whole classpath.
+   */
+  static String filesToStageFlag() {
+    try {
+      return "--filesToStage="
+          + Path.of(Launcher.class.getProtectionDomain().getCodeSource().getLocation().toURI());
+    } catch (java.net.URISyntaxException e) {
+      throw new IllegalStateException("the example pipelines' code location is not a path", e);
+    }
+  }
+
   /** The files TextIO wrote for {@code outputPrefix} ({@code PREFIX-SSSSS-of-NNNNN.csv}). */
   public static List<Path> outputShards(String outputPrefix) {
     Path prefix = Paths.get(outputPrefix).toAbsolutePath();

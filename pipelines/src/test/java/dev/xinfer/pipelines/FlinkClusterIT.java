@@ -5,7 +5,10 @@ import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertThrows;
+import static org.junit.Assert.assertTrue;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.xinfer.testing.Clusters;
 import dev.xinfer.testing.Stalls;
 import java.io.IOException;
@@ -16,9 +19,13 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.KeyStore;
+import java.util.HashSet;
+import java.util.Set;
 import javax.net.ssl.HttpsURLConnection;
+import javax.net.ssl.KeyManager;
 import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
+import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
 import org.junit.Rule;
 import org.junit.Test;
@@ -45,13 +52,15 @@ public class FlinkClusterIT {
     String master = System.getProperty("xinfer.flink.master", "127.0.0.1:8081");
     String pool = System.getProperty("xinfer.flink.pool", "127.0.0.1:50000");
     String secret = Clusters.poolSecret("flink");
-    String[] flags = new String[more.length + 5];
+    String[] flags = new String[more.length + 6];
     flags[0] = "--flinkMaster=" + master;
     flags[1] = "--flinkConfDir=" + Clusters.dir("flink").resolve("client-conf");
     flags[2] = "--xinferWorkerPool=" + pool;
     flags[3] = "--xinferWorkerPoolSecretFile=" + secret;
     flags[4] = "--parallelism=2";
-    System.arraycopy(more, 0, flags, 5, more.length);
+    // The cluster provides xinfer, Beam and KafkaIO: the job ships its own classes only.
+    flags[5] = Launcher.filesToStageFlag();
+    System.arraycopy(more, 0, flags, 6, more.length);
     return flags;
   }
 
@@ -65,6 +74,7 @@ public class FlinkClusterIT {
 
   @Test
   public void streamingOnTheClusterDeliversExactlyOnePredictionPerRecord() throws Exception {
+    Set<String> before = jobIds();
     ClusterSockets.check(
         "flink",
         () ->
@@ -75,31 +85,80 @@ public class FlinkClusterIT {
                 // Exactly once (the default): the predictions commit only with completed
                 // checkpoints.
                 clusterFlags("--checkpointingInterval=1000")));
+    Set<String> jobs = jobIds();
+    jobs.removeAll(before);
+    assertEquals("the run's one job on the cluster: " + jobs, 1, jobs.size());
+    // The JobManager's own count: the job's checkpoints completed, and it never restored from
+    // one (no failover in a run without faults). Some count as failed: the ones triggered while
+    // the tasks still start (declined, "tasks not ready") and the one the cancel cuts short.
+    JsonNode counts = rest("/jobs/" + jobs.iterator().next() + "/checkpoints").path("counts");
+    assertTrue(counts.toString(), counts.path("completed").asInt() >= 1);
+    assertEquals(counts.toString(), 0, counts.path("restored").asInt());
   }
 
-  @Test
-  public void theRestApiServesOnlyClientsWithTheClustersKey() throws Exception {
-    String master = System.getProperty("xinfer.flink.master", "127.0.0.1:8081");
-    Path tls = Clusters.dir("flink").resolve("tls");
-    char[] password =
-        Files.readString(tls.resolve("password"), StandardCharsets.US_ASCII).trim().toCharArray();
+  /** The ids of the jobs the cluster's JobManager knows (running and ended). */
+  private static Set<String> jobIds() throws Exception {
+    Set<String> ids = new HashSet<>();
+    for (JsonNode job : rest("/jobs").path("jobs")) {
+      ids.add(job.path("id").asText());
+    }
+    return ids;
+  }
+
+  /** A GET of the cluster's REST API with the cluster's key (mutual TLS), as JSON. */
+  private static JsonNode rest(String path) throws Exception {
+    SSLContext withKey = SSLContext.getInstance("TLS");
+    withKey.init(keyManagers(), trustManagers(), null);
+    HttpsURLConnection connection = https(master(), path, withKey);
+    assertEquals(path, 200, connection.getResponseCode());
+    try (InputStream in = connection.getInputStream()) {
+      return new ObjectMapper().readTree(in);
+    }
+  }
+
+  private static String master() {
+    return System.getProperty("xinfer.flink.master", "127.0.0.1:8081");
+  }
+
+  private static char[] tlsPassword() throws IOException {
+    return Files.readString(tls().resolve("password"), StandardCharsets.US_ASCII)
+        .trim()
+        .toCharArray();
+  }
+
+  private static Path tls() {
+    return Clusters.dir("flink").resolve("tls");
+  }
+
+  /** Trust in the cluster's certificate (its trust store). */
+  private static TrustManager[] trustManagers() throws Exception {
     KeyStore trusted = KeyStore.getInstance("PKCS12");
-    try (InputStream in = Files.newInputStream(tls.resolve("truststore.p12"))) {
-      trusted.load(in, password);
+    try (InputStream in = Files.newInputStream(tls().resolve("truststore.p12"))) {
+      trusted.load(in, tlsPassword());
     }
     TrustManagerFactory trust =
         TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
     trust.init(trusted);
+    return trust.getTrustManagers();
+  }
+
+  /** The cluster's key, which its REST API asks clients for. */
+  private static KeyManager[] keyManagers() throws Exception {
     KeyStore keys = KeyStore.getInstance("PKCS12");
-    try (InputStream in = Files.newInputStream(tls.resolve("keystore.p12"))) {
-      keys.load(in, password);
+    try (InputStream in = Files.newInputStream(tls().resolve("keystore.p12"))) {
+      keys.load(in, tlsPassword());
     }
     KeyManagerFactory key = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-    key.init(keys, password);
+    key.init(keys, tlsPassword());
+    return key.getKeyManagers();
+  }
 
+  @Test
+  public void theRestApiServesOnlyClientsWithTheClustersKey() throws Exception {
+    String master = master();
     // With the cluster's key: the REST API answers.
     SSLContext withKey = SSLContext.getInstance("TLS");
-    withKey.init(key.getKeyManagers(), trust.getTrustManagers(), null);
+    withKey.init(keyManagers(), trustManagers(), null);
     HttpsURLConnection ok = https(master, "/overview", withKey);
     assertEquals(200, ok.getResponseCode());
     assertThat(
@@ -107,7 +166,7 @@ public class FlinkClusterIT {
 
     // Trusting the server but holding no key: the handshake is refused, no job is submitted.
     SSLContext withoutKey = SSLContext.getInstance("TLS");
-    withoutKey.init(null, trust.getTrustManagers(), null);
+    withoutKey.init(null, trustManagers(), null);
     HttpsURLConnection refused = https(master, "/jobs", withoutKey);
     refused.setRequestMethod("POST");
     refused.setDoOutput(true);

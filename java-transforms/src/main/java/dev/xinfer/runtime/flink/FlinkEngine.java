@@ -23,9 +23,12 @@ import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.options.ExperimentalOptions;
+import org.apache.beam.sdk.options.FileStagingOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
 import org.apache.flink.api.common.JobStatus;
+import org.apache.flink.configuration.ConfigOptions;
+import org.apache.flink.configuration.GlobalConfiguration;
 import org.apache.flink.core.execution.JobClient;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.slf4j.Logger;
@@ -53,12 +56,24 @@ public final class FlinkEngine implements Engine {
   private final PipelineOptions options;
   private final FlinkPipelineOptions flink;
   private final @Nullable String userConfDir;
+  private final @Nullable List<String> filesToStage;
   private final CompletableFuture<JobClient> jobClient = new CompletableFuture<>();
+
+  /**
+   * The key, in the client configuration ({@code --flinkConfDir}), of the file that lists xinfer's
+   * job runtime on the cluster's nodes (jar paths: xinfer, Beam's Flink runner, KafkaIO): a cluster
+   * job then ships only its own jars, and loads those from the nodes' disks ({@link
+   * ClusterJars#forJob}). {@code ./xinfer cluster up flink} writes the list and sets the key.
+   */
+  public static final String RUNTIME_JARS_KEY = "xinfer.cluster.runtime-jars";
 
   public FlinkEngine(PipelineOptions options) {
     this.options = options;
     this.flink = options.as(FlinkPipelineOptions.class);
     this.userConfDir = flink.getFlinkConfDir();
+    // Read before XinferRunner clears it for Beam's own staging.
+    List<String> requested = options.as(FileStagingOptions.class).getFilesToStage();
+    this.filesToStage = requested == null ? null : List.copyOf(requested);
     String master = flink.getFlinkMaster();
     if (master == null || FlinkPipelineOptions.AUTO.equals(master)) {
       flink.setFlinkMaster(LOCAL);
@@ -124,12 +139,33 @@ public final class FlinkEngine implements Engine {
     // Beam's FlinkPipelineRunner prefers --flinkConfDir to the directory it is given; xinfer's
     // holds the user's configuration too.
     flink.setFlinkConfDir(confDir);
-    // A cluster's TaskManagers run the Java stages with the jars this JVM runs on.
+    // A cluster's TaskManagers run the Java stages with the jars the job ships and their own.
     if (!embedded()) {
       checkJobManager(flink.getFlinkMaster());
     }
-    List<String> jars = embedded() ? List.of() : ClusterJars.ofThisJvm(options);
+    List<String> jars =
+        embedded()
+            ? List.of()
+            : ClusterJars.forJob(filesToStage, runtimeJars(userConfDir), options);
     return new FlinkPipelineRunner(flink, confDir, jars);
+  }
+
+  /**
+   * The cluster's job-runtime jars, from the file that {@value #RUNTIME_JARS_KEY} names in the
+   * client configuration; none when it names none.
+   */
+  static List<String> runtimeJars(@Nullable String confDir) {
+    if (confDir == null) {
+      return List.of();
+    }
+    String list =
+        GlobalConfiguration.loadConfiguration(confDir)
+            .get(ConfigOptions.key(RUNTIME_JARS_KEY).stringType().noDefaultValue());
+    if (list == null || list.isBlank()) {
+      return List.of();
+    }
+    return ClusterJars.runtimeListedIn(
+        Path.of(list.trim()), RUNTIME_JARS_KEY + " in " + confDir + "/config.yaml");
   }
 
   /** Fails fast, with the command that starts one, when no JobManager answers at the master. */

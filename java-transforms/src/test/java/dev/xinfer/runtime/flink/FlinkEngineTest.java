@@ -38,6 +38,24 @@ public class FlinkEngineTest {
   }
 
   @Test
+  public void theClientConfigurationNamesTheClustersJobRuntime() throws Exception {
+    Path conf = tmp.newFolder("client-conf").toPath();
+    Path list = conf.resolve("runtime-jars.txt");
+    Files.writeString(list, "/node/lib/xinfer.jar\n/node/lib/beam.jar\n");
+    // As ./xinfer cluster up flink writes it: nested YAML beside the TLS settings.
+    Files.writeString(
+        conf.resolve("config.yaml"), "xinfer:\n  cluster:\n    runtime-jars: " + list + "\n");
+    assertEquals(
+        java.util.List.of("/node/lib/xinfer.jar", "/node/lib/beam.jar"),
+        FlinkEngine.runtimeJars(conf.toString()));
+    // No key, or no configuration: every jar ships with the job.
+    Path plain = tmp.newFolder("plain").toPath();
+    Files.writeString(plain.resolve("config.yaml"), "parallelism.default: 2\n");
+    assertEquals(java.util.List.of(), FlinkEngine.runtimeJars(plain.toString()));
+    assertEquals(java.util.List.of(), FlinkEngine.runtimeJars(null));
+  }
+
+  @Test
   public void theUsersFlinkConfigurationIsUsedWithXinfersAdditions() throws Exception {
     Path userConf = tmp.newFolder("conf").toPath();
     Files.writeString(userConf.resolve("config.yaml"), "taskmanager.numberOfTaskSlots: 3\n");
