@@ -1,5 +1,6 @@
 package dev.xinfer.pipelines;
 
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Stalls;
@@ -17,8 +18,8 @@ import org.junit.runners.JUnit4;
  * The demo pipeline in streaming mode on each embedded engine, through the Kafka broker of {@code
  * ./xinfer cluster up kafka}: exactly one prediction per record on the output topic, each equal to
  * the plain-Python reference. On Flink the output is written exactly once, which commits only when
- * a checkpoint completes: a prediction on the topic (read {@code read_committed}) is a completed
- * checkpoint.
+ * a checkpoint completes; the test also sees the job's completed checkpoints in its checkpoint
+ * folder.
  */
 @RunWith(JUnit4.class)
 public class DigitsStreamingIT {
@@ -31,12 +32,20 @@ public class DigitsStreamingIT {
     for (String[] runner : TestRunners.EMBEDDED) {
       List<String> flags = new ArrayList<>(List.of(runner).subList(1, runner.length));
       flags.add("--checkpointingInterval=1000");
-      Launcher.Summary summary =
-          DemoRuns.streaming(
-              tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions"),
-              runner[0],
-              600,
-              flags.toArray(new String[0]));
+      Launcher.Summary summary;
+      java.util.Set<String> checkpoints;
+      try (CompletedCheckpoints watch = new CompletedCheckpoints()) {
+        summary =
+            DemoRuns.streaming(
+                tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions"),
+                runner[0],
+                600,
+                flags.toArray(new String[0]));
+        checkpoints = watch.seen();
+      }
+      if (runner[0].equals("FlinkRunner")) {
+        assertFalse("the job completed checkpoints", checkpoints.isEmpty());
+      }
       assertTrue(runner[0] + ": accuracy " + summary.accuracy(), summary.accuracy() >= 0.9);
       if (runner[0].equals("SparkRunner")) {
         // Spark tells a streaming job's metrics while it runs and when it is cancelled; Flink

@@ -3,6 +3,7 @@ package dev.xinfer.pipelines;
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
@@ -60,7 +61,9 @@ public class StreamingFaultsIT {
     Launcher.Summary summary;
     List<Long> seen;
     List<Long> killed;
-    try (SdkWorkers workers = new SdkWorkers(Duration.ofSeconds(8))) {
+    java.util.Set<String> checkpoints;
+    try (SdkWorkers workers = new SdkWorkers(Duration.ofSeconds(8));
+        CompletedCheckpoints watch = new CompletedCheckpoints()) {
       summary =
           Launcher.run(
               DemoRuns.args(
@@ -76,7 +79,9 @@ public class StreamingFaultsIT {
               DigitsPipeline::build);
       seen = workers.seen();
       killed = workers.killed();
+      checkpoints = watch.seen();
     }
+    assertFalse("the job completed checkpoints", checkpoints.isEmpty());
     assertEquals("one SDK worker killed: " + seen, 1, killed.size());
     assertTrue("the pool started a new worker after the kill: " + seen, seen.size() >= 2);
     // One prediction per record, each the reference's, none missing, none twice.
