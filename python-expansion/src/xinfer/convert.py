@@ -1,13 +1,22 @@
 """Rows to tensors and predictions to Rows: the one place xinfer converts.
 
-The input is a Beam Row (a Java ``Row`` arrives in Python as a named tuple) whose
-feature field holds an array of numbers. The output Row keeps every input field and
-adds ``scores`` (float32 array), ``predicted_class`` (int64) and ``model_id``.
+The input is a Beam Row (a Java ``Row`` arrives in Python as a named tuple).
+In the single-input form its feature field holds an array of numbers, and the
+output Row keeps every input field and adds ``scores`` (float32 array),
+``predicted_class`` (int64) and ``model_id``.
+
+With named inputs (:class:`InputSpec`, ``withInput`` in Java) each model input
+comes from a field of its own, its dtype from the field's type (numbers, arrays
+of arrays for N-d tensors, strings, bytes) and its shape from the spec or the
+model. With declared outputs (:class:`OutputSpec`, ``withOutput``) the output
+Row keeps the input fields and adds each declared output, converted to its
+declared type per record (:func:`output_values`; a mismatch is the record's
+failure), then ``model_id``.
 """
 
 import collections.abc
 import typing
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
@@ -191,7 +200,7 @@ def to_model_input(values,
           "let the model see it with nan_policy='allow' (withNanPolicy(ALLOW) "
           'in Java).')
   array = array.astype(dtype, copy=False)
-  if expected is not None and len(input_shape) != 2:
+  if expected is not None:
     array = array.reshape(list(input_shape)[1:])
   return array
 
@@ -204,11 +213,16 @@ def scores_to_result(row, scores: np.ndarray,
 
 
 def to_output_row(result: PredictionResult, field_names: Iterable[str]):
-  """The output Row for one prediction: input fields plus inference fields."""
+  """The output Row for one prediction: input fields plus inference fields
+  (declared outputs, when ``result.inference`` holds them as a dict)."""
   import apache_beam as beam
   row = result.example
-  scores = np.asarray(result.inference, dtype=np.float32).reshape(-1)
   values = {name: getattr(row, name) for name in field_names}
+  if isinstance(result.inference, dict):
+    values.update(result.inference)
+    values[MODEL_ID_FIELD] = result.model_id or ''
+    return beam.Row(**values)
+  scores = np.asarray(result.inference, dtype=np.float32).reshape(-1)
   values[SCORES_FIELD] = scores.tolist()
   values[PREDICTED_CLASS_FIELD] = int(np.argmax(scores)) if scores.size else -1
   values[MODEL_ID_FIELD] = result.model_id or ''
@@ -244,3 +258,405 @@ def to_failure_row(example,
                   error_type=error_type,
                   error_message=message,
                   model_id=model_id)
+
+
+# --- named inputs and declared outputs ----------------------------------------
+
+# Element types, by the names Java sends (``RunInference.withOutput``): the
+# Python type a Row field of that type holds, and how Java names it.
+_TYPES = {
+    'float32': (np.float32, 'FLOAT'),
+    'float64': (float, 'DOUBLE'),
+    'int8': (np.int8, 'BYTE'),
+    'int16': (np.int16, 'INT16'),
+    'int32': (np.int32, 'INT32'),
+    'int64': (np.int64, 'INT64'),
+    'bool': (bool, 'BOOLEAN'),
+    'str': (str, 'STRING'),
+    'bytes': (bytes, 'BYTES'),
+}
+_TEXT = ('str', 'bytes')
+# The element type of a schema field's Python type (the inverse of _TYPES).
+_ELEMENT_OF = {
+    np.float32: 'float32',
+    float: 'float64',
+    np.float64: 'float64',
+    np.int8: 'int8',
+    np.int16: 'int16',
+    np.int32: 'int32',
+    np.int64: 'int64',
+    int: 'int64',
+    bool: 'bool',
+    str: 'str',
+    bytes: 'bytes',
+}
+# Which numpy kinds each element type takes from a model output.
+_KINDS = {'float': 'fiu', 'int': 'iub', 'bool': 'b'}
+
+
+class OutputError(ValueError):
+  """A model output that does not fit the declared output; names both."""
+
+
+def parse_type(text: str) -> Tuple[str, int]:
+  """``array<array<float32>>`` -> ('float32', 2)."""
+  rank = 0
+  inner = text.strip()
+  while inner.startswith('array<') and inner.endswith('>'):
+    inner = inner[len('array<'):-1].strip()
+    rank += 1
+  if inner not in _TYPES:
+    raise ValueError(
+        f"RunInference: output type '{text}' is not one of "
+        f"{', '.join(_TYPES)}, or array<...> of them; the Java and Python "
+        'halves of xinfer are from different versions: re-run ./xinfer setup.')
+  return inner, rank
+
+
+def java_type(element: str, rank: int) -> str:
+  """How Java writes a type: ARRAY<ARRAY<FLOAT>>."""
+  text = _TYPES[element][1]
+  for _ in range(rank):
+    text = f'ARRAY<{text}>'
+  return text
+
+
+def python_type(element: str, rank: int):
+  """The Python type of a Row field holding this type."""
+  result = _TYPES[element][0]
+  for _ in range(rank):
+    result = Sequence[result]
+  return result
+
+
+class OutputSpec(NamedTuple):
+  """One declared output: the output field (and the model's output of that
+  name) and its type, as :func:`parse_type` reads it."""
+  name: str
+  element: str
+  rank: int
+
+  @property
+  def java(self) -> str:
+    return java_type(self.element, self.rank)
+
+
+class InputSpec(NamedTuple):
+  """One named model input: the model's input name, the Row field it comes
+  from, the per-record shape when given (``withInputShape``), and the element
+  type and rank the field's schema type has (set by :func:`bind_inputs`)."""
+  name: str
+  field: str
+  shape: Optional[Tuple[int, ...]] = None
+  element: Optional[str] = None
+  rank: int = 0
+
+
+def parse_outputs(outputs) -> Tuple[OutputSpec, ...]:
+  """Declared outputs from ``[{"name": ..., "type": ...}, ...]``."""
+  if not outputs:
+    return ()
+  specs, seen = [], set()
+  for item in outputs:
+    name = item.get('name')
+    if not name or 'type' not in item:
+      raise ValueError(
+          f'RunInference: an output needs a name and a type; got {item!r}.')
+    if name in seen:
+      raise ValueError(f"RunInference: output '{name}' is declared twice.")
+    seen.add(name)
+    specs.append(OutputSpec(name, *parse_type(item['type'])))
+  if MODEL_ID_FIELD in seen:
+    raise ValueError(
+        f"RunInference: '{MODEL_ID_FIELD}' is the field each prediction's model "
+        'id goes to; name the output otherwise.')
+  return tuple(specs)
+
+
+def parse_inputs(inputs) -> Tuple[InputSpec, ...]:
+  """Named inputs from ``[{"name": ..., "field": ..., "shape": [...]}, ...]``."""
+  if not inputs:
+    return ()
+  specs, seen = [], set()
+  for item in inputs:
+    name, field = item.get('name'), item.get('field')
+    if not name or not field:
+      raise ValueError(
+          f'RunInference: an input needs a name and a field; got {item!r}.')
+    if name in seen:
+      raise ValueError(f"RunInference: input '{name}' is declared twice.")
+    seen.add(name)
+    shape = item.get('shape')
+    if shape is not None:
+      shape = tuple(int(d) for d in shape)
+      if not shape or any(d < 1 for d in shape):
+        raise ValueError(
+            f"RunInference: input '{name}' has shape {list(shape)}; give each "
+            'dimension as a positive number.')
+    specs.append(InputSpec(name, field, shape))
+  return tuple(specs)
+
+
+def _field_element(field_type) -> Tuple[Optional[str], int]:
+  """The element type and array nesting of a schema field's Python type."""
+  rank = 0
+  while True:
+    inner = _element_type_of_array(field_type)
+    if inner is None:
+      break
+    field_type, rank = inner, rank + 1
+  origin = typing.get_origin(field_type)
+  if origin is typing.Union:
+    non_null = [a for a in typing.get_args(field_type) if a is not type(None)]
+    field_type = non_null[0] if len(non_null) == 1 else None
+  return _ELEMENT_OF.get(field_type), rank
+
+
+def bind_inputs(fields: Sequence[Tuple[str, Any]],
+                specs: Sequence[InputSpec]) -> Tuple[InputSpec, ...]:
+  """The specs with each field's element type and rank; fails at construction
+  on a missing field or a type that cannot be a model input."""
+  types = dict(fields)
+  bound = []
+  for spec in specs:
+    if spec.field not in types:
+      raise ValueError(
+          f"RunInference: input '{spec.name}' reads field '{spec.field}', but "
+          f"the input has no such field (fields: {', '.join(types)}).")
+    element, rank = _field_element(types[spec.field])
+    if element is None:
+      raise TypeError(
+          f"RunInference: input '{spec.name}' reads field '{spec.field}' of type "
+          f'{types[spec.field]!r}; a model input is a number, a string, bytes, '
+          'or an array (of arrays) of numbers or strings.')
+    if spec.shape is not None and element in _TEXT and rank == 0:
+      raise ValueError(
+          f"RunInference: input '{spec.name}' is one {element} per record; it "
+          'has no shape to give (drop withInputShape).')
+    bound.append(spec._replace(element=element, rank=rank))
+  return tuple(bound)
+
+
+def check_output_fields(fields: Sequence[Tuple[str, Any]],
+                        specs: Sequence[OutputSpec]):
+  names = {name for name, _ in fields}
+  clashes = [s.name for s in specs if s.name in names]
+  if MODEL_ID_FIELD in names:
+    clashes.append(MODEL_ID_FIELD)
+  if clashes:
+    raise ValueError(
+        f"RunInference: the input already has field(s) {', '.join(clashes)}, "
+        'which the output adds. Rename or drop them before RunInference, or '
+        'name the outputs otherwise.')
+
+
+def declared_output_type(fields: Sequence[Tuple[str, Any]],
+                         specs: Sequence[OutputSpec]):
+  """The output Row type with declared outputs: input fields, each output,
+  then ``model_id``."""
+  return row_type.RowTypeConstraint.from_fields(
+      list(fields) + [(s.name, python_type(s.element, s.rank))
+                      for s in specs] + [(MODEL_ID_FIELD, str)])
+
+
+def to_named_input(row,
+                   spec: InputSpec,
+                   model_shape: Optional[Sequence[Optional[int]]] = None,
+                   model_dtype=None,
+                   nan_policy: str = NAN_REJECT):
+  """One record's value for one named input: a string or bytes as it is, an
+  array of strings as an object array, numbers as an array of the model's
+  dtype (else the field's) and shape (``spec.shape``, else the model's
+  per-record shape, else the value's own nesting). Raises RecordError naming
+  the record, the field and what is wrong."""
+  value = getattr(row, spec.field, None)
+  where = (f'RunInference: record {describe_record(row, spec.field)}: field '
+           f"'{spec.field}' (model input '{spec.name}')")
+  if value is None:
+    raise RecordError(f'{where} is null; filter or fill it before '
+                      'RunInference.')
+  if spec.element in _TEXT:
+    if spec.rank == 0:
+      return value
+    array = np.empty(len(value), dtype=object)
+    array[:] = list(value)
+    if spec.shape is not None:
+      if array.size != int(np.prod(spec.shape)):
+        raise RecordError(f'{where} has {array.size} values; withInputShape '
+                          f'gives {list(spec.shape)}.')
+      array = array.reshape(spec.shape)
+    return array
+  dtype = model_dtype or np.dtype(_TYPES[spec.element][0])
+  if spec.element == 'bool' and spec.rank > 0:
+    # Checked as numbers (0 and 1), handed over as booleans.
+    checked = to_named_input(row, spec._replace(element='int8'), model_shape,
+                             np.int8, NAN_ALLOW)
+    return checked.astype(dtype)
+  if spec.rank == 0:
+    if isinstance(value, (str, bytes)):
+      raise RecordError(f'{where} is {value!r}; it must be a number.')
+    return np.asarray(value, dtype=dtype)
+  try:
+    array = np.asarray(value, dtype=np.dtype(_TYPES[spec.element][0]))
+  except (TypeError, ValueError) as e:
+    if spec.rank == 1:
+      # The per-value message names the value that is not a number.
+      to_model_input(value, row, spec.field, None, dtype, nan_policy)
+    raise RecordError(
+        f'{where} is not a rectangular array of numbers ({e}); an N-d input '
+        'needs every inner array of one length.') from e
+  if spec.shape is not None:
+    shape = (None, ) + tuple(spec.shape)
+  elif model_shape is not None:
+    shape = tuple(model_shape)
+  else:
+    shape = None
+  if shape is not None and None in shape[1:]:
+    known = [d for d in shape[1:] if d is not None]
+    if array.ndim != len(shape) - 1 or any(
+        d is not None and d != n for d, n in zip(shape[1:], array.shape)):
+      raise RecordError(
+          f'{where} has shape {array.shape}; the model input takes '
+          f'{tuple(shape)} (None: any size; {len(known)} fixed).')
+    shape = None
+  return to_model_input(array, row, spec.field, shape, dtype, nan_policy)
+
+
+def stack(values: Sequence[Any]):
+  """A batch from per-record inputs: arrays stacked, strings as an object
+  array, named inputs (dicts) per name."""
+  first = values[0]
+  if isinstance(first, dict):
+    return {name: stack([v[name] for v in values]) for name in first}
+  if isinstance(first, (str, bytes)):
+    array = np.empty(len(values), dtype=object)
+    array[:] = list(values)
+    return array
+  return np.stack(values)
+
+
+def per_record(outputs, n: int) -> List[Any]:
+  """A batch's model outputs as one output per record: a batch-first array,
+  a dict of them (named outputs) or a tuple of them (positional outputs)."""
+  if isinstance(outputs, dict):
+    columns = {name: _batch_first(v, n, name) for name, v in outputs.items()}
+    return [{name: c[i] for name, c in columns.items()} for i in range(n)]
+  if isinstance(outputs, tuple):
+    columns = [_batch_first(v, n, f'#{i}') for i, v in enumerate(outputs)]
+    return [tuple(c[i] for c in columns) for i in range(n)]
+  return list(_batch_first(outputs, n, None))
+
+
+def _batch_first(value, n: int, name: Optional[str]):
+  if isinstance(value, list) and len(value) == n:
+    return value
+  array = as_numpy(value)
+  if array.shape[:1] != (n, ):
+    which = f"output '{name}' " if name else ''
+    raise ValueError(
+        f'RunInference: the model returned {which}of shape {array.shape} for a '
+        f'batch of {n}; it must return one output per record (batch dimension '
+        'first).')
+  return array
+
+
+def as_numpy(value):
+  """A tensor of any framework as a numpy array (others as they are)."""
+  if isinstance(value, np.ndarray):
+    return value
+  if hasattr(value, 'detach'):  # torch
+    value = value.detach().cpu()
+  if hasattr(value, 'numpy') and callable(value.numpy):  # torch, tensorflow
+    return value.numpy()
+  return np.asarray(value)
+
+
+def default_scores(output) -> np.ndarray:
+  """The scores of the single-output form from one record's output: an
+  array; the first of a tuple; the one entry of a dict."""
+  if isinstance(output, tuple) and output:
+    output = output[0]
+  if isinstance(output, dict):
+    if len(output) != 1:
+      raise OutputError(
+          f"RunInference: the model has outputs {', '.join(map(str, output))}; "
+          'declare the ones to keep, with their types (withOutput(name, type) '
+          'in Java).')
+    output = next(iter(output.values()))
+  array = as_numpy(output)
+  if array.dtype.kind not in 'fiub':
+    raise OutputError(
+        f'RunInference: the model output is {_describe(array)}, not numbers; '
+        'declare its type with withOutput(name, FieldType.STRING) (Java).')
+  return array
+
+
+def output_values(output, specs: Sequence[OutputSpec]) -> dict:
+  """One record's declared outputs, by name, as Row field values. A model
+  output of another type or shape raises OutputError naming the output, what
+  it is and what was declared."""
+  if isinstance(output, dict):
+    missing = [s.name for s in specs if s.name not in output]
+    if missing:
+      raise OutputError(
+          f"RunInference: the model has no output(s) {', '.join(missing)} "
+          f"(its outputs: {', '.join(map(str, output))}); declare outputs by "
+          "the model's output names.")
+    chosen = [(s, output[s.name]) for s in specs]
+  elif isinstance(output, tuple):
+    if len(output) != len(specs):
+      raise OutputError(
+          f'RunInference: the model returned {len(output)} outputs, in order, '
+          f'and {len(specs)} were declared '
+          f"({', '.join(s.name for s in specs)}); declare one per output, in "
+          'the order the model returns them.')
+    chosen = list(zip(specs, output))
+  else:
+    if len(specs) != 1:
+      raise OutputError(
+          f'RunInference: the model returned one output and {len(specs)} were '
+          f"declared ({', '.join(s.name for s in specs)}).")
+    chosen = [(specs[0], output)]
+  return {spec.name: _coerce(value, spec) for spec, value in chosen}
+
+
+def _describe(array: np.ndarray) -> str:
+  if array.ndim == 0:
+    return f'a {array.dtype} scalar ({array.item()!r:.40})'
+  return f'a {array.dtype} array of shape {array.shape}'
+
+
+def _coerce(value, spec: OutputSpec):
+  if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+    array = np.asarray(value, dtype=object)
+  else:
+    array = as_numpy(value)
+    if array.dtype.kind in 'USO' and array.dtype != object:
+      array = array.astype(object)
+  while array.ndim > spec.rank and 1 in array.shape:
+    array = array.squeeze(axis=array.shape.index(1))
+  if array.ndim != spec.rank:
+    raise OutputError(
+        f"RunInference: output '{spec.name}' is {_describe(array)}; it was "
+        f'declared {spec.java} ({spec.rank} dimension(s)). Declare the type '
+        'the model returns.')
+  if spec.element in _TEXT:
+    flat = array.reshape(-1)
+    if not all(isinstance(v, (str, bytes)) for v in flat):
+      raise OutputError(
+          f"RunInference: output '{spec.name}' is {_describe(array)}; it was "
+          f'declared {spec.java}. Declare a numeric type, or make text in a '
+          'postprocess function.')
+    convert_one = ((lambda v: v.decode('utf-8') if isinstance(v, bytes) else v)
+                   if spec.element == 'str' else
+                   (lambda v: v.encode('utf-8') if isinstance(v, str) else v))
+    if spec.rank == 0:
+      return convert_one(array.item())
+    return np.vectorize(convert_one, otypes=[object])(array).tolist()
+  kinds = _KINDS['float' if spec.element.startswith('float') else
+                 ('bool' if spec.element == 'bool' else 'int')]
+  if array.dtype.kind not in kinds:
+    raise OutputError(
+        f"RunInference: output '{spec.name}' is {_describe(array)}; it was "
+        f'declared {spec.java}. Declare the type the model returns.')
+  return array.astype(np.dtype(_TYPES[spec.element][0])).tolist()

@@ -76,6 +76,13 @@ class RowInference(beam.PTransform):
       is the prediction output; Java's RunInference packs and unpacks them.
     input_schema: with ``packed``: the rows' schema (a base64 Schema proto).
     feature_dtype: with ``packed``: the numpy dtype of the blocks' features.
+    inputs: named model inputs, a JSON list of ``{"name", "field",
+      "shape"?}``: each model input from a field of its own (replaces
+      ``feature_field``; see ``xinfer.convert.InputSpec``).
+    outputs: declared outputs, a JSON list of ``{"name", "type"}``: each
+      prediction carries these fields (the model's outputs of those names,
+      converted to those types) and ``model_id``, instead of ``scores`` and
+      ``predicted_class``.
   """
   def __init__(self,
                model_uri: Optional[str] = None,
@@ -100,8 +107,12 @@ class RowInference(beam.PTransform):
                bundle_timeout_secs: Optional[float] = None,
                packed: bool = False,
                input_schema: Optional[str] = None,
-               feature_dtype: Optional[str] = None):
+               feature_dtype: Optional[str] = None,
+               inputs: Union[None, str, List[Dict[str, Any]]] = None,
+               outputs: Union[None, str, List[Dict[str, Any]]] = None):
     super().__init__()
+    self._inputs = convert.parse_inputs(_json(inputs, 'inputs'))
+    self._outputs = convert.parse_outputs(_json(outputs, 'outputs'))
     self._packed = bool(packed)
     self._input_schema = input_schema
     self._feature_dtype = feature_dtype
@@ -112,6 +123,12 @@ class RowInference(beam.PTransform):
           'RunInference: packed blocks need input_schema and feature_dtype and '
           'take no keys, hooks or batch wait; the Java and Python halves of '
           'xinfer are from different versions: re-run ./xinfer setup.')
+    if self._packed and (self._inputs or self._outputs):
+      raise ValueError(
+          'RunInference: packed blocks carry one feature field and scores; '
+          'named inputs and declared outputs go record by record. The Java '
+          'and Python halves of xinfer are from different versions: re-run '
+          './xinfer setup.')
     self._feature_field = feature_field
     self._keyed = bool(keyed)
     self._dead_letter = bool(dead_letter)
@@ -125,7 +142,9 @@ class RowInference(beam.PTransform):
                   min_batch_size=int(min_batch_size),
                   max_batch_size=int(max_batch_size),
                   max_batch_wait_secs=max_batch_wait_secs,
-                  bundle_timeout_secs=bundle_timeout_secs)
+                  bundle_timeout_secs=bundle_timeout_secs,
+                  inputs=_json(inputs, 'inputs'),
+                  outputs=_json(outputs, 'outputs'))
     mappings = _json(models, 'models')
     if mappings is None:
       if not model_uri:
@@ -196,11 +215,20 @@ class RowInference(beam.PTransform):
       return self._expand_blocks(pcoll)
     input_type = _row_type_of(pcoll.element_type, self._keyed)
     fields = convert.schema_fields(input_type)
-    convert.check_feature_field(fields,
-                                self._feature_field,
-                                preprocessed=bool(self._preprocess))
+    if self._outputs:
+      convert.check_output_fields(fields, self._outputs)
+      output_type = convert.declared_output_type(fields, self._outputs)
+    else:
+      convert.check_feature_field(fields,
+                                  self._feature_field,
+                                  preprocessed=True)
+      output_type = convert.output_type(fields)
+    if not self._inputs:
+      convert.check_feature_field(fields,
+                                  self._feature_field,
+                                  preprocessed=bool(self._preprocess))
+    self._model_handler.bind_schema(fields)
     field_names = [name for name, _ in fields]
-    output_type = convert.output_type(fields)
     failure_type = convert.failure_type(input_type)
     if self._keyed:
       # Beam's Tuple (not typing's): its coder is a KV coder Java knows.

@@ -17,7 +17,10 @@
 
 - ``DIR/<model>.reference.csv``: ``id,predicted_class,s0..s9``, what each model
   computes for every record, called in plain Python with its own framework
-  (``digits-torch-state.pt.t2.reference.csv``: with ``temperature=2``).
+  (``digits-torch-state.pt.t2.reference.csv``: with ``temperature=2``);
+- models with other inputs and outputs (an image CNN with two outputs, a
+  two-input SavedModel, an XGBoost regressor on ``diabetes.csv``), each with a
+  ``<model>.reference.jsonl`` (``xinfer_digits.shaped``).
 
 Nothing is downloaded: the images ship inside scikit-learn.
 """
@@ -33,10 +36,12 @@ from typing import Optional
 
 import numpy as np
 
+from xinfer_digits import shaped
+
 MODEL_NAME = 'digits-mlp'
 SEED = 20261124
 _STAMP = 'prepared.json'
-_VERSION = 2
+_VERSION = 3
 TORCH_HIDDEN = 32
 MODELS = ('digits-mlp', 'digits-mlp.keras', 'digits-mlp-v2', 'digits-torch.pt',
           'digits-torch-state.pt', 'digits-sklearn.joblib',
@@ -243,6 +248,23 @@ def prepare(out_dir: str, force: bool = False) -> dict:
              features,
              temperature=2.0))
   files.append('digits-torch-state.pt.t2.reference.csv')
+  train_idx, _ = split(labels)
+  _fresh(shaped.train_cnn, features, labels, path(shaped.CNN), train_idx)
+  _fresh(shaped.train_two_input, features, labels, path(shaped.TWO_INPUT),
+         train_idx)
+  diabetes, target = shaped.load_diabetes()
+  shaped.write_diabetes(path(shaped.DIABETES), diabetes, target)
+  held_out[shaped.XGB] = _fresh(shaped.train_xgboost, diabetes, target,
+                                path(shaped.XGB))
+  for model in shaped.MODELS:
+    data = diabetes if model == shaped.XGB else features
+    outputs = _fresh(shaped.reference, model, path(model), data)
+    shaped.write_reference(path(f'{model}.reference.jsonl'), outputs)
+    files += [model, f'{model}.reference.jsonl']
+    if model != shaped.XGB:
+      predicted = np.argmax([o['probabilities'] for o in outputs], axis=1)
+      accuracy[model] = float(np.mean(predicted == labels))
+  files.append(shaped.DIABETES)
   stamp = {
       'version': _VERSION,
       'records': int(len(labels)),
@@ -266,5 +288,8 @@ def main(argv=None):
   stamp = prepare(args.out, force=args.force)
   print(f"digits: {stamp['records']} records in {args.out}")
   for name, accuracy in stamp['held_out_accuracy'].items():
-    print(f'  {name}: held-out accuracy {accuracy:.3f}')
+    measure = 'R^2' if name.endswith('.xgb.json') else 'accuracy'
+    print(f'  {name}: held-out {measure} {accuracy:.3f}')
+  for name in shaped.MODELS[:2]:
+    print(f"  {name}: accuracy {stamp['accuracy'][name]:.3f} (all records)")
   return 0

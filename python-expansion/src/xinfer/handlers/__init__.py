@@ -1,7 +1,8 @@
 """Model handlers built from plain arguments, so Java can name them.
 
 One module per framework (``tensorflow_inference``, ``pytorch_inference``,
-``sklearn_inference``, ``onnx_inference``), each a small subclass of
+``sklearn_inference``, ``onnx_inference``, ``xgboost_inference``, and
+``beam_handler`` for a Beam ModelHandler of your own), each a small subclass of
 :class:`RowModelHandler` (``base``) that only says how to load a model file;
 ``keyed`` picks a model per key; ``versions`` finds the newest model version for
 refresh. This module is the registry: :func:`create_handler` builds the handler
@@ -50,6 +51,8 @@ _FRAMEWORK_MODULES = (
     'pytorch_inference',
     'sklearn_inference',
     'onnx_inference',
+    'xgboost_inference',
+    'beam_handler',
 )
 
 
@@ -83,7 +86,7 @@ def detect_framework(model_uri: str) -> str:
   raise ValueError(
       f"RunInference: cannot tell the framework of '{model_uri}' from its name "
       "(known: a SavedModel directory, .keras, .pt/.pth/.ts, .joblib/.pkl, "
-      f".onnx). Name it: framework= one of {', '.join(sorted(FRAMEWORKS))} "
+      f".onnx, .xgb.json/.xgb/.ubj). Name it: framework= one of {', '.join(sorted(FRAMEWORKS))} "
       '(withFramework in Java).')
 
 

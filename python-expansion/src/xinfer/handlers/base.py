@@ -67,18 +67,35 @@ class Failure(NamedTuple):
 class LoadedModel:
   """A model as xinfer calls it: a batch function and its input signature.
 
-  ``predict(x, **inference_args)`` takes a batch (batch dimension first) and
-  returns one output per record. ``input_shape`` includes the batch dimension;
-  ``None`` marks a dimension the model does not fix (a ``None`` shape: the
-  model file does not say).
+  ``predict(x, **inference_args)`` takes a batch (batch dimension first):
+  one array, or with named inputs a dict of them by input name; it returns
+  the batch's outputs: an array, a dict of arrays by output name, or a tuple
+  of arrays (see ``convert.per_record``). ``input_shape`` includes the batch
+  dimension; ``None`` marks a dimension the model does not fix (a ``None``
+  shape: the model file does not say). ``inputs`` gives the shape and dtype
+  of each named input the model file describes. With ``stacked=False``,
+  ``predict`` takes a list of per-record inputs and returns a list of
+  per-record outputs (Beam ModelHandlers, Hugging Face pipelines).
   """
   def __init__(self,
                predict: Callable[..., Any],
                input_shape: Optional[Sequence[Optional[int]]],
-               input_dtype=np.float32):
+               input_dtype=np.float32,
+               *,
+               inputs: Optional[Dict[str,
+                                     Tuple[Optional[Sequence[Optional[int]]],
+                                           Any]]] = None,
+               stacked: bool = True):
     self.predict = predict
     self.input_shape = None if input_shape is None else tuple(input_shape)
     self.input_dtype = input_dtype
+    self.inputs = dict(inputs or {})
+    self.stacked = stacked
+
+  def input_of(self, name: str):
+    """(shape with batch dimension, dtype) of a named input, where the model
+    file says; (None, None) otherwise."""
+    return self.inputs.get(name, (None, None))
 
 
 def check_model_uri(model_uri: str):
@@ -261,6 +278,14 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
       each load, and a model file that differs is not loaded. Needs a single
       local file and no refresh.
     min_batch_size, max_batch_size, max_batch_wait_secs: Beam's batching.
+    inputs: named model inputs, each from a field of its own: a list of
+      ``{"name", "field", "shape"?}`` (``convert.InputSpec``); replaces
+      ``feature_field``. Their dtypes follow from the fields' types (see
+      :meth:`bind_schema`).
+    outputs: declared outputs: a list of ``{"name", "type"}``
+      (``convert.OutputSpec``); each prediction then carries these fields, by
+      the model's output names (or in order, for a model that returns a
+      tuple), instead of ``scores`` and ``predicted_class``.
   """
 
   # Whether the framework's model call takes keyword arguments (inference_args).
@@ -280,8 +305,17 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
                max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                max_batch_wait_secs: Optional[float] = None,
                bundle_timeout_secs: Optional[float] = None,
+               inputs: Optional[Sequence[Dict[str, Any]]] = None,
+               outputs: Optional[Sequence[Dict[str, Any]]] = None,
                **framework_options):
     super().__init__()
+    self._inputs = convert.parse_inputs(inputs)
+    self._outputs = convert.parse_outputs(outputs)
+    if self._inputs and preprocess:
+      raise ValueError(
+          'RunInference: a preprocess function makes the model input from the '
+          'whole record; drop the named inputs (withInput), or return a dict '
+          'of them by input name from the function.')
     check_batch_sizes(min_batch_size, max_batch_size)
     deadlines.check_limit(bundle_timeout_secs)
     convert.check_nan_policy(nan_policy)
@@ -333,6 +367,45 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
           f"RunInference: unknown option(s) {', '.join(sorted(options))} for "
           f'{type(self).__name__}.')
 
+  def bind_schema(self, fields: Sequence[Tuple[str, Any]]):
+    """Takes the input's schema fields: named inputs get their fields' types,
+    declared outputs are checked against the input's names. Fails at
+    construction with what to fix."""
+    if self._inputs:
+      self._inputs = convert.bind_inputs(fields, self._inputs)
+    if self._outputs:
+      convert.check_output_fields(fields, self._outputs)
+
+  def check_signature(self, path: str, input_names: Sequence[str],
+                      output_names: Optional[Sequence[str]]):
+    """For a framework whose model file names its inputs and outputs: fails
+    the load (so each record fails with the reason) when a named input is
+    not one of the model's, a model input gets nothing, or a declared output
+    is not one of the model's."""
+    if self._inputs:
+      declared = [spec.name for spec in self._inputs]
+      unknown = [n for n in declared if n not in input_names]
+      unfed = [n for n in input_names if n not in declared]
+      if unknown or unfed:
+        raise ValueError(
+            f"RunInference: the model '{path}' has inputs "
+            f"{', '.join(input_names)}; withInput names "
+            f"{', '.join(declared)}. Name each of the model's inputs once.")
+    if self._outputs and output_names is not None:
+      unknown = [s.name for s in self._outputs if s.name not in output_names]
+      if unknown:
+        raise ValueError(f"RunInference: the model '{path}' has outputs "
+                         f"{', '.join(output_names)}; withOutput names "
+                         f"{', '.join(unknown)}, which it does not have.")
+
+  @property
+  def outputs(self) -> Tuple['convert.OutputSpec', ...]:
+    return self._outputs
+
+  @property
+  def named_inputs(self) -> Tuple['convert.InputSpec', ...]:
+    return self._inputs
+
   # --- the contract --------------------------------------------------------
 
   @property
@@ -370,7 +443,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
 
   def _load_slot(self) -> _ModelSlot:
     if self._refresh_interval_secs is None:
-      check_model_uri(self._model_uri)
+      self.check_model_exists()
       if self._model_sha256:
         verify_sha256(self._model_uri, self._model_sha256)
       return _ModelSlot(self._load(self._model_uri), self._model_uri,
@@ -399,15 +472,16 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
         stage = PREPROCESSING
         deadline.stage = stage
         try:
+          if self._inputs:
+            stage = CONVERSION
+            deadline.stage = stage
+            inputs.append((i, self._named_inputs_of(row, loaded)))
+            continue
           values = (self._preprocess_fn(row) if self._preprocess_fn else
                     getattr(row, self._feature_field, None))
           stage = CONVERSION
           deadline.stage = stage
-          inputs.append(
-              (i,
-               convert.to_model_input(values, row, self._feature_field,
-                                      loaded.input_shape, loaded.input_dtype,
-                                      self._nan_policy)))
+          inputs.append((i, self._model_input_of(values, row, loaded)))
         except Exception as e:  # pylint: disable=broad-except
           outcomes[i] = Failure.of(stage, e)
       deadline.stage = INFERENCE
@@ -415,15 +489,49 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
         outcomes[i] = output
       deadline.stage = POSTPROCESSING
       for row, outcome in zip(batch, outcomes):
-        if not isinstance(outcome, Failure) and self._postprocess_fn:
-          try:
-            outcome = np.asarray(self._postprocess_fn(outcome))
-          except Exception as e:  # pylint: disable=broad-except
-            outcome = Failure.of(POSTPROCESSING, e)
+        if not isinstance(outcome, Failure):
+          outcome = self._finish(outcome)
         results.append(
             PredictionResult(example=row, inference=outcome, model_id=model_id))
     self._count(results)
     return results
+
+  def _named_inputs_of(self, row, loaded: LoadedModel) -> Dict[str, Any]:
+    return {
+        spec.name: convert.to_named_input(row, spec,
+                                          *loaded.input_of(spec.name),
+                                          self._nan_policy)
+        for spec in self._inputs
+    }
+
+  def _model_input_of(self, values, row, loaded: LoadedModel):
+    """One record's input in the single-input form (a preprocess function may
+    also return text, or a dict of inputs by name)."""
+    if isinstance(values, dict):
+      return {
+          name: v if isinstance(v, (str, bytes)) else np.asarray(v)
+          for name, v in values.items()
+      }
+    if self._preprocess_fn and isinstance(values, (str, bytes)):
+      return values
+    return convert.to_model_input(values, row, self._feature_field,
+                                  loaded.input_shape, loaded.input_dtype,
+                                  self._nan_policy)
+
+  def _finish(self, output):
+    """One record's model output, through the postprocess function, as its
+    declared outputs (a dict) or its scores; a Failure when it does not fit."""
+    stage = POSTPROCESSING
+    try:
+      if self._postprocess_fn:
+        output = self._postprocess_fn(output)
+        if not self._outputs and not isinstance(output, (dict, tuple)):
+          output = np.asarray(output)
+      if self._outputs:
+        return convert.output_values(output, self._outputs)
+      return convert.default_scores(output)
+    except Exception as e:  # pylint: disable=broad-except
+      return Failure.of(stage, e)
 
   def run_block(
       self,
@@ -435,7 +543,8 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     row per record) and the model id, or None when the block must go record by
     record through ``run_inference`` (a size the model does not take, a value
     the NaN policy rejects, a batch the model refuses, or hooks)."""
-    if self._preprocess_path or self._postprocess_path:
+    if (self._preprocess_path or self._postprocess_path or self._inputs
+        or self._outputs):
       return None
     self._maybe_refresh(model)
     loaded, _, model_id = model.serving
@@ -448,11 +557,23 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     x = features.astype(loaded.input_dtype, copy=False)
     if expected is not None and len(loaded.input_shape) != 2:
       x = x.reshape((len(x), ) + tuple(loaded.input_shape[1:]))
+    if not loaded.stacked:
+      return None
     try:
       with deadlines.batch(model_id, self._bundle_timeout_secs, INFERENCE):
-        return self._call(loaded, x, inference_args or {}, len(x)), model_id
+        outputs = loaded.predict(x, **(inference_args or {}))
     except Exception:  # pylint: disable=broad-except
       return None
+    if isinstance(outputs, tuple) and outputs:
+      outputs = outputs[0]
+    if isinstance(outputs, dict):
+      if len(outputs) != 1:
+        return None
+      outputs = next(iter(outputs.values()))
+    outputs = convert.as_numpy(outputs)
+    if outputs.shape[:1] != (len(x), ) or outputs.dtype.kind not in 'fiub':
+      return None
+    return outputs, model_id
 
   def validate_inference_args(self, inference_args: Optional[Dict[str, Any]]):
     if inference_args and not self.accepts_inference_args:
@@ -493,8 +614,7 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     if not inputs:
       return []
     try:
-      stacked = np.stack([x for _, x in inputs])
-      outputs = self._call(loaded, stacked, kwargs, len(inputs))
+      outputs = self._call(loaded, [x for _, x in inputs], kwargs)
       return [(i, out) for (i, _), out in zip(inputs, outputs)]
     except Exception as batch_error:  # pylint: disable=broad-except
       if len(inputs) == 1:
@@ -502,19 +622,23 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
     results = []
     for i, x in inputs:
       try:
-        results.append((i, self._call(loaded, x[np.newaxis], kwargs, 1)[0]))
+        results.append((i, self._call(loaded, [x], kwargs)[0]))
       except Exception as e:  # pylint: disable=broad-except
         results.append((i, Failure.of(INFERENCE, e)))
     return results
 
-  def _call(self, loaded: LoadedModel, x: np.ndarray, kwargs, n: int):
-    outputs = np.asarray(loaded.predict(x, **kwargs))
-    if outputs.shape[:1] != (n, ):
-      raise ValueError(
-          f'RunInference: the model returned shape {outputs.shape} for a batch '
-          f'of {n}; it must return one output per record (batch dimension '
-          'first).')
-    return outputs
+  def _call(self, loaded: LoadedModel, inputs: List[Any], kwargs) -> List[Any]:
+    """The model's output for each of ``inputs`` (per-record model inputs)."""
+    n = len(inputs)
+    if not loaded.stacked:
+      outputs = list(loaded.predict(inputs, **kwargs))
+      if len(outputs) != n:
+        raise ValueError(
+            f'RunInference: the model returned {len(outputs)} outputs for a '
+            f'batch of {n}; it must return one per record.')
+      return outputs
+    return convert.per_record(loaded.predict(convert.stack(inputs), **kwargs),
+                              n)
 
   def _maybe_refresh(self, slot: _ModelSlot):
     if slot.unloaded:

@@ -132,6 +132,10 @@ class KeyedRowModelHandler(ModelHandler[Tuple[str, Any],
     for handler in self._handlers.values():
       handler.check_model_exists()
 
+  def bind_schema(self, fields):
+    for handler in self._handlers.values():
+      handler.bind_schema(fields)
+
   def load_model(self) -> _ModelCache:
     return _ModelCache(self._max_models)
 

@@ -19,9 +19,11 @@ from xinfer.handlers.base import RowModelHandler
 class OnnxRowHandler(RowModelHandler):
   """ONNX: an ``.onnx`` file run by onnxruntime on CPU.
 
-  The model's first input takes the batch; the scores are its first float tensor
-  output (for a converted scikit-learn classifier, the probabilities: convert
-  with ``options={'zipmap': False}``).
+  Without named inputs the model's first input takes the batch; with them
+  (``withInput``) each input is fed by name. Without declared outputs the
+  scores are its first float tensor output (for a converted scikit-learn
+  classifier, the probabilities: convert with ``options={'zipmap': False}``);
+  declared outputs (``withOutput``) are read by name.
   """
   _DTYPES = {
       'tensor(float)': np.float32,
@@ -39,29 +41,55 @@ class OnnxRowHandler(RowModelHandler):
     session = onnxruntime.InferenceSession(path,
                                            sess_options=options,
                                            providers=['CPUExecutionProvider'])
-    model_input = session.get_inputs()[0]
-    floats = [
-        o for o in session.get_outputs()
-        if o.type in ('tensor(float)', 'tensor(double)')
-    ]
-    if not floats:
-      raise ValueError(
-          f"RunInference: the ONNX model '{path}' has no float tensor output "
-          f"(outputs: {[(o.name, o.type) for o in session.get_outputs()]}). "
-          "For a scikit-learn classifier, convert with options={'zipmap': False}."
-      )
-    output_name = floats[0].name
-    dtype = self._DTYPES.get(model_input.type)
-    if dtype is None:
-      raise ValueError(
-          f"RunInference: the ONNX model '{path}' takes {model_input.type}; "
-          'xinfer feeds numeric tensors (float, double, int32, int64).')
-    shape = [d if isinstance(d, int) else None for d in model_input.shape]
+    model_inputs = session.get_inputs()
+    model_outputs = session.get_outputs()
+    self.check_signature(path, [i.name for i in model_inputs],
+                         [o.name for o in model_outputs])
+    dtypes = {}
+    for model_input in model_inputs:
+      dtype = self._DTYPES.get(model_input.type)
+      if dtype is None and model_input.type != 'tensor(string)':
+        raise ValueError(
+            f"RunInference: the ONNX model '{path}' takes {model_input.type} as "
+            f"'{model_input.name}'; xinfer feeds float, double, int32, int64 "
+            'and string tensors.')
+      dtypes[model_input.name] = dtype or object
+    shapes = {
+        i.name: tuple(d if isinstance(d, int) else None for d in i.shape)
+        for i in model_inputs
+    }
+    first = model_inputs[0].name
+    if self.outputs:
+      output_name = None
+    else:
+      floats = [
+          o for o in model_outputs
+          if o.type in ('tensor(float)', 'tensor(double)')
+      ]
+      if not floats:
+        raise ValueError(
+            f"RunInference: the ONNX model '{path}' has no float tensor output "
+            f"(outputs: {[(o.name, o.type) for o in model_outputs]}). For a "
+            "scikit-learn classifier, convert with options={'zipmap': False}"
+            ', or declare the outputs with withOutput (Java).')
+      output_name = floats[0].name
 
     def predict(x):
-      return session.run([output_name], {model_input.name: x})[0]
+      feed = x if isinstance(x, dict) else {first: x}
+      if output_name is not None:
+        return session.run([output_name], feed)[0]
+      return {o.name: r for o, r in zip(model_outputs, session.run(None, feed))}
 
-    return LoadedModel(predict, shape, dtype)
+    if self.named_inputs:
+      return LoadedModel(predict,
+                         None,
+                         inputs={n: (shapes[n], dtypes[n])
+                                 for n in shapes})
+    if dtypes[first] is object:
+      raise ValueError(
+          f"RunInference: the ONNX model '{path}' takes strings as '{first}'; "
+          'name the field that holds them with withInput (Java).')
+    return LoadedModel(predict, list(shapes[first]), dtypes[first])
 
 
 # The registry's entry (xinfer.handlers): the framework's name, its handler, and

@@ -29,8 +29,11 @@ class PyTorchRowHandler(RowModelHandler):
       (``torch.jit.save``).
     model_params: keyword arguments for the class's constructor.
 
-  inference_args are keyword arguments of the module's ``forward``. The input
-  size is not recorded in PyTorch files: a record of the wrong size fails in the
+  inference_args are keyword arguments of the module's ``forward``. Named
+  inputs (``withInput``) are its positional arguments, in the order given; a
+  ``forward`` that returns a tuple gives outputs in order, a dict by name. The
+  input size is not recorded in PyTorch files (give it with
+  ``withInputShape``): a record of the wrong size fails in the
   inference stage with PyTorch's message, and the rest of the batch still runs.
   """
   accepts_inference_args = True
@@ -75,11 +78,26 @@ class PyTorchRowHandler(RowModelHandler):
         ) from e
     module.eval()
 
+    def tensor(value):
+      if value.dtype == object:
+        raise TypeError(
+            'RunInference: a PyTorch model takes numeric tensors; this input '
+            'holds text (tokenize it in a preprocess function, or use a Hugging '
+            'Face model).')
+      return torch.from_numpy(np.ascontiguousarray(value))
+
     def predict(x, **kwargs):
+      # Named inputs go to forward in the order withInput gives them.
+      args = ([tensor(v)
+               for v in x.values()] if isinstance(x, dict) else [tensor(x)])
       with torch.no_grad():
-        out = module(torch.from_numpy(x), **kwargs)
-      if isinstance(out, (tuple, list)):
-        out = out[0]
+        out = module(*args, **kwargs)
+      if isinstance(out, list):
+        out = tuple(out)
+      if isinstance(out, tuple):
+        return tuple(o.detach().cpu().numpy() for o in out)
+      if isinstance(out, dict):
+        return {k: v.detach().cpu().numpy() for k, v in out.items()}
       return out.detach().cpu().numpy()
 
     return LoadedModel(predict, None, np.float32)

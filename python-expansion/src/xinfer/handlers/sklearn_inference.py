@@ -39,6 +39,10 @@ class SklearnRowHandler(RowModelHandler):
     n = getattr(model, 'n_features_in_', None)
 
     def predict(x, **kwargs):
+      if isinstance(x, dict):
+        raise TypeError(
+            'RunInference: a scikit-learn model takes one input (a feature '
+            f"array); withInput names {', '.join(x)}. Use withFeatureField.")
       out = np.asarray(method(x, **kwargs))
       return out.reshape(len(x), -1)
 

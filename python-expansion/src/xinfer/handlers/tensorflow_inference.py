@@ -41,10 +41,19 @@ class TensorFlowRowHandler(RowModelHandler):
     if path.endswith('.keras'):
       import keras
       model = keras.models.load_model(path)
-      shape = tuple(model.inputs[0].shape)
-      return LoadedModel(
-          lambda x, **kw: np.asarray(model(x, training=False, **kw)), shape,
-          np.float32)
+      inputs = {
+          getattr(t, 'name', f'input_{i}').split(':')[0]: (tuple(t.shape), None)
+          for i, t in enumerate(model.inputs)
+      }
+
+      def call_keras(x, **kw):
+        out = model(x, training=False, **kw)
+        return tuple(out) if isinstance(out, (list, tuple)) else out
+
+      return LoadedModel(call_keras,
+                         tuple(model.inputs[0].shape),
+                         np.float32,
+                         inputs=inputs if len(inputs) > 1 else None)
     loaded = tf.saved_model.load(path)
     signatures = getattr(loaded, 'signatures', {})
     if 'serving_default' not in signatures:
@@ -54,24 +63,39 @@ class TensorFlowRowHandler(RowModelHandler):
           ' Export it with model.export(path) or tf.saved_model.save(..., '
           'signatures=...).')
     signature = signatures['serving_default']
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-      raise ValueError(
-          f"RunInference: the SavedModel at '{path}' has inputs "
-          f'{sorted(inputs)} and outputs {sorted(outputs)}; xinfer runs models '
-          'with one input and one output.')
-    input_name, spec = next(iter(inputs.items()))
-    output_name = next(iter(outputs))
-    dtype = spec.dtype.as_numpy_dtype
+    specs = dict(signature.structured_input_signature[1])
+    self.check_signature(path, list(specs), list(signature.structured_outputs))
+    input_name = None
+    if not self.named_inputs:
+      if len(specs) != 1:
+        raise ValueError(
+            f"RunInference: the SavedModel at '{path}' has inputs "
+            f"{', '.join(sorted(specs))}; name where each comes from with "
+            'withInput(modelInput, field) (Java).')
+      input_name = next(iter(specs))
 
     def predict(x):
-      result = signature(**{input_name: tf.constant(x, dtype=spec.dtype)})
-      return result[output_name].numpy()
+      feed = x if isinstance(x, dict) else {input_name: x}
+      result = signature(
+          **{
+              name: tf.constant(value, dtype=specs[name].dtype)
+              for name, value in feed.items()
+          })
+      result = {name: tensor.numpy() for name, tensor in result.items()}
+      if len(result) == 1 and not self.outputs:
+        return next(iter(result.values()))
+      return result
 
     # Keep the loaded object alive: the signature does not hold it.
     predict.saved_model = loaded
-    return LoadedModel(predict, tuple(spec.shape.as_list()), dtype)
+    inputs = {
+        name: (tuple(spec.shape.as_list()), spec.dtype.as_numpy_dtype)
+        for name, spec in specs.items()
+    }
+    if input_name is not None:
+      shape, dtype = inputs[input_name]
+      return LoadedModel(predict, shape, dtype)
+    return LoadedModel(predict, None, inputs=inputs)
 
 
 # The registry's entry (xinfer.handlers): the framework's name, its handler, and
