@@ -23,13 +23,17 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *     .withModelClass("xinfer.examples.nets:DigitsNet", Map.of("hidden", 32));
  * Model.of("/models/digits-sklearn.joblib");            // scikit-learn (joblib or pickle)
  * Model.of("/models/digits-sklearn.onnx");              // ONNX, run by onnxruntime
+ * Model.of("/models/diabetes.xgb.json");                // XGBoost
  * Model.of("/models/churn/latest").withFramework(Model.Framework.ONNX).withId("churn");
+ * Model.ofHandler("my_models.handlers:make_handler",    // your own Beam ModelHandler
+ *     Map.of("model_uri", "/models/m.bin"));
  * }</pre>
  *
  * <p>The framework follows from the name ({@code .keras}, {@code .pt}/{@code .pth}/{@code .ts},
- * {@code .joblib}/{@code .pkl}, {@code .onnx}, or a directory holding {@code saved_model.pb}); name
- * it with {@link #withFramework} otherwise. The path is read by the Python workers, so it must be
- * visible to them (on a cluster: a shared or replicated path).
+ * {@code .joblib}/{@code .pkl}, {@code .onnx}, {@code .xgb.json}/{@code .xgb}/{@code .ubj}, or a
+ * directory holding {@code saved_model.pb}); name it with {@link #withFramework} otherwise. The
+ * path is read by the Python workers, so it must be visible to them (on a cluster: a shared or
+ * replicated path).
  */
 @AutoValue
 public abstract class Model implements Serializable {
@@ -44,7 +48,8 @@ public abstract class Model implements Serializable {
     TENSORFLOW,
     PYTORCH,
     SKLEARN,
-    ONNX;
+    ONNX,
+    XGBOOST;
 
     String pythonName() {
       return name().toLowerCase(Locale.ROOT);
@@ -63,6 +68,9 @@ public abstract class Model implements Serializable {
 
   abstract @Nullable String getSha256();
 
+  /** The Beam ModelHandler factory of {@link #ofHandler}, else null. */
+  abstract @Nullable String getHandler();
+
   abstract Builder toBuilder();
 
   @AutoValue.Builder
@@ -79,6 +87,8 @@ public abstract class Model implements Serializable {
 
     abstract Builder setSha256(@Nullable String value);
 
+    abstract Builder setHandler(@Nullable String value);
+
     abstract Model build();
   }
 
@@ -93,9 +103,36 @@ public abstract class Model implements Serializable {
     return new AutoValue_Model.Builder().setUri(absolute(uri)).build();
   }
 
+  /**
+   * Your own Beam Python {@code ModelHandler}: {@code factory}, {@code package.module:name} in a
+   * module the operator allowed ({@code --xinferAllowedModules}) and installed in the worker venv,
+   * is called with {@code kwargs} (numbers, strings, booleans, lists, maps) and returns the handler
+   * (a function that makes one, or a {@code ModelHandler} class). Anything Beam's Python {@code
+   * RunInference} runs then runs from Java, with xinfer's batching, dead letters, metrics and model
+   * ids ({@code model_id} defaults to {@code factory}). Each record's example is its model input (a
+   * float32 array from the feature field, a dict with {@link RunInference#withInput}, or what a
+   * preprocess function returns); each {@code PredictionResult.inference} is mapped to the declared
+   * outputs ({@link RunInference#withOutput}) or the scores.
+   *
+   * <pre>{@code
+   * Model.ofHandler("xinfer.examples.handlers:beam_sklearn", Map.of("model_uri", path))
+   * }</pre>
+   */
+  public static Model ofHandler(String factory, Map<String, ?> kwargs) {
+    checkPythonName(factory, "Model.ofHandler(factory, kwargs)", "function");
+    checkArgument(
+        kwargs != null, "Model.ofHandler(factory, kwargs): kwargs is null (Map.of() for none)");
+    return new AutoValue_Model.Builder()
+        .setUri(factory)
+        .setHandler(factory)
+        .setModelParamsJson(kwargs.isEmpty() ? null : json(kwargs, "Model.ofHandler"))
+        .build();
+  }
+
   /** The framework, when the model's name does not tell it. */
   public Model withFramework(Framework framework) {
     checkArgument(framework != null, "withFramework(framework) needs a framework");
+    checkNotHandler("withFramework(...)");
     return toBuilder().setFramework(framework).build();
   }
 
@@ -111,6 +148,7 @@ public abstract class Model implements Serializable {
    * arguments (numbers, strings, booleans, lists; may be empty).
    */
   public Model withModelClass(String pythonClass, Map<String, ?> constructorArgs) {
+    checkNotHandler("withModelClass(...)");
     checkPythonName(pythonClass, "withModelClass(pythonClass, args)", "ClassName");
     checkArgument(constructorArgs != null, "withModelClass(pythonClass, args): args is null");
     return toBuilder()
@@ -131,7 +169,17 @@ public abstract class Model implements Serializable {
         hexDigest != null && SHA256.matcher(hexDigest).matches(),
         "withSha256(hexDigest) needs the file's SHA-256 as 64 hex digits (sha256sum FILE); got %s",
         hexDigest);
+    checkNotHandler("withSha256(...)");
     return toBuilder().setSha256(hexDigest.toLowerCase(Locale.ROOT)).build();
+  }
+
+  private void checkNotHandler(String method) {
+    checkArgument(
+        getHandler() == null,
+        "%s applies to a model file; Model.ofHandler(\"%s\", ...) makes a ModelHandler that loads "
+            + "its own model. Pass such settings to the factory in its kwargs",
+        method,
+        getHandler());
   }
 
   /**
@@ -151,7 +199,12 @@ public abstract class Model implements Serializable {
   Map<String, Object> pythonArgs() {
     Map<String, Object> args = new LinkedHashMap<>();
     args.put("model_uri", getUri());
-    putIfSet(args, "framework", getFramework() == null ? null : getFramework().pythonName());
+    putIfSet(
+        args,
+        "framework",
+        getHandler() != null
+            ? "beam_model_handler"
+            : getFramework() == null ? null : getFramework().pythonName());
     putIfSet(args, "model_id", getId());
     putIfSet(args, "model_class", getModelClass());
     putIfSet(args, "model_params", getModelParamsJson());

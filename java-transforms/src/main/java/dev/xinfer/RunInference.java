@@ -34,8 +34,9 @@ import org.apache.beam.sdk.values.TupleTag;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
- * Runs a Python model (TensorFlow, PyTorch, scikit-learn or ONNX) on each {@link Row} of a {@link
- * PCollection}, from a Java pipeline.
+ * Runs a Python model (TensorFlow, PyTorch, scikit-learn, ONNX, XGBoost, or your own Beam {@code
+ * ModelHandler}: {@link Model#ofHandler}) on each {@link Row} of a {@link PCollection}, from a Java
+ * pipeline.
  *
  * <p>The model runs in Python, in a worker pool that xinfer starts, through Beam's cross-language
  * expansion service. Rows cross to Python in blocks of up to {@link #withMaxBatchSize} (their
@@ -56,6 +57,22 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *             .withFeatureField("features")
  *             .withMaxBatchSize(256));
  * p.run().waitUntilFinish();
+ * }</pre>
+ *
+ * <p>Models with other inputs and outputs (several named inputs, integers, strings, bytes, N-d
+ * tensors; several outputs, an embedding, a label, one number) name them: {@link #withInput} (and
+ * {@link #withInputShape} where the model file records no shape) and {@link #withOutput}; the
+ * output Row is then the input fields, the declared outputs and {@code model_id} ({@link
+ * #predictionSchema}).
+ *
+ * <pre>{@code
+ * PCollection<Row> predictions =
+ *     images.apply(                                       // "pixels": ARRAY<FLOAT>, 64 values
+ *         RunInference.withModel("/models/digits-cnn.pt") // returns (probabilities, embedding)
+ *             .withInput("images", "pixels")
+ *             .withInputShape("images", 8, 8, 1)
+ *             .withOutput("probabilities", FieldType.array(FieldType.FLOAT))
+ *             .withOutput("embedding", FieldType.array(FieldType.FLOAT)));
  * }</pre>
  *
  * <p>The same settings give the other forms:
@@ -146,6 +163,15 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
 
   abstract @Nullable String getExpansionServiceSecretFile();
 
+  /** Named model inputs: model input name to the Row field it comes from, in order. */
+  abstract Map<String, String> getInputs();
+
+  /** Per-record shapes given with {@link #withInputShape}, by input name. */
+  abstract Map<String, List<Integer>> getInputShapes();
+
+  /** Declared outputs: output field name to its type, in order. */
+  abstract Map<String, FieldType> getOutputs();
+
   abstract Builder toBuilder();
 
   @AutoValue.Builder
@@ -178,12 +204,21 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
 
     abstract Builder setExpansionServiceSecretFile(@Nullable String value);
 
+    abstract Builder setInputs(Map<String, String> value);
+
+    abstract Builder setInputShapes(Map<String, List<Integer>> value);
+
+    abstract Builder setOutputs(Map<String, FieldType> value);
+
     abstract RunInference build();
   }
 
   private static Builder defaults() {
     return new AutoValue_RunInference.Builder()
         .setModelsByKey(Collections.emptyMap())
+        .setInputs(Collections.emptyMap())
+        .setInputShapes(Collections.emptyMap())
+        .setOutputs(Collections.emptyMap())
         .setFeatureField(DEFAULT_FEATURE_FIELD)
         .setMinBatchSize(DEFAULT_MIN_BATCH_SIZE)
         .setMaxBatchSize(DEFAULT_MAX_BATCH_SIZE)
@@ -225,12 +260,125 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
         .build();
   }
 
-  /** The input field holding the model input, an array of numbers. Default {@code features}. */
+  /**
+   * The input field holding the input of a single-input model, an array of numbers. Default {@code
+   * features}. For several inputs, or inputs of other types, use {@link #withInput} instead.
+   */
   public RunInference withFeatureField(String fieldName) {
     checkArgument(
         fieldName != null && !fieldName.isEmpty(),
         "withFeatureField(fieldName) needs the name of the input's array-of-numbers field");
+    checkArgument(
+        getInputs().isEmpty(),
+        "withFeatureField(\"%s\") names the one input of a single-input model, but withInput(...) "
+            + "already names the model's inputs %s; use one of the two",
+        fieldName,
+        getInputs().keySet());
     return toBuilder().setFeatureField(fieldName).build();
+  }
+
+  /**
+   * Feeds the model input named {@code modelInput} from the Row field {@code field}; call once per
+   * input (several allowed, in the order a PyTorch {@code forward} takes them). The tensor's dtype
+   * follows from the field's type: {@code INT32}, {@code INT64}, {@code FLOAT}, {@code DOUBLE},
+   * {@code BOOLEAN} (or {@code BYTE}, {@code INT16}) scalars and arrays, arrays of arrays for N-d
+   * tensors; {@code STRING} and {@code BYTES} reach the model (a TF string tensor, a tokenizer, a
+   * hook) as they are. Where the model file records an input's dtype (a SavedModel signature, an
+   * ONNX graph), the values are converted to it. Replaces {@link #withFeatureField}.
+   *
+   * <pre>{@code
+   * RunInference.withModel("/models/digits-two-input")
+   *     .withInput("pixels", "pixels")   // ARRAY<FLOAT>, 64 values
+   *     .withInput("ink", "inked")       // INT64
+   *     .withOutput("digit", FieldType.INT64);
+   * }</pre>
+   */
+  public RunInference withInput(String modelInput, String field) {
+    checkArgument(
+        modelInput != null && !modelInput.isEmpty() && field != null && !field.isEmpty(),
+        "withInput(modelInput, field) needs the model's input name and the Row field it comes "
+            + "from; got %s, %s",
+        modelInput,
+        field);
+    checkArgument(
+        !getInputs().containsKey(modelInput),
+        "withInput(\"%s\", ...) is given twice; name each model input once",
+        modelInput);
+    checkArgument(
+        DEFAULT_FEATURE_FIELD.equals(getFeatureField()),
+        "withInput(\"%s\", \"%s\") names the model's inputs, but withFeatureField(\"%s\") already "
+            + "names its one input; use one of the two",
+        modelInput,
+        field,
+        getFeatureField());
+    Map<String, String> inputs = new LinkedHashMap<>(getInputs());
+    inputs.put(modelInput, field);
+    return toBuilder().setInputs(Collections.unmodifiableMap(inputs)).build();
+  }
+
+  /**
+   * The shape of one record's value for an input whose model file does not record it (a TorchScript
+   * file, say): {@code name} is a {@link #withInput} name, or the {@link #withFeatureField} field.
+   * A record with as many values as the shape holds (flat or nested) is reshaped to it; any other
+   * record fails (stage {@code conversion}).
+   *
+   * <pre>{@code
+   * RunInference.withModel("/models/digits-cnn.pt")        // forward(images: [N, 8, 8, 1])
+   *     .withInput("images", "pixels")                     // ARRAY<FLOAT>, 64 values
+   *     .withInputShape("images", 8, 8, 1)
+   * }</pre>
+   */
+  public RunInference withInputShape(String name, int... dims) {
+    checkArgument(
+        name != null && !name.isEmpty(),
+        "withInputShape(name, dims...) needs the input's name (a withInput name, or the feature "
+            + "field)");
+    checkArgument(
+        dims != null && dims.length > 0,
+        "withInputShape(\"%s\", dims...) needs at least one dimension, e.g. 8, 8, 1",
+        name);
+    List<Integer> shape = new ArrayList<>();
+    for (int d : dims) {
+      checkArgument(
+          d >= 1, "withInputShape(\"%s\", ...): each dimension must be positive; got %s", name, d);
+      shape.add(d);
+    }
+    Map<String, List<Integer>> shapes = new LinkedHashMap<>(getInputShapes());
+    shapes.put(name, Collections.unmodifiableList(shape));
+    return toBuilder().setInputShapes(Collections.unmodifiableMap(shapes)).build();
+  }
+
+  /**
+   * Declares an output field: each prediction carries {@code name} of {@code type}, taken from the
+   * model's output of that name (a SavedModel signature's, an ONNX graph's, a dict a PyTorch module
+   * or Beam ModelHandler returns), or by position for a model that returns a tuple, or the model's
+   * one output when one field is declared. Call once per output (several allowed). Types: {@code
+   * FLOAT}, {@code DOUBLE}, {@code INT32}, {@code INT64} (or {@code BYTE}, {@code INT16}), {@code
+   * BOOLEAN}, {@code STRING}, {@code BYTES}, and {@code FieldType.array(...)} of them (nested for
+   * N-d). With declared outputs, the output Row is the input fields, then the declared outputs,
+   * then {@code model_id} (see {@link #predictionSchema}); without, it is {@code scores}, {@code
+   * predicted_class} and {@code model_id}. A regressor declares one number: {@code
+   * withOutput("prediction", FieldType.DOUBLE)}. A record whose output does not fit the declared
+   * type or shape fails (stage {@code postprocessing}) with the reason.
+   */
+  public RunInference withOutput(String name, FieldType type) {
+    checkArgument(
+        name != null && !name.isEmpty(),
+        "withOutput(name, type) needs the output's name (the model's output name)");
+    checkArgument(
+        !MODEL_ID_FIELD.equals(name),
+        "withOutput(\"%s\", ...): every prediction carries %s already; name the output otherwise",
+        name,
+        MODEL_ID_FIELD);
+    checkArgument(
+        !getOutputs().containsKey(name),
+        "withOutput(\"%s\", ...) is given twice; declare each output once",
+        name);
+    checkArgument(type != null, "withOutput(\"%s\", type) needs a FieldType", name);
+    pythonType(type, "withOutput(\"" + name + "\", " + type + ")", false);
+    Map<String, FieldType> outputs = new LinkedHashMap<>(getOutputs());
+    outputs.put(name, type);
+    return toBuilder().setOutputs(Collections.unmodifiableMap(outputs)).build();
   }
 
   /**
@@ -370,6 +518,20 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
   }
 
   /**
+   * The output schema of this inference for an input schema: {@link #outputSchema(Schema)}, or with
+   * declared outputs ({@link #withOutput}) the input fields, each declared output, then {@code
+   * model_id}.
+   */
+  public Schema predictionSchema(Schema inputSchema) {
+    if (getOutputs().isEmpty()) {
+      return outputSchema(inputSchema);
+    }
+    Schema.Builder schema = Schema.builder().addFields(inputSchema.getFields());
+    getOutputs().forEach(schema::addField);
+    return schema.addField(MODEL_ID_FIELD, FieldType.STRING).build();
+  }
+
+  /**
    * The schema of a failure: {@code input} (the original input Row), {@code key} (keyed inference,
    * else null), {@code stage} ({@code preprocessing}, {@code conversion}, {@code inference}, {@code
    * postprocessing}, or {@code routing} for a key with no model), {@code error_type} (the Python
@@ -493,8 +655,8 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
   private PCollectionTuple expandPython(
       PCollection<?> input, Schema rowSchema, boolean keyed, boolean deadLetter) {
     checkSettings(keyed);
-    checkInputSchema(rowSchema, getFeatureField(), getPreprocess() != null);
-    Schema outputSchema = outputSchema(rowSchema);
+    checkInputs(rowSchema);
+    Schema outputSchema = predictionSchema(rowSchema);
     Coder<?> predictionCoder =
         keyed
             ? KvCoder.of(StringUtf8Coder.of(), RowCoder.of(outputSchema))
@@ -523,11 +685,14 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
   /**
    * Whether rows may cross to Python in blocks (see {@link PythonTransforms.Blocks}): not when
    * keyed, with hooks (they take and give single records), or with a batch wait (Python's stateful
-   * batching across bundles). {@code --xinferRowBlocks=false} and a feature type that cannot be
-   * packed turn them off too.
+   * batching across bundles), nor with named inputs or declared outputs (blocks carry one feature
+   * array and scores). {@code --xinferRowBlocks=false} and a feature type that cannot be packed
+   * turn them off too.
    */
   private boolean blocksAllowed(boolean keyed) {
     return !keyed
+        && getInputs().isEmpty()
+        && getOutputs().isEmpty()
         && getPreprocess() == null
         && getPostprocess() == null
         && getMaxBatchWait() == null;
@@ -544,6 +709,13 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
           keyed,
           "withModelsByKey(...) chooses a model per key: apply .keyed() to a "
               + "PCollection<KV<String, Row>>");
+    }
+    for (Model model : models()) {
+      checkArgument(
+          getRefreshInterval() == null || model.getHandler() == null,
+          "withModelRefresh(...) watches model files; Model.ofHandler(\"%s\", ...) loads its "
+              + "own model. Drop one of the two",
+          model.getHandler());
     }
     if (getRefreshInterval() != null) {
       for (Model model : models()) {
@@ -568,7 +740,7 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     return models;
   }
 
-  private Map<String, Object> kwargs(boolean keyed, boolean deadLetter, XinferOptions options) {
+  Map<String, Object> kwargs(boolean keyed, boolean deadLetter, XinferOptions options) {
     Map<String, Object> kwargs = new LinkedHashMap<>();
     if (getModel() != null) {
       kwargs.putAll(getModel().pythonArgs());
@@ -613,21 +785,132 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
         kwargs,
         "refresh_interval_secs",
         getRefreshInterval() == null ? null : seconds(getRefreshInterval()));
+    if (!getInputs().isEmpty()) {
+      List<Map<String, Object>> inputs = new ArrayList<>();
+      getInputs()
+          .forEach(
+              (name, field) -> {
+                Map<String, Object> input = new LinkedHashMap<>();
+                input.put("name", name);
+                input.put("field", field);
+                putIfSet(input, "shape", getInputShapes().get(name));
+                inputs.add(input);
+              });
+      kwargs.put("inputs", Model.json(inputs, "withInput"));
+    }
+    if (!getOutputs().isEmpty()) {
+      List<Map<String, Object>> outputs = new ArrayList<>();
+      getOutputs()
+          .forEach(
+              (name, type) -> {
+                Map<String, Object> output = new LinkedHashMap<>();
+                output.put("name", name);
+                output.put("type", pythonType(type, "withOutput", false));
+                outputs.add(output);
+              });
+      kwargs.put("outputs", Model.json(outputs, "withOutput"));
+    }
     return kwargs;
   }
+
+  /**
+   * The name Python gives a field type ({@code float32}, {@code array<int64>}, ...); refuses the
+   * types a model input ({@code input}) or output cannot have, naming {@code method}.
+   */
+  static String pythonType(FieldType type, String method, boolean input) {
+    if (type.getTypeName() == TypeName.ARRAY
+        || (input && type.getTypeName() == TypeName.ITERABLE)) {
+      FieldType element = checkStateNotNull(type.getCollectionElementType());
+      checkArgument(
+          input || !element.getNullable(),
+          "%s: the array's elements must not be nullable (FieldType.array(FieldType.FLOAT))",
+          method);
+      return "array<" + pythonType(element, method, input) + ">";
+    }
+    checkArgument(
+        input || !type.getNullable(),
+        "%s: an output is never null; give a type without withNullable(true)",
+        method);
+    String name = ELEMENT_TYPES.get(type.getTypeName());
+    checkArgument(
+        name != null,
+        "%s: a model %s is a number (BYTE, INT16, INT32, INT64, FLOAT, DOUBLE), BOOLEAN, STRING, "
+            + "BYTES, or FieldType.array(...) of them; %s is none of these%s",
+        method,
+        input ? "input" : "output",
+        type,
+        type.getTypeName() == TypeName.ITERABLE ? " (use FieldType.array, not iterable)" : "");
+    return name;
+  }
+
+  private static final Map<TypeName, String> ELEMENT_TYPES =
+      Map.of(
+          TypeName.BYTE, "int8",
+          TypeName.INT16, "int16",
+          TypeName.INT32, "int32",
+          TypeName.INT64, "int64",
+          TypeName.FLOAT, "float32",
+          TypeName.DOUBLE, "float64",
+          TypeName.BOOLEAN, "bool",
+          TypeName.STRING, "str",
+          TypeName.BYTES, "bytes");
 
   private static double seconds(Duration d) {
     return d.toNanos() / 1e9;
   }
 
-  static void checkInputSchema(Schema schema, String featureField, boolean preprocessed) {
-    for (String name : new String[] {SCORES_FIELD, PREDICTED_CLASS_FIELD, MODEL_ID_FIELD}) {
+  /** The cross-field checks of the model's inputs and outputs against the input schema. */
+  private void checkInputs(Schema schema) {
+    List<String> added = new ArrayList<>(getOutputs().keySet());
+    if (added.isEmpty()) {
+      added.add(SCORES_FIELD);
+      added.add(PREDICTED_CLASS_FIELD);
+    }
+    added.add(MODEL_ID_FIELD);
+    for (String name : added) {
       checkArgument(
           !schema.hasField(name),
           "The input already has a field '%s', which RunInference adds to its output; rename "
-              + "or drop it before RunInference",
+              + "or drop it before RunInference%s",
+          name,
+          getOutputs().containsKey(name) ? ", or name the output otherwise" : "");
+    }
+    for (String name : getInputShapes().keySet()) {
+      checkArgument(
+          getInputs().containsKey(name),
+          "withInputShape(\"%s\", ...) names no withInput(...) input (inputs: %s); name the "
+              + "input and its field with withInput(\"%s\", field)",
+          name,
+          getInputs().keySet(),
           name);
     }
+    if (getInputs().isEmpty()) {
+      checkInputSchema(schema, getFeatureField(), getPreprocess() != null);
+      return;
+    }
+    checkArgument(
+        getPreprocess() == null,
+        "withPreprocess(\"%s\") makes the model input from the whole record; drop withInput(...), "
+            + "or return a dict of the inputs by name from the function",
+        getPreprocess());
+    getInputs()
+        .forEach(
+            (name, field) -> {
+              checkArgument(
+                  schema.hasField(field),
+                  "withInput(\"%s\", \"%s\"): the input has no field '%s' (fields: %s)",
+                  name,
+                  field,
+                  field,
+                  schema.getFieldNames());
+              pythonType(
+                  schema.getField(field).getType(),
+                  "withInput(\"" + name + "\", \"" + field + "\")",
+                  true);
+            });
+  }
+
+  static void checkInputSchema(Schema schema, String featureField, boolean preprocessed) {
     if (preprocessed) {
       return;
     }
@@ -696,7 +979,15 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
     getModelsByKey()
         .forEach((k, m) -> builder.add(DisplayData.item("model[" + k + "]", m.getUri())));
     builder
-        .add(DisplayData.item("featureField", getFeatureField()))
+        .add(
+            getInputs().isEmpty()
+                ? DisplayData.item("featureField", getFeatureField())
+                : DisplayData.item("inputs", getInputs().toString()))
+        .addIfNotNull(
+            DisplayData.item(
+                "inputShapes", getInputShapes().isEmpty() ? null : getInputShapes().toString()))
+        .addIfNotNull(
+            DisplayData.item("outputs", getOutputs().isEmpty() ? null : getOutputs().toString()))
         .add(DisplayData.item("minBatchSize", getMinBatchSize()))
         .add(DisplayData.item("maxBatchSize", getMaxBatchSize()))
         .addIfNotNull(

@@ -227,4 +227,170 @@ public class RunInferenceTest {
             + "model_params={\"hidden\":32}}",
         m.pythonArgs().toString());
   }
+
+  private static final Schema SHAPED =
+      Schema.builder()
+          .addInt64Field("id")
+          .addArrayField("pixels", FieldType.FLOAT)
+          .addInt64Field("inked")
+          .addStringField("text")
+          .addArrayField("grid", FieldType.array(FieldType.DOUBLE))
+          .addRowField("meta", Schema.builder().addStringField("source").build())
+          .build();
+
+  @Test
+  public void namedInputsAndDeclaredOutputsReachPythonInOrder() {
+    RunInference inference =
+        RunInference.withModel("/m")
+            .withInput("pixels", "pixels")
+            .withInput("ink", "inked")
+            .withInputShape("pixels", 8, 8, 1)
+            .withOutput("probabilities", FieldType.array(FieldType.FLOAT))
+            .withOutput("digit", FieldType.INT64)
+            .withOutput("boxes", FieldType.array(FieldType.array(FieldType.DOUBLE)))
+            .withOutput("label", FieldType.STRING);
+    Map<String, Object> kwargs =
+        inference.kwargs(false, false, PipelineOptionsFactory.as(XinferOptions.class));
+    assertEquals(
+        "[{\"name\":\"pixels\",\"field\":\"pixels\",\"shape\":[8,8,1]},"
+            + "{\"name\":\"ink\",\"field\":\"inked\"}]",
+        kwargs.get("inputs"));
+    assertEquals(
+        "[{\"name\":\"probabilities\",\"type\":\"array<float32>\"},"
+            + "{\"name\":\"digit\",\"type\":\"int64\"},"
+            + "{\"name\":\"boxes\",\"type\":\"array<array<float64>>\"},"
+            + "{\"name\":\"label\",\"type\":\"str\"}]",
+        kwargs.get("outputs"));
+    assertEquals(
+        List.of(
+            "id",
+            "pixels",
+            "inked",
+            "text",
+            "grid",
+            "meta",
+            "probabilities",
+            "digit",
+            "boxes",
+            "label",
+            "model_id"),
+        inference.predictionSchema(SHAPED).getFieldNames());
+    assertEquals(
+        RunInference.outputSchema(SHAPED), RunInference.withModel("/m").predictionSchema(SHAPED));
+    RunInference single = RunInference.withModel("/m");
+    Map<String, Object> plain =
+        single.kwargs(false, false, PipelineOptionsFactory.as(XinferOptions.class));
+    assertEquals(false, plain.containsKey("inputs") || plain.containsKey("outputs"));
+  }
+
+  @Test
+  public void inputAndOutputBuildersNameTheFix() {
+    RunInference m = RunInference.withModel("/m");
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> m.withInput("a", "x").withInput("a", "y"))),
+        containsString("withInput(\"a\", ...) is given twice"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> m.withFeatureField("pixels").withInput("a", "x"))),
+        containsString("withFeatureField(\"pixels\") already names its one input; use one"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> m.withInput("a", "x").withFeatureField("pixels"))),
+        containsString("withInput(...) already names the model's inputs [a]"));
+    assertThat(
+        message(assertThrows(IllegalArgumentException.class, () -> m.withInputShape("a", 8, 0, 1))),
+        containsString("each dimension must be positive; got 0"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> m.withOutput("model_id", FieldType.STRING))),
+        containsString("every prediction carries model_id already"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> m.withOutput("x", FieldType.iterable(FieldType.FLOAT)))),
+        containsString("(use FieldType.array, not iterable)"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> m.withOutput("x", FieldType.FLOAT.withNullable(true)))),
+        containsString("an output is never null"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class,
+                () -> m.withOutput("x", FieldType.map(FieldType.STRING, FieldType.FLOAT)))),
+        containsString("a model output is a number"));
+  }
+
+  @Test
+  public void inputsAndOutputsAreCheckedAgainstTheInputSchema() {
+    RunInference m = RunInference.withModel("/m");
+    assertThat(
+        expandFails(SHAPED, m.withInput("a", "nope")).getMessage(),
+        containsString("withInput(\"a\", \"nope\"): the input has no field 'nope' (fields: [id,"));
+    assertThat(
+        expandFails(SHAPED, m.withInput("a", "meta")).getMessage(),
+        containsString("a model input is a number"));
+    assertThat(
+        expandFails(SHAPED, m.withInput("a", "pixels").withInputShape("b", 2)).getMessage(),
+        containsString("withInputShape(\"b\", ...) names no withInput(...) input (inputs: [a])"));
+    assertThat(
+        expandFails(SHAPED, m.withInputShape("pixels", 8, 8)).getMessage(),
+        containsString("name the input and its field with withInput(\"pixels\", field)"));
+    assertThat(
+        expandFails(SHAPED, m.withInput("a", "pixels").withOutput("text", FieldType.STRING))
+            .getMessage(),
+        containsString("already has a field 'text'"));
+    assertThat(
+        expandFails(
+                SHAPED,
+                m.withInput("a", "pixels").withPreprocess("xinfer.examples.hooks:parse_pixels"))
+            .getMessage(),
+        containsString("drop withInput(...), or return a dict of the inputs"));
+    Schema withScores =
+        Schema.builder()
+            .addArrayField("features", FieldType.FLOAT)
+            .addArrayField("scores", FieldType.FLOAT)
+            .build();
+    // Declared outputs add no scores field, so an input may have one.
+    assertEquals(
+        List.of("features", "scores", "y", "model_id"),
+        m.withOutput("y", FieldType.DOUBLE).predictionSchema(withScores).getFieldNames());
+  }
+
+  @Test
+  public void aBeamModelHandlerIsNamedWithItsArguments() {
+    Model handler = Model.ofHandler("my_models.handlers:make", Map.of("model_uri", "/m/x.bin"));
+    assertEquals(
+        "{model_uri=my_models.handlers:make, framework=beam_model_handler, "
+            + "model_params={\"model_uri\":\"/m/x.bin\"}}",
+        handler.pythonArgs().toString());
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> Model.ofHandler("not a name", Map.of()))),
+        containsString("Model.ofHandler(factory, kwargs) needs 'package.module:function'"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> handler.withFramework(Model.Framework.ONNX))),
+        containsString("withFramework(...) applies to a model file; Model.ofHandler("));
+    assertThat(
+        expandFails(
+                EXAMPLE, RunInference.withModel(handler).withModelRefresh(Duration.ofSeconds(5)))
+            .getMessage(),
+        containsString("withModelRefresh(...) watches model files"));
+    assertEquals(
+        "xgboost",
+        Model.of("/m/d.bin").withFramework(Model.Framework.XGBOOST).pythonArgs().get("framework"));
+  }
 }
