@@ -432,3 +432,102 @@ def test_row_inference_builds_the_declared_output_row_in_a_pipeline(digits_dir):
     assert_that(
         predictions | beam.Map(lambda r: (r.id, r.digit, r.model_id)),
         equal_to([(e['id'], e['digit'], shaped.TWO_INPUT) for e in expected]))
+
+
+def vader_rows(digits_dir, n):
+  import csv
+  with open(os.path.join(digits_dir, shaped.VADER), encoding='utf-8') as f:
+    return [
+        beam.Row(id=int(r['id']), phrase=r['phrase']) for r in csv.DictReader(f)
+    ][:n]
+
+
+TEXT_FIELDS = [('id', np.int64), ('phrase', str)]
+
+
+def test_a_hugging_face_text_classifier_gives_a_label_and_its_probability(
+    digits_dir):
+  path = os.path.join(digits_dir, shaped.TEXT)
+  assert handlers.detect_framework(path) == 'huggingface'
+  handler = handlers.create_handler(None,
+                                    path,
+                                    feature_field='features',
+                                    inputs=[{
+                                        'name': 'text',
+                                        'field': 'phrase'
+                                    }],
+                                    outputs=[{
+                                        'name': 'label',
+                                        'type': 'str'
+                                    }, {
+                                        'name': 'score',
+                                        'type': 'float32'
+                                    }, {
+                                        'name': 'scores',
+                                        'type': 'array<float32>'
+                                    }])
+  handler.bind_schema(TEXT_FIELDS)
+  batch = vader_rows(digits_dir, 64)
+  results = handler.run_inference(batch, handler.load_model())
+  expected = reference(digits_dir, shaped.TEXT)
+  assert [r.inference['label']
+          for r in results] == [e['label'] for e in expected[:64]]
+  assert_matches(results, expected, ['score', 'scores'])
+  # Without declared outputs, the label probabilities are the scores.
+  plain = handlers.create_handler('huggingface',
+                                  path,
+                                  feature_field='features',
+                                  inputs=[{
+                                      'name': 'text',
+                                      'field': 'phrase'
+                                  }])
+  plain.bind_schema(TEXT_FIELDS)
+  scores = plain.run_inference(batch[:5], plain.load_model())
+  np.testing.assert_allclose(np.stack([r.inference for r in scores]),
+                             [e['scores'] for e in expected[:5]],
+                             rtol=1e-5)
+
+
+def test_a_hugging_face_feature_extractor_gives_an_embedding(digits_dir):
+  handler = handlers.create_handler('huggingface',
+                                    os.path.join(digits_dir, shaped.TEXT),
+                                    feature_field='features',
+                                    task='feature-extraction',
+                                    inputs=[{
+                                        'name': 'text',
+                                        'field': 'phrase'
+                                    }],
+                                    outputs=[{
+                                        'name': 'embedding',
+                                        'type': 'array<float32>'
+                                    }])
+  handler.bind_schema(TEXT_FIELDS)
+  results = handler.run_inference(vader_rows(digits_dir, 3),
+                                  handler.load_model())
+  assert [len(r.inference['embedding']) for r in results] == [48] * 3
+  with pytest.raises(ValueError, match="task 'translation' is not one of"):
+    handlers.create_handler('huggingface',
+                            'x',
+                            feature_field='f',
+                            task='translation')
+
+
+def test_one_worker_serves_tensorflow_then_hugging_face(digits_dir):
+  """Loading transformers after TensorFlow aborted the process (Triton's and
+  TensorFlow's LLVMs); a fresh process shows it, whatever else pytest loaded."""
+  import subprocess
+  import sys
+  code = (
+      'import tensorflow, apache_beam as beam\n'
+      'from xinfer import handlers\n'
+      f'h = handlers.create_handler(None, {os.path.join(digits_dir, shaped.TEXT)!r}, '
+      "feature_field='f', inputs=[{'name': 'text', 'field': 'phrase'}])\n"
+      "h.bind_schema([('phrase', str)])\n"
+      "r = h.run_inference([beam.Row(phrase='great')], h.load_model())\n"
+      'print(len(r[0].inference))\n')
+  done = subprocess.run([sys.executable, '-c', code],
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == '2'

@@ -59,6 +59,8 @@ class RowInference(beam.PTransform):
       (``package.module:Class``, from a module the operator allowed) and its
       constructor's arguments (JSON object).
     model_sha256: the sha256 (hex) the model file must have to be loaded.
+    task: Hugging Face models: the pipeline task (``text-classification``,
+      ``feature-extraction``).
     models: keyed inference with several models: a JSON list of objects with
       ``keys`` and the per-model arguments above (``model_uri``, ``framework``,
       ``model_id``, ``model_class``, ``model_params``, ``model_sha256``).
@@ -92,6 +94,7 @@ class RowInference(beam.PTransform):
                model_class: Optional[str] = None,
                model_params: Union[None, str, Dict[str, Any]] = None,
                model_sha256: Optional[str] = None,
+               task: Optional[str] = None,
                models: Union[None, str, List[Dict[str, Any]]] = None,
                keyed: bool = False,
                dead_letter: bool = False,
@@ -156,7 +159,8 @@ class RowInference(beam.PTransform):
                              model_id=model_id,
                              model_class=model_class,
                              model_params=model_params,
-                             model_sha256=model_sha256)
+                             model_sha256=model_sha256,
+                             task=task)
       self._known_keys = None
       # Keyed with one model: every key goes to it.
       self._model_handler = (handlers.KeyedRowModelHandler([], default=single)
@@ -191,13 +195,16 @@ class RowInference(beam.PTransform):
                model_class: Optional[str] = None,
                model_params: Union[None, str, Dict[str, Any]] = None,
                model_sha256: Optional[str] = None,
+               task: Optional[str] = None,
                **unknown) -> handlers.RowModelHandler:
     if unknown:
       raise ValueError(
           f"RunInference: unknown model argument(s) {', '.join(sorted(unknown))}"
           '; a model takes keys, model_uri, framework, model_id, model_class, '
-          'model_params and model_sha256.')
+          'model_params, model_sha256 and task.')
     options = {}
+    if task:
+      options['task'] = task
     if model_class:
       options['model_class'] = model_class
     params = _json(model_params, 'model_params')

@@ -41,7 +41,7 @@ from xinfer_digits import shaped
 MODEL_NAME = 'digits-mlp'
 SEED = 20261124
 _STAMP = 'prepared.json'
-_VERSION = 3
+_VERSION = 4
 TORCH_HIDDEN = 32
 MODELS = ('digits-mlp', 'digits-mlp.keras', 'digits-mlp-v2', 'digits-torch.pt',
           'digits-torch-state.pt', 'digits-sklearn.joblib',
@@ -256,15 +256,19 @@ def prepare(out_dir: str, force: bool = False) -> dict:
   shaped.write_diabetes(path(shaped.DIABETES), diabetes, target)
   held_out[shaped.XGB] = _fresh(shaped.train_xgboost, diabetes, target,
                                 path(shaped.XGB))
+  phrases, ratings, sentiment = shaped.load_vader()
+  shaped.write_vader(path(shaped.VADER), phrases, ratings, sentiment)
+  held_out[shaped.TEXT] = _fresh(shaped.train_text, phrases, sentiment,
+                                 path(shaped.TEXT))
   for model in shaped.MODELS:
-    data = diabetes if model == shaped.XGB else features
+    data = {shaped.XGB: diabetes, shaped.TEXT: phrases}.get(model, features)
     outputs = _fresh(shaped.reference, model, path(model), data)
     shaped.write_reference(path(f'{model}.reference.jsonl'), outputs)
     files += [model, f'{model}.reference.jsonl']
-    if model != shaped.XGB:
+    if model in (shaped.CNN, shaped.TWO_INPUT):
       predicted = np.argmax([o['probabilities'] for o in outputs], axis=1)
       accuracy[model] = float(np.mean(predicted == labels))
-  files.append(shaped.DIABETES)
+  files += [shaped.DIABETES, shaped.VADER]
   stamp = {
       'version': _VERSION,
       'records': int(len(labels)),

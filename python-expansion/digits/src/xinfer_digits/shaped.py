@@ -16,7 +16,16 @@ plain Python with its own framework, one JSON object per line
 ``diabetes.xgb.json``       XGBoost regressor on scikit-learn's diabetes data
                             (``diabetes.csv``: id, target, f0..f9): one number
                             per record
+``vader-sentiment/``        Hugging Face text classifier (a tiny BERT, its
+                            WordPiece tokenizer trained with ``tokenizers``)
+                            on the human-rated words and phrases of the VADER
+                            sentiment lexicon, which the ``vaderSentiment``
+                            package ships (``vader.csv``: id, phrase, rating,
+                            label): NEGATIVE or POSITIVE and its probability
 ==========================  ===================================================
+
+The digits and diabetes data ship inside scikit-learn, the lexicon inside
+vaderSentiment (its entries rated between -0.5 and 0.5 are left out).
 """
 
 import csv
@@ -30,7 +39,10 @@ CNN = 'digits-cnn.pt'
 TWO_INPUT = 'digits-two-input'
 XGB = 'diabetes.xgb.json'
 DIABETES = 'diabetes.csv'
-MODELS = (CNN, TWO_INPUT, XGB)
+TEXT = 'vader-sentiment'
+VADER = 'vader.csv'
+MODELS = (CNN, TWO_INPUT, XGB, TEXT)
+LABELS = ('NEGATIVE', 'POSITIVE')
 
 
 def ink(features: np.ndarray) -> np.ndarray:
@@ -149,8 +161,113 @@ def train_xgboost(features: np.ndarray, target: np.ndarray, path: str) -> float:
   return float(model.score(features[order[cut:]], target[order[cut:]]))
 
 
-def reference(name: str, path: str, features: np.ndarray) -> list:
+def load_vader():
+  """(phrases, ratings, labels) of the VADER lexicon's clearly rated entries."""
+  import vaderSentiment
+  path = os.path.join(os.path.dirname(vaderSentiment.__file__),
+                      'vader_lexicon.txt')
+  phrases, ratings = [], []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      cells = line.rstrip('\n').split('\t')
+      rating = float(cells[1])
+      if abs(rating) >= 0.5:
+        phrases.append(cells[0])
+        ratings.append(rating)
+  ratings = np.asarray(ratings)
+  return phrases, ratings, (ratings > 0).astype(np.int64)
+
+
+def write_vader(path: str, phrases, ratings, labels):
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['id', 'phrase', 'rating', 'label'])
+    for i, (p, r, y) in enumerate(zip(phrases, ratings, labels)):
+      writer.writerow([i, p, repr(float(r)), LABELS[y]])
+
+
+def train_text(phrases, labels: np.ndarray, path: str) -> float:
+  """A tiny BERT and its WordPiece tokenizer, trained here; returns the
+  held-out accuracy."""
+  import torch
+  import transformers
+  from tokenizers import BertWordPieceTokenizer
+  transformers.utils.logging.disable_progress_bar()
+  torch.manual_seed(SEED)
+  order = np.random.default_rng(SEED).permutation(len(labels))
+  cut = int(0.8 * len(labels))
+  train_idx, test_idx = order[:cut], order[cut:]
+  wordpiece = BertWordPieceTokenizer(lowercase=True)
+  wordpiece.train_from_iterator([phrases[i] for i in train_idx],
+                                vocab_size=2000,
+                                min_frequency=1,
+                                show_progress=False)
+  tokenizer = transformers.PreTrainedTokenizerFast(
+      tokenizer_object=wordpiece._tokenizer,  # pylint: disable=protected-access
+      unk_token='[UNK]',
+      pad_token='[PAD]',
+      cls_token='[CLS]',
+      sep_token='[SEP]',
+      mask_token='[MASK]',
+      model_max_length=32)
+  config = transformers.BertConfig(vocab_size=tokenizer.vocab_size,
+                                   hidden_size=48,
+                                   num_hidden_layers=2,
+                                   num_attention_heads=2,
+                                   intermediate_size=96,
+                                   max_position_embeddings=32,
+                                   num_labels=2,
+                                   id2label=dict(enumerate(LABELS)),
+                                   label2id={
+                                       l: i
+                                       for i, l in enumerate(LABELS)
+                                   })
+  model = transformers.BertForSequenceClassification(config)
+  optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+  def encode(idx):
+    return tokenizer([phrases[i] for i in idx],
+                     padding=True,
+                     truncation=True,
+                     return_tensors='pt')
+
+  rng = np.random.default_rng(SEED)
+  model.train()
+  for _ in range(8):
+    for start in range(0, len(train_idx), 64):
+      batch = train_idx[start:start + 64]
+      optimizer.zero_grad()
+      out = model(**encode(batch), labels=torch.from_numpy(labels[batch]))
+      out.loss.backward()
+      optimizer.step()
+    train_idx = rng.permutation(train_idx)
+  model.eval()
+  with torch.no_grad():
+    predicted = model(**encode(test_idx)).logits.argmax(dim=1).numpy()
+  model.save_pretrained(path)
+  tokenizer.save_pretrained(path)
+  return float(np.mean(predicted == labels[test_idx]))
+
+
+def reference(name: str, path: str, features) -> list:
   """What the model computes for each record, called with its own framework."""
+  if name == TEXT:
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    import transformers
+    transformers.utils.logging.disable_progress_bar()
+    pipe = transformers.pipeline('text-classification',
+                                 model=path,
+                                 tokenizer=path,
+                                 device='cpu')
+    out = []
+    for ranked in pipe(list(features), top_k=None):
+      by_label = {r['label']: r['score'] for r in ranked}
+      out.append({
+          'label': ranked[0]['label'],
+          'score': ranked[0]['score'],
+          'scores': [by_label[l] for l in LABELS]
+      })
+    return out
   if name == CNN:
     import torch
     net = torch.jit.load(path)

@@ -1,7 +1,8 @@
 """Model handlers built from plain arguments, so Java can name them.
 
 One module per framework (``tensorflow_inference``, ``pytorch_inference``,
-``sklearn_inference``, ``onnx_inference``, ``xgboost_inference``, and
+``sklearn_inference``, ``onnx_inference``, ``xgboost_inference``,
+``huggingface_inference``, and
 ``beam_handler`` for a Beam ModelHandler of your own), each a small subclass of
 :class:`RowModelHandler` (``base``) that only says how to load a model file;
 ``keyed`` picks a model per key; ``versions`` finds the newest model version for
@@ -52,6 +53,7 @@ _FRAMEWORK_MODULES = (
     'sklearn_inference',
     'onnx_inference',
     'xgboost_inference',
+    'huggingface_inference',
     'beam_handler',
 )
 
@@ -79,14 +81,19 @@ def detect_framework(model_uri: str) -> str:
   if os.path.isdir(model_uri) and os.path.exists(
       os.path.join(model_uri, 'saved_model.pb')):
     return 'tensorflow'
+  if os.path.isdir(model_uri) and os.path.exists(
+      os.path.join(model_uri, 'config.json')):
+    return 'huggingface'
   if any(c in model_uri for c in '*?[') or '://' in model_uri:
     version = latest_version(model_uri) if '://' not in model_uri else None
     if version and version != model_uri:
       return detect_framework(version)
   raise ValueError(
       f"RunInference: cannot tell the framework of '{model_uri}' from its name "
-      "(known: a SavedModel directory, .keras, .pt/.pth/.ts, .joblib/.pkl, "
-      f".onnx, .xgb.json/.xgb/.ubj). Name it: framework= one of {', '.join(sorted(FRAMEWORKS))} "
+      "(known: a SavedModel directory, a Hugging Face directory with "
+      'config.json, .keras, .pt/.pth/.ts, .joblib/.pkl, .onnx, '
+      '.xgb.json/.xgb/.ubj). Name it: framework= one of '
+      f"{', '.join(sorted(FRAMEWORKS))} "
       '(withFramework in Java).')
 
 

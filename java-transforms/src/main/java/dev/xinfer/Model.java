@@ -24,16 +24,18 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * Model.of("/models/digits-sklearn.joblib");            // scikit-learn (joblib or pickle)
  * Model.of("/models/digits-sklearn.onnx");              // ONNX, run by onnxruntime
  * Model.of("/models/diabetes.xgb.json");                // XGBoost
+ * Model.of("/models/vader-sentiment")                   // Hugging Face (config.json inside)
+ *     .withTask("text-classification");
  * Model.of("/models/churn/latest").withFramework(Model.Framework.ONNX).withId("churn");
  * Model.ofHandler("my_models.handlers:make_handler",    // your own Beam ModelHandler
  *     Map.of("model_uri", "/models/m.bin"));
  * }</pre>
  *
  * <p>The framework follows from the name ({@code .keras}, {@code .pt}/{@code .pth}/{@code .ts},
- * {@code .joblib}/{@code .pkl}, {@code .onnx}, {@code .xgb.json}/{@code .xgb}/{@code .ubj}, or a
- * directory holding {@code saved_model.pb}); name it with {@link #withFramework} otherwise. The
- * path is read by the Python workers, so it must be visible to them (on a cluster: a shared or
- * replicated path).
+ * {@code .joblib}/{@code .pkl}, {@code .onnx}, {@code .xgb.json}/{@code .xgb}/{@code .ubj}, a
+ * directory holding {@code saved_model.pb}, or a Hugging Face directory holding {@code
+ * config.json}); name it with {@link #withFramework} otherwise. The path is read by the Python
+ * workers, so it must be visible to them (on a cluster: a shared or replicated path).
  */
 @AutoValue
 public abstract class Model implements Serializable {
@@ -49,7 +51,8 @@ public abstract class Model implements Serializable {
     PYTORCH,
     SKLEARN,
     ONNX,
-    XGBOOST;
+    XGBOOST,
+    HUGGINGFACE;
 
     String pythonName() {
       return name().toLowerCase(Locale.ROOT);
@@ -71,6 +74,8 @@ public abstract class Model implements Serializable {
   /** The Beam ModelHandler factory of {@link #ofHandler}, else null. */
   abstract @Nullable String getHandler();
 
+  abstract @Nullable String getTask();
+
   abstract Builder toBuilder();
 
   @AutoValue.Builder
@@ -88,6 +93,8 @@ public abstract class Model implements Serializable {
     abstract Builder setSha256(@Nullable String value);
 
     abstract Builder setHandler(@Nullable String value);
+
+    abstract Builder setTask(@Nullable String value);
 
     abstract Model build();
   }
@@ -134,6 +141,22 @@ public abstract class Model implements Serializable {
     checkArgument(framework != null, "withFramework(framework) needs a framework");
     checkNotHandler("withFramework(...)");
     return toBuilder().setFramework(framework).build();
+  }
+
+  /**
+   * A Hugging Face model's pipeline task: {@code text-classification} (the default; outputs {@code
+   * label} STRING, {@code score} FLOAT, {@code scores} ARRAY&lt;FLOAT&gt;, or without declared
+   * outputs the scores) or {@code feature-extraction} (output {@code embedding},
+   * ARRAY&lt;FLOAT&gt;: the tokens' last hidden states averaged). The model directory holds the
+   * model and its tokenizer ({@code save_pretrained}); nothing is downloaded.
+   */
+  public Model withTask(String task) {
+    checkArgument(
+        "text-classification".equals(task) || "feature-extraction".equals(task),
+        "withTask(task) takes text-classification or feature-extraction; got %s",
+        task);
+    checkNotHandler("withTask(...)");
+    return toBuilder().setTask(task).build();
   }
 
   /** The id each prediction carries in {@code model_id}. Default: the model's file name. */
@@ -209,6 +232,7 @@ public abstract class Model implements Serializable {
     putIfSet(args, "model_class", getModelClass());
     putIfSet(args, "model_params", getModelParamsJson());
     putIfSet(args, "model_sha256", getSha256());
+    putIfSet(args, "task", getTask());
     return args;
   }
 

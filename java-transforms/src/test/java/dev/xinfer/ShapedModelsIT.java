@@ -320,4 +320,58 @@ public class ShapedModelsIT {
             });
     p.run().waitUntilFinish();
   }
+
+  static final Schema PHRASE =
+      Schema.builder().addInt64Field("id").addStringField("phrase").build();
+
+  static List<Row> phrases(int n) {
+    List<Row> rows = new ArrayList<>();
+    for (String line : lines(Digits.modelsDir().resolve("vader.csv")).subList(0, n)) {
+      // id,phrase,rating,label: the phrase may hold commas (CSV-quoted).
+      int first = line.indexOf(',');
+      int third = line.lastIndexOf(',', line.lastIndexOf(',') - 1);
+      String phrase = line.substring(first + 1, third);
+      if (phrase.startsWith("\"") && phrase.endsWith("\"")) {
+        phrase = phrase.substring(1, phrase.length() - 1).replace("\"\"", "\"");
+      }
+      rows.add(
+          Row.withSchema(PHRASE)
+              .addValues(Long.parseLong(line.substring(0, first)), phrase)
+              .build());
+    }
+    return rows;
+  }
+
+  /**
+   * A Hugging Face text classifier (a tiny BERT and its tokenizer, trained in set-up on the VADER
+   * lexicon): a STRING in, the label as a STRING and its probability out.
+   */
+  @Test
+  public void aHuggingFaceTextClassifierGivesALabelAndItsProbability() {
+    int n = 300;
+    Pipeline p = flink();
+    PCollection<Row> predictions =
+        p.apply(Create.of(phrases(n)).withRowSchema(PHRASE))
+            .apply(
+                RunInference.withModel(
+                        Model.of(Digits.model("vader-sentiment")).withTask("text-classification"))
+                    .withInput("text", "phrase")
+                    .withOutput("label", FieldType.STRING)
+                    .withOutput("score", FieldType.FLOAT));
+    Map<Long, JsonNode> expected = reference("vader-sentiment");
+    PAssert.that(predictions)
+        .satisfies(
+            rows -> {
+              int count = 0;
+              for (Row row : rows) {
+                count++;
+                JsonNode want = expected.get(row.getInt64("id"));
+                assertEquals(want.get("label").asText(), row.getString("label"));
+                assertSame("score", want.get("score"), row.getFloat("score"));
+              }
+              assertEquals(n, count);
+              return null;
+            });
+    p.run().waitUntilFinish();
+  }
 }
