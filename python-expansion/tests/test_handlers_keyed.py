@@ -53,3 +53,31 @@ def test_keyed_handler_rejects_a_key_mapped_twice(tmp_path):
   with pytest.raises(ValueError, match="key 'a' is mapped to two models"):
     handlers.KeyedRowModelHandler([(['a'], fake(tmp_path)),
                                    (['a'], fake(tmp_path))])
+
+
+def test_with_room_for_two_of_three_the_least_recently_used_goes(tmp_path):
+  mapped = []
+  for name in ('A', 'B', 'C'):
+    (tmp_path / name).write_text('1')
+    mapped.append(([name.lower()],
+                   FakeHandler(str(tmp_path / name), feature_field='features')))
+  keyed = handlers.KeyedRowModelHandler(mapped, max_models_in_memory=2)
+  cache = keyed.load_model()
+  FakeHandler.loads.clear()
+  for key in ('a', 'b', 'c', 'b', 'a', 'c', 'a'):
+    keyed.run_inference([(key, rows(1)[0])], cache)
+  # c evicts a (least recently used); b, used since, stays when a comes back
+  # and evicts c; c then evicts b; a, used last but one, stays.
+  assert FakeHandler.loads == ['A', 'B', 'C', 'A', 'C']
+
+
+def test_keys_of_one_model_share_one_loaded_model(tmp_path):
+  shared = fake(tmp_path, name='shared')
+  keyed = handlers.KeyedRowModelHandler([(['x', 'y'], shared)],
+                                        max_models_in_memory=1)
+  cache = keyed.load_model()
+  FakeHandler.loads.clear()
+  results = keyed.run_inference([('x', rows(2)[1]), ('y', rows(2)[1])], cache)
+  keyed.run_inference([('y', rows(1)[0]), ('x', rows(1)[0])], cache)
+  assert FakeHandler.loads == ['shared']
+  assert {r.model_id for _, r in results} == {'shared'}

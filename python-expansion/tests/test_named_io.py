@@ -531,3 +531,70 @@ def test_one_worker_serves_tensorflow_then_hugging_face(digits_dir):
                         timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.strip().splitlines()[-1] == '2'
+
+
+def test_png_bytes_decoded_in_python_reach_the_cnn_as_images(digits_dir):
+  import io
+  from PIL import Image
+  from xinfer.examples import hooks
+  features, _ = digits.load_digits()
+  batch = []
+  for i in range(20):
+    image = Image.fromarray(features[i].reshape(8, 8).astype(np.uint8), 'L')
+    encoded = io.BytesIO()
+    image.save(encoded, format='PNG')
+    batch.append(beam.Row(id=i, png=encoded.getvalue()))
+  assert hooks.decode_png(batch[0]).shape == (8, 8, 1)
+  handler = handlers.create_handler(
+      None,
+      os.path.join(digits_dir, shaped.CNN),
+      feature_field='png',
+      preprocess='xinfer.examples.hooks:decode_png',
+      outputs=[{
+          'name': 'probabilities',
+          'type': 'array<float32>'
+      }, {
+          'name': 'embedding',
+          'type': 'array<float32>'
+      }])
+  handler.bind_schema([('id', np.int64), ('png', bytes)])
+  results = handler.run_inference(batch, handler.load_model())
+  assert_matches(results, reference(digits_dir, shaped.CNN),
+                 ['probabilities', 'embedding'])
+
+
+@pytest.mark.parametrize(
+    'name',
+    ['digits-torch.pt', 'digits-mlp', 'digits-sklearn.onnx', shaped.XGB])
+def test_the_device_is_chosen_per_model_and_cpu_runs_here(digits_dir, name):
+  path = os.path.join(digits_dir, name)
+  width = 10 if name == shaped.XGB else 64
+  batch = [beam.Row(id=i, features=[1.0] * width) for i in range(3)]
+  on_cpu = handlers.create_handler(None,
+                                   path,
+                                   feature_field='features',
+                                   device='cpu')
+  assert not any(
+      isinstance(r.inference, handlers.Failure)
+      for r in on_cpu.run_inference(batch, on_cpu.load_model()))
+  # This machine has no GPU: asking for one fails each record, saying so.
+  on_gpu = handlers.create_handler(None,
+                                   path,
+                                   feature_field='features',
+                                   device='cuda:0')
+  failures = on_gpu.run_inference(batch, on_gpu.load_model())
+  assert all("device 'cuda:0' was asked for" in r.inference.message
+             for r in failures), failures[0].inference
+
+
+def test_a_device_the_framework_cannot_use_is_refused(digits_dir):
+  with pytest.raises(ValueError, match='runs on the CPU only'):
+    handlers.create_handler(None,
+                            os.path.join(digits_dir, 'digits-sklearn.joblib'),
+                            feature_field='features',
+                            device='cuda')
+  with pytest.raises(ValueError, match="device 'gpu0' is not cpu, cuda"):
+    handlers.create_handler(None,
+                            os.path.join(digits_dir, 'digits-torch.pt'),
+                            feature_field='features',
+                            device='gpu0')

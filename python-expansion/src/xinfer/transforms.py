@@ -61,6 +61,7 @@ class RowInference(beam.PTransform):
     model_sha256: the sha256 (hex) the model file must have to be loaded.
     task: Hugging Face models: the pipeline task (``text-classification``,
       ``feature-extraction``).
+    device: ``cpu`` (default), ``cuda`` or ``cuda:N``.
     models: keyed inference with several models: a JSON list of objects with
       ``keys`` and the per-model arguments above (``model_uri``, ``framework``,
       ``model_id``, ``model_class``, ``model_params``, ``model_sha256``).
@@ -95,6 +96,7 @@ class RowInference(beam.PTransform):
                model_params: Union[None, str, Dict[str, Any]] = None,
                model_sha256: Optional[str] = None,
                task: Optional[str] = None,
+               device: Optional[str] = None,
                models: Union[None, str, List[Dict[str, Any]]] = None,
                keyed: bool = False,
                dead_letter: bool = False,
@@ -160,7 +162,8 @@ class RowInference(beam.PTransform):
                              model_class=model_class,
                              model_params=model_params,
                              model_sha256=model_sha256,
-                             task=task)
+                             task=task,
+                             device=device)
       self._known_keys = None
       # Keyed with one model: every key goes to it.
       self._model_handler = (handlers.KeyedRowModelHandler([], default=single)
@@ -196,13 +199,16 @@ class RowInference(beam.PTransform):
                model_params: Union[None, str, Dict[str, Any]] = None,
                model_sha256: Optional[str] = None,
                task: Optional[str] = None,
+               device: Optional[str] = None,
                **unknown) -> handlers.RowModelHandler:
     if unknown:
       raise ValueError(
           f"RunInference: unknown model argument(s) {', '.join(sorted(unknown))}"
           '; a model takes keys, model_uri, framework, model_id, model_class, '
-          'model_params, model_sha256 and task.')
+          'model_params, model_sha256, task and device.')
     options = {}
+    if device:
+      options['device'] = device
     if task:
       options['task'] = task
     if model_class:

@@ -202,6 +202,36 @@ def verify_sha256(path: str, expected: str):
         'replaced on purpose, pin the new digest.')
 
 
+CPU = 'cpu'
+_CUDA = re.compile(r'cuda(:\d+)?')
+
+
+def check_device(device: str, handler_class) -> str:
+  """The device, once the framework can use it (``cpu``, ``cuda``, ``cuda:N``)."""
+  if device == CPU:
+    return device
+  if not _CUDA.fullmatch(device or ''):
+    raise ValueError(
+        f"RunInference: device '{device}' is not cpu, cuda or cuda:N "
+        '(withDevice in Java).')
+  if not handler_class.gpu:
+    raise ValueError(
+        f"RunInference: {handler_class.__name__} runs on the CPU only; device "
+        f"'{device}' cannot be used. Drop withDevice, or export the model to "
+        'ONNX or PyTorch.')
+  return device
+
+
+def require_cuda(device: str, available: bool, framework: str):
+  """Fails the load (each record then fails with the reason) when the worker
+  has no such CUDA device."""
+  if device != CPU and not available:
+    raise RuntimeError(
+        f"RunInference: device '{device}' was asked for, but {framework} sees "
+        'no CUDA device on this worker. Run the workers on a GPU host, or drop '
+        'withDevice to run on the CPU.')
+
+
 # The version of a slot whose model could not be loaded.
 _UNLOADED = '<not loaded>'
 
@@ -282,6 +312,10 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
       ``{"name", "field", "shape"?}`` (``convert.InputSpec``); replaces
       ``feature_field``. Their dtypes follow from the fields' types (see
       :meth:`bind_schema`).
+    device: where the model runs: ``cpu`` (the default), or ``cuda`` /
+      ``cuda:N`` for frameworks with ``gpu = True`` (PyTorch, TensorFlow,
+      ONNX Runtime's CUDA provider, XGBoost, Hugging Face). A worker with no
+      such device fails each record with the reason.
     outputs: declared outputs: a list of ``{"name", "type"}``
       (``convert.OutputSpec``); each prediction then carries these fields, by
       the model's output names (or in order, for a model that returns a
@@ -290,6 +324,8 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
 
   # Whether the framework's model call takes keyword arguments (inference_args).
   accepts_inference_args = False
+  # Whether the framework can run the model on a CUDA device (``device``).
+  gpu = False
 
   def __init__(self,
                model_uri: str,
@@ -307,8 +343,10 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
                bundle_timeout_secs: Optional[float] = None,
                inputs: Optional[Sequence[Dict[str, Any]]] = None,
                outputs: Optional[Sequence[Dict[str, Any]]] = None,
+               device: str = CPU,
                **framework_options):
     super().__init__()
+    self._device = check_device(device, type(self))
     self._inputs = convert.parse_inputs(inputs)
     self._outputs = convert.parse_outputs(outputs)
     if self._inputs and preprocess:

@@ -21,6 +21,7 @@ import numpy as np
 
 from xinfer.handlers.base import LoadedModel
 from xinfer.handlers.base import RowModelHandler
+from xinfer.handlers.base import require_cuda
 
 TEXT_CLASSIFICATION = 'text-classification'
 FEATURE_EXTRACTION = 'feature-extraction'
@@ -54,6 +55,7 @@ class HuggingFaceRowHandler(RowModelHandler):
   the pipeline call.
   """
   accepts_inference_args = True
+  gpu = True
 
   def _check_options(self, options):
     unknown = set(options) - {'task'}
@@ -73,12 +75,14 @@ class HuggingFaceRowHandler(RowModelHandler):
   def _load(self, path: str) -> LoadedModel:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     keep_triton_out_on_cpu()
+    import torch
     import transformers
+    require_cuda(self._device, torch.cuda.is_available(), 'PyTorch')
     transformers.utils.logging.disable_progress_bar()
     pipe = transformers.pipeline(self._task,
                                  model=path,
                                  tokenizer=path,
-                                 device='cpu')
+                                 device=self._device)
     labels = [
         pipe.model.config.id2label[i]
         for i in range(len(pipe.model.config.id2label))

@@ -14,9 +14,11 @@ import numpy as np
 
 from xinfer.handlers.base import LoadedModel
 from xinfer.handlers.base import RowModelHandler
+from xinfer.handlers.base import require_cuda
 
 
 class OnnxRowHandler(RowModelHandler):
+  gpu = True
   """ONNX: an ``.onnx`` file run by onnxruntime on CPU.
 
   Without named inputs the model's first input takes the batch; with them
@@ -38,9 +40,17 @@ class OnnxRowHandler(RowModelHandler):
     # One thread per worker process: the worker pool runs one process per core.
     options.intra_op_num_threads = int(
         os.environ.get('XINFER_ONNX_THREADS', '1'))
+    providers = ['CPUExecutionProvider']
+    if self._device != 'cpu':
+      require_cuda(
+          self._device, 'CUDAExecutionProvider'
+          in onnxruntime.get_available_providers(), 'ONNX Runtime')
+      providers = [('CUDAExecutionProvider', {
+          'device_id': int(self._device.partition(':')[2] or 0)
+      })] + providers
     session = onnxruntime.InferenceSession(path,
                                            sess_options=options,
-                                           providers=['CPUExecutionProvider'])
+                                           providers=providers)
     model_inputs = session.get_inputs()
     model_outputs = session.get_outputs()
     self.check_signature(path, [i.name for i in model_inputs],

@@ -16,6 +16,7 @@ import numpy as np
 from xinfer.handlers.base import LoadedModel
 from xinfer.handlers.base import RowModelHandler
 from xinfer.handlers.base import import_function
+from xinfer.handlers.base import require_cuda
 
 
 class PyTorchRowHandler(RowModelHandler):
@@ -37,6 +38,7 @@ class PyTorchRowHandler(RowModelHandler):
   inference stage with PyTorch's message, and the rest of the batch still runs.
   """
   accepts_inference_args = True
+  gpu = True
 
   def _check_options(self, options):
     unknown = set(options) - {'model_class', 'model_params'}
@@ -63,19 +65,22 @@ class PyTorchRowHandler(RowModelHandler):
 
   def _load(self, path: str) -> LoadedModel:
     import torch
+    device = self._device
+    require_cuda(device, torch.cuda.is_available(), 'PyTorch')
     if self._options.get('model_class'):
       cls = self._module_class()
       module = cls(**(self._options.get('model_params') or {}))
       module.load_state_dict(
-          torch.load(path, map_location='cpu', weights_only=True))
+          torch.load(path, map_location=device, weights_only=True))
     else:
       try:
-        module = torch.jit.load(path, map_location='cpu')
+        module = torch.jit.load(path, map_location=device)
       except RuntimeError as e:
         raise ValueError(
             f"RunInference: '{path}' is not a TorchScript file ({e}). For a "
             'state dict, also name the model class (withModelClass in Java).'
         ) from e
+    module.to(device)
     module.eval()
 
     def tensor(value):
@@ -84,7 +89,7 @@ class PyTorchRowHandler(RowModelHandler):
             'RunInference: a PyTorch model takes numeric tensors; this input '
             'holds text (tokenize it in a preprocess function, or use a Hugging '
             'Face model).')
-      return torch.from_numpy(np.ascontiguousarray(value))
+      return torch.from_numpy(np.ascontiguousarray(value)).to(device)
 
     def predict(x, **kwargs):
       # Named inputs go to forward in the order withInput gives them.

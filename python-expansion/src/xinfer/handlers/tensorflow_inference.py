@@ -15,6 +15,7 @@ import numpy as np
 
 from xinfer.handlers.base import LoadedModel
 from xinfer.handlers.base import RowModelHandler
+from xinfer.handlers.base import require_cuda
 
 
 class TensorFlowRowHandler(RowModelHandler):
@@ -28,6 +29,7 @@ class TensorFlowRowHandler(RowModelHandler):
   not.
   """
   accepts_inference_args = True
+  gpu = True
 
   def validate_inference_args(self, inference_args):
     if inference_args and not self._model_uri.endswith('.keras'):
@@ -38,6 +40,17 @@ class TensorFlowRowHandler(RowModelHandler):
 
   def _load(self, path: str) -> LoadedModel:
     import tensorflow as tf
+    device = '/CPU:0'
+    if self._device != 'cpu':
+      index = int(self._device.partition(':')[2] or 0)
+      require_cuda(self._device,
+                   len(tf.config.list_physical_devices('GPU')) > index,
+                   'TensorFlow')
+      device = f'/GPU:{index}'
+    with tf.device(device):
+      return self._load_on(path, tf, device)
+
+  def _load_on(self, path: str, tf, device: str) -> LoadedModel:
     if path.endswith('.keras'):
       import keras
       model = keras.models.load_model(path)
@@ -47,7 +60,8 @@ class TensorFlowRowHandler(RowModelHandler):
       }
 
       def call_keras(x, **kw):
-        out = model(x, training=False, **kw)
+        with tf.device(device):
+          out = model(x, training=False, **kw)
         return tuple(out) if isinstance(out, (list, tuple)) else out
 
       return LoadedModel(call_keras,

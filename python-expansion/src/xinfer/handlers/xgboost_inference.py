@@ -13,6 +13,7 @@ import numpy as np
 
 from xinfer.handlers.base import LoadedModel
 from xinfer.handlers.base import RowModelHandler
+from xinfer.handlers.base import require_cuda
 
 
 class XGBoostRowHandler(RowModelHandler):
@@ -24,12 +25,17 @@ class XGBoostRowHandler(RowModelHandler):
   keyword arguments of ``inplace_predict`` (e.g. ``iteration_range``).
   """
   accepts_inference_args = True
+  gpu = True
 
   def _load(self, path: str) -> LoadedModel:
     import xgboost
     booster = xgboost.Booster()
     booster.load_model(path)
     booster.set_param({'nthread': 1})
+    if self._device != 'cpu':
+      require_cuda(self._device,
+                   xgboost.build_info().get('USE_CUDA', False), 'XGBoost')
+      booster.set_param({'device': self._device})
     n = booster.num_features()
 
     def predict(x, **kwargs):

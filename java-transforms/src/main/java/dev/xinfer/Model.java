@@ -44,6 +44,7 @@ public abstract class Model implements Serializable {
   private static final Pattern PYTHON_NAME =
       Pattern.compile("[A-Za-z_]\\w*(\\.[A-Za-z_]\\w*)*:[A-Za-z_]\\w*");
   private static final Pattern SHA256 = Pattern.compile("[0-9a-fA-F]{64}");
+  private static final Pattern DEVICE = Pattern.compile("cpu|cuda(:\\d+)?");
 
   /** The model frameworks xinfer's Python workers run. */
   public enum Framework {
@@ -76,6 +77,8 @@ public abstract class Model implements Serializable {
 
   abstract @Nullable String getTask();
 
+  abstract @Nullable String getDevice();
+
   abstract Builder toBuilder();
 
   @AutoValue.Builder
@@ -95,6 +98,8 @@ public abstract class Model implements Serializable {
     abstract Builder setHandler(@Nullable String value);
 
     abstract Builder setTask(@Nullable String value);
+
+    abstract Builder setDevice(@Nullable String value);
 
     abstract Model build();
   }
@@ -157,6 +162,20 @@ public abstract class Model implements Serializable {
         task);
     checkNotHandler("withTask(...)");
     return toBuilder().setTask(task).build();
+  }
+
+  /**
+   * Where the model runs: {@code cpu} (the default), {@code cuda} or {@code cuda:N} for PyTorch,
+   * TensorFlow, ONNX Runtime (its CUDA provider), XGBoost and Hugging Face models. A worker with no
+   * such device fails each record with the reason; scikit-learn refuses a GPU at construction.
+   */
+  public Model withDevice(String device) {
+    checkArgument(
+        device != null && DEVICE.matcher(device).matches(),
+        "withDevice(device) takes cpu, cuda or cuda:N (e.g. cuda:0); got %s",
+        device);
+    checkNotHandler("withDevice(...)");
+    return toBuilder().setDevice(device).build();
   }
 
   /** The id each prediction carries in {@code model_id}. Default: the model's file name. */
@@ -233,6 +252,7 @@ public abstract class Model implements Serializable {
     putIfSet(args, "model_params", getModelParamsJson());
     putIfSet(args, "model_sha256", getSha256());
     putIfSet(args, "task", getTask());
+    putIfSet(args, "device", getDevice());
     return args;
   }
 

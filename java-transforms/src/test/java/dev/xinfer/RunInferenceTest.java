@@ -393,4 +393,29 @@ public class RunInferenceTest {
         "xgboost",
         Model.of("/m/d.bin").withFramework(Model.Framework.XGBOOST).pythonArgs().get("framework"));
   }
+
+  @Test
+  public void keysMappedToEqualModelsShareOneModelInPython() {
+    RunInference byKey =
+        RunInference.withModelsByKey(
+            Map.of(
+                "x", Model.of("/m/a.pt"),
+                "y", Model.of("/m/a.pt"),
+                "z", Model.of("/m/b.pt")));
+    assertEquals(
+        "[{\"keys\":[\"x\",\"y\"],\"model_uri\":\"/m/a.pt\"},"
+            + "{\"keys\":[\"z\"],\"model_uri\":\"/m/b.pt\"}]",
+        byKey.kwargs(true, false, PipelineOptionsFactory.as(XinferOptions.class)).get("models"));
+  }
+
+  @Test
+  public void theDeviceReachesPython() {
+    assertEquals("cuda:0", Model.of("/m/net.pt").withDevice("cuda:0").pythonArgs().get("device"));
+    assertEquals(null, Model.of("/m/net.pt").pythonArgs().get("device"));
+    assertThat(
+        message(
+            assertThrows(
+                IllegalArgumentException.class, () -> Model.of("/m/net.pt").withDevice("gpu"))),
+        containsString("withDevice(device) takes cpu, cuda or cuda:N"));
+  }
 }

@@ -164,14 +164,17 @@ public class ShapedModelsIT {
     return TestRunners.pipeline("FlinkRunner", "--parallelism=1");
   }
 
-  /** A TorchScript CNN: the 8x8 grid reshaped to the 8x8x1 image it takes, two outputs in order. */
+  /**
+   * A TorchScript CNN: the 8x8 grid reshaped to the 8x8x1 image it takes, two outputs in order; the
+   * device named (the CPU: this machine has no GPU).
+   */
   @Test
   public void anImageCnnWithAShapeGivenAndTwoOutputs() {
     Pipeline p = flink();
     PCollection<Row> predictions =
         p.apply(Create.of(digits(N)).withRowSchema(DIGIT))
             .apply(
-                RunInference.withModel(Digits.model("digits-cnn.pt"))
+                RunInference.withModel(Model.of(Digits.model("digits-cnn.pt")).withDevice("cpu"))
                     .withInput("images", "grid")
                     .withInputShape("images", 8, 8, 1)
                     .withOutput("probabilities", FieldType.array(FieldType.FLOAT))
@@ -372,6 +375,45 @@ public class ShapedModelsIT {
               assertEquals(n, count);
               return null;
             });
+    p.run().waitUntilFinish();
+  }
+
+  static final Schema PNG = Schema.builder().addInt64Field("id").addByteArrayField("png").build();
+
+  /** Each digit as an 8x8 grayscale PNG whose gray levels are its pixels (0-16, lossless). */
+  static List<Row> pngs(int n) {
+    List<Row> rows = new ArrayList<>();
+    for (Digits.Example e : Digits.examples().subList(0, n)) {
+      java.awt.image.BufferedImage image =
+          new java.awt.image.BufferedImage(8, 8, java.awt.image.BufferedImage.TYPE_BYTE_GRAY);
+      for (int i = 0; i < 64; i++) {
+        image.getRaster().setSample(i % 8, i / 8, 0, Math.round(e.features.get(i)));
+      }
+      java.io.ByteArrayOutputStream png = new java.io.ByteArrayOutputStream();
+      try {
+        javax.imageio.ImageIO.write(image, "png", png);
+      } catch (IOException x) {
+        throw new UncheckedIOException(x);
+      }
+      rows.add(Row.withSchema(PNG).addValues(e.id, png.toByteArray()).build());
+    }
+    return rows;
+  }
+
+  /** The same CNN on PNG bytes, decoded in Python by a preprocess hook. */
+  @Test
+  public void pngBytesDecodedInPythonByAHook() {
+    Pipeline p = flink();
+    PCollection<Row> predictions =
+        p.apply(Create.of(pngs(N)).withRowSchema(PNG))
+            .apply(
+                RunInference.withModel(Digits.model("digits-cnn.pt"))
+                    .withPreprocess("xinfer.examples.hooks:decode_png")
+                    .withOutput("probabilities", FieldType.array(FieldType.FLOAT))
+                    .withOutput("embedding", FieldType.array(FieldType.FLOAT)));
+    PAssert.that(predictions)
+        .satisfies(
+            matchesReference("digits-cnn.pt", N, "digits-cnn.pt", "probabilities", "embedding"));
     p.run().waitUntilFinish();
   }
 }
