@@ -598,3 +598,19 @@ def test_a_device_the_framework_cannot_use_is_refused(digits_dir):
                             os.path.join(digits_dir, 'digits-torch.pt'),
                             feature_field='features',
                             device='gpu0')
+
+
+def test_text_for_a_pytorch_model_fails_the_record_with_the_fix(digits_dir):
+  handler = handlers.create_handler(None,
+                                    os.path.join(digits_dir, shaped.CNN),
+                                    feature_field='features',
+                                    inputs=[{
+                                        'name': 'images',
+                                        'field': 'phrase'
+                                    }])
+  handler.bind_schema(TEXT_FIELDS)
+  (result, ) = handler.run_inference([beam.Row(id=1, phrase='great')],
+                                     handler.load_model())
+  assert result.inference.stage == 'inference'
+  assert 'takes numeric tensors; this input holds text' in (
+      result.inference.message)
