@@ -20,6 +20,7 @@ import java.util.TreeMap;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
+import java.util.function.Supplier;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.apache.beam.sdk.Pipeline;
@@ -345,8 +346,16 @@ public final class Launcher {
   /** Parses {@code args}, builds and runs the pipeline, prints the summary; exits on error. */
   public static <T extends Options> void launch(
       String[] args, Class<T> optionsClass, BiFunction<Pipeline, T, Pipeline> build) {
+    report(() -> run(args, optionsClass, build));
+  }
+
+  /**
+   * Prints what {@code run} returns and exits 0; a bad flag ends with its message on stderr and
+   * exit code 2, a failed run with exit code 1.
+   */
+  static void report(Supplier<?> run) {
     try {
-      System.out.println(run(args, optionsClass, build));
+      System.out.println(run.get());
     } catch (IllegalArgumentException e) {
       System.err.println("xinfer: " + e.getMessage());
       System.exit(2);
@@ -363,16 +372,38 @@ public final class Launcher {
   /** Runs the pipeline to the end (streaming: until every prediction is back) and summarizes. */
   public static <T extends Options> Summary run(
       String[] args, Class<T> optionsClass, BiFunction<Pipeline, T, Pipeline> build) {
+    T options = options(args, optionsClass);
+    return options.as(StreamingOptions.class).isStreaming()
+        ? runStreaming(options, build)
+        : runBatch(options, build);
+  }
+
+  /**
+   * The pipeline options of {@code args}: {@code --profile} expanded, the FlinkRunner unless a
+   * runner is named, the runner checked, required flags validated.
+   */
+  static <T extends XinferOptions> T options(String[] args, Class<T> optionsClass) {
     String[] withRunner = withDefaultRunner(Profiles.expand(args));
     for (String arg : withRunner) {
       if (arg.startsWith("--runner=")) {
         RunnerBootstrap.checkSupported(arg.substring("--runner=".length()));
       }
     }
-    T options = PipelineOptionsFactory.fromArgs(withRunner).withValidation().as(optionsClass);
-    return options.as(StreamingOptions.class).isStreaming()
-        ? runStreaming(options, build)
-        : runBatch(options, build);
+    return PipelineOptionsFactory.fromArgs(withRunner).withValidation().as(optionsClass);
+  }
+
+  /**
+   * Waits for a batch job to end, with a progress line every {@code progressSeconds}; returns the
+   * runner's name as the summary shows it.
+   */
+  static String waitWithProgress(
+      PipelineResult result, XinferOptions options, int progressSeconds) {
+    long start = System.nanoTime();
+    String runner = runnerName(options);
+    while (result.waitUntilFinish(Duration.standardSeconds(progressSeconds)) == null) {
+      progress("batch job running on %s for %.0f s", runner, (System.nanoTime() - start) / 1e9);
+    }
+    return runner;
   }
 
   private static <T extends Options> Summary runBatch(
@@ -380,10 +411,7 @@ public final class Launcher {
     Pipeline pipeline = build.apply(Pipeline.create(options), options);
     long start = System.nanoTime();
     PipelineResult result = pipeline.run();
-    String runner = runnerName(options);
-    while (result.waitUntilFinish(Duration.standardSeconds(options.getProgressSeconds())) == null) {
-      progress("batch job running on %s for %.0f s", runner, (System.nanoTime() - start) / 1e9);
-    }
+    String runner = waitWithProgress(result, options, options.getProgressSeconds());
     double seconds = (System.nanoTime() - start) / 1e9;
     return summarize(
             Paths.get(options.getInput()),
@@ -628,7 +656,7 @@ public final class Launcher {
     }
   }
 
-  private static String runnerName(Options options) {
+  private static String runnerName(XinferOptions options) {
     String requested = options.getXinferRequestedRunner();
     return requested != null ? requested : options.getRunner().getSimpleName();
   }
