@@ -86,6 +86,16 @@ class OnnxRowHandler(RowModelHandler):
 
     def predict(x):
       feed = x if isinstance(x, dict) else {first: x}
+      for name, value in feed.items():
+        # onnxruntime reads a bytes object as its repr ("b'...'"): refuse it
+        # rather than run the model on that text.
+        if value.dtype == object and any(
+            isinstance(v, bytes) for v in value.flat):
+          raise TypeError(
+              f"RunInference: the ONNX model '{path}' takes text as '{name}'; "
+              'this input holds bytes, which ONNX Runtime would read as their '
+              "Python repr (b'...'). Feed it a STRING field, or decode the "
+              'bytes in a preprocess function.')
       if output_name is not None:
         return session.run([output_name], feed)[0]
       return {o.name: r for o, r in zip(model_outputs, session.run(None, feed))}
