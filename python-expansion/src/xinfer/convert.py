@@ -397,7 +397,7 @@ def parse_inputs(inputs) -> Tuple[InputSpec, ...]:
   return tuple(specs)
 
 
-def _field_element(field_type) -> Tuple[Optional[str], int]:
+def field_element(field_type) -> Tuple[Optional[str], int]:
   """The element type and array nesting of a schema field's Python type."""
   rank = 0
   while True:
@@ -423,7 +423,7 @@ def bind_inputs(fields: Sequence[Tuple[str, Any]],
       raise ValueError(
           f"RunInference: input '{spec.name}' reads field '{spec.field}', but "
           f"the input has no such field (fields: {', '.join(types)}).")
-    element, rank = _field_element(types[spec.field])
+    element, rank = field_element(types[spec.field])
     if element is None:
       raise TypeError(
           f"RunInference: input '{spec.name}' reads field '{spec.field}' of type "
@@ -660,3 +660,131 @@ def _coerce(value, spec: OutputSpec):
         f"RunInference: output '{spec.name}' is {_describe(array)}; it was "
         f'declared {spec.java}. Declare the type the model returns.')
   return array.astype(np.dtype(_TYPES[spec.element][0])).tolist()
+
+
+# --- blocks: a batch's tensors at once -----------------------------------------
+#
+# Rows that cross in blocks (``xinfer.blocks``) reach the handler as one array
+# per input field, batch first. The functions below are the batch forms of the
+# per-record conversions above: each gives what converting the records one by
+# one and stacking them would give, or None when some record would fail; the
+# block then goes record by record, so that record fails alone with the stage
+# and message it gets without blocks.
+
+# The element types that cross in blocks, as tensors (numbers and booleans).
+BLOCK_ELEMENTS = ('float32', 'float64', 'int8', 'int16', 'int32', 'int64',
+                  'bool')
+
+
+def block_dtype(element: str) -> np.dtype:
+  """The little-endian dtype of an element type in a block."""
+  return np.dtype(_TYPES[element][0]).newbyteorder('<')
+
+
+def block_features(x: np.ndarray,
+                   input_shape: Optional[Sequence[Optional[int]]],
+                   dtype,
+                   nan_policy: str = NAN_REJECT) -> Optional[np.ndarray]:
+  """The batch form of :func:`to_model_input`: ``x`` holds one record per
+  row."""
+  expected = expected_size(input_shape)
+  if expected is not None and int(np.prod(x.shape[1:])) != expected:
+    return None
+  if (nan_policy == NAN_REJECT and x.dtype.kind == 'f'
+      and not np.isfinite(x).all()):
+    return None
+  x = x.astype(dtype, copy=False)
+  if expected is not None:
+    x = x.reshape((len(x), ) + tuple(input_shape)[1:])
+  return x
+
+
+def block_input(x: np.ndarray,
+                spec: InputSpec,
+                model_shape: Optional[Sequence[Optional[int]]] = None,
+                model_dtype=None,
+                nan_policy: str = NAN_REJECT) -> Optional[np.ndarray]:
+  """The batch form of :func:`to_named_input` for a numeric input: ``x``
+  holds the records' values of ``spec.field``, batch first."""
+  dtype = model_dtype or np.dtype(_TYPES[spec.element][0])
+  if spec.rank == 0:
+    return x.astype(dtype, copy=False)
+  if spec.shape is not None:
+    shape = (None, ) + tuple(spec.shape)
+  elif model_shape is not None:
+    shape = tuple(model_shape)
+  else:
+    shape = None
+  if shape is not None and None in shape[1:]:
+    if x.ndim != len(shape) or any(d is not None and d != n
+                                   for d, n in zip(shape[1:], x.shape[1:])):
+      return None
+    shape = None
+  return block_features(x, shape, dtype, nan_policy)
+
+
+def _batch_columns(outputs, n: int):
+  """A batch's model outputs with every array batch first (as
+  :func:`per_record` needs them), or None."""
+  def column(value):
+    try:
+      array = as_numpy(value)
+    except (TypeError, ValueError):
+      return None
+    return array if array.shape[:1] == (n, ) else None
+
+  if isinstance(outputs, dict):
+    columns = {name: column(v) for name, v in outputs.items()}
+    return None if any(c is None for c in columns.values()) else columns
+  if isinstance(outputs, tuple):
+    columns = tuple(column(v) for v in outputs)
+    return None if any(c is None for c in columns) else columns
+  return column(outputs)
+
+
+def block_scores(outputs, n: int) -> Optional[np.ndarray]:
+  """The batch form of :func:`per_record` and :func:`default_scores`: the
+  scores of ``n`` records, batch first."""
+  columns = _batch_columns(outputs, n)
+  if isinstance(columns, tuple):
+    columns = columns[0] if columns else None
+  if isinstance(columns, dict):
+    columns = next(iter(columns.values())) if len(columns) == 1 else None
+  if columns is None or columns.dtype.kind not in 'fiub':
+    return None
+  return columns
+
+
+def block_outputs(outputs, specs: Sequence[OutputSpec],
+                  n: int) -> Optional[dict]:
+  """The batch form of :func:`per_record` and :func:`output_values`: each
+  declared output of ``n`` records as an array of its declared type, batch
+  first, by name."""
+  columns = _batch_columns(outputs, n)
+  if columns is None:
+    return None
+  if isinstance(columns, dict):
+    if any(s.name not in columns for s in specs):
+      return None
+    chosen = [(s, columns[s.name]) for s in specs]
+  elif isinstance(columns, tuple):
+    if len(columns) != len(specs):
+      return None
+    chosen = list(zip(specs, columns))
+  else:
+    if len(specs) != 1:
+      return None
+    chosen = [(specs[0], columns)]
+  values = {}
+  for spec, array in chosen:
+    if spec.element in _TEXT or array.dtype.kind in 'USO':
+      return None
+    while array.ndim - 1 > spec.rank and 1 in array.shape[1:]:
+      array = array.squeeze(axis=1 + array.shape[1:].index(1))
+    kinds = _KINDS['float' if spec.element.startswith('float') else
+                   ('bool' if spec.element == 'bool' else 'int')]
+    if array.ndim - 1 != spec.rank or array.dtype.kind not in kinds:
+      return None
+    values[spec.name] = array.astype(np.dtype(_TYPES[spec.element][0]),
+                                     copy=False)
+  return values

@@ -27,6 +27,9 @@ BEAM_DISTRIBUTIONS = (BATCH_SIZE, BATCH_BYTE_SIZE, BATCH_LATENCY_MICROS,
 # xinfer's own.
 PREDICTIONS = 'predictions'
 FAILURES = 'failures'
+# Records the model ran as part of a block's tensors (``xinfer.blocks``); the
+# other records of blocks went record by record (a block that did not fit).
+PACKED_RECORDS = 'packed_records'
 FAILED_PREFIX = 'failed_'  # + the stage: failed_conversion, ...
 MODEL_REFRESHES = 'model_refreshes'
 MODEL_EVICTIONS = 'model_evictions'
@@ -44,8 +47,8 @@ def failed(stage: str) -> str:
   return FAILED_PREFIX + stage
 
 
-COUNTERS = BEAM_COUNTERS + (PREDICTIONS, FAILURES, MODEL_REFRESHES,
-                            MODEL_EVICTIONS) + tuple(
+COUNTERS = BEAM_COUNTERS + (PREDICTIONS, FAILURES, PACKED_RECORDS,
+                            MODEL_REFRESHES, MODEL_EVICTIONS) + tuple(
                                 failed(s) for s in STAGES + (ROUTING, ))
 DISTRIBUTIONS = BEAM_DISTRIBUTIONS + (KEYED_LOAD_MODEL_LATENCY_MILLIS,
                                       REFRESH_LOAD_LATENCY_MILLIS)

@@ -77,8 +77,12 @@ class RowInference(beam.PTransform):
     refresh_interval_secs: look for a newer model version this often.
     packed: the input is blocks of rows (``xinfer.blocks``), not Rows, and so
       is the prediction output; Java's RunInference packs and unpacks them.
+      Each block carries the feature field, or each named input's field, as
+      a tensor, and its output the declared outputs, or the scores and
+      classes, as tensors (``blocks.Layout``).
     input_schema: with ``packed``: the rows' schema (a base64 Schema proto).
-    feature_dtype: with ``packed``: the numpy dtype of the blocks' features.
+    feature_dtype: sent only by Java halves older than blocks of several
+      tensors; refused with the version message.
     inputs: named model inputs, a JSON list of ``{"name", "field",
       "shape"?}``: each model input from a field of its own (replaces
       ``feature_field``; see ``xinfer.convert.InputSpec``).
@@ -120,19 +124,13 @@ class RowInference(beam.PTransform):
     self._outputs = convert.parse_outputs(_json(outputs, 'outputs'))
     self._packed = bool(packed)
     self._input_schema = input_schema
-    self._feature_dtype = feature_dtype
     if self._packed and (keyed or preprocess or postprocess
                          or max_batch_wait_secs or not input_schema
-                         or feature_dtype not in blocks.DTYPES):
+                         or feature_dtype is not None):
       raise ValueError(
-          'RunInference: packed blocks need input_schema and feature_dtype and '
-          'take no keys, hooks or batch wait; the Java and Python halves of '
-          'xinfer are from different versions: re-run ./xinfer setup.')
-    if self._packed and (self._inputs or self._outputs):
-      raise ValueError(
-          'RunInference: packed blocks carry one feature field and scores; '
-          'named inputs and declared outputs go record by record. The Java '
-          'and Python halves of xinfer are from different versions: re-run '
+          'RunInference: packed blocks need input_schema (and no '
+          'feature_dtype) and take no keys, hooks or batch wait; the Java and '
+          'Python halves of xinfer are from different versions: re-run '
           './xinfer setup.')
     self._feature_field = feature_field
     self._keyed = bool(keyed)
@@ -223,11 +221,9 @@ class RowInference(beam.PTransform):
                                    **common,
                                    **options)
 
-  def expand(self, pcoll):
-    if self._packed:
-      return self._expand_blocks(pcoll)
-    input_type = _row_type_of(pcoll.element_type, self._keyed)
-    fields = convert.schema_fields(input_type)
+  def _bind(self, fields) -> Any:
+    """Checks the input's fields against the inputs and outputs, binds the
+    handlers to them, and returns the output Row type."""
     if self._outputs:
       convert.check_output_fields(fields, self._outputs)
       output_type = convert.declared_output_type(fields, self._outputs)
@@ -241,6 +237,14 @@ class RowInference(beam.PTransform):
                                   self._feature_field,
                                   preprocessed=bool(self._preprocess))
     self._model_handler.bind_schema(fields)
+    return output_type
+
+  def expand(self, pcoll):
+    if self._packed:
+      return self._expand_blocks(pcoll)
+    input_type = _row_type_of(pcoll.element_type, self._keyed)
+    fields = convert.schema_fields(input_type)
+    output_type = self._bind(fields)
     field_names = [name for name, _ in fields]
     failure_type = convert.failure_type(input_type)
     if self._keyed:
@@ -269,18 +273,21 @@ class RowInference(beam.PTransform):
     return {PREDICTIONS: predictions, FAILURES: failures}
 
   def _expand_blocks(self, pcoll):
+    blocks.check_block_type(pcoll.element_type)
     schema = blocks.input_schema(self._input_schema)
     input_type = blocks.row_type_of(schema)
-    convert.check_feature_field(convert.schema_fields(input_type),
-                                self._feature_field,
-                                preprocessed=False)
-    outputs = (
-        pcoll
-        | 'Inference' >> beam.ParDo(
-            blocks.BlockInference(
-                self._model_handler, self._input_schema, self._feature_dtype,
-                self._inference_args, self._dead_letter, FAILURES,
-                failure_error)).with_outputs(FAILURES, main=PREDICTIONS))
+    fields = convert.schema_fields(input_type)
+    self._bind(fields)
+    layout = blocks.Layout.of(
+        fields, self._feature_field,
+        convert.bind_inputs(fields, self._inputs) if self._inputs else (),
+        self._outputs)
+    outputs = (pcoll
+               | 'Inference' >> beam.ParDo(
+                   blocks.BlockInference(
+                       self._model_handler, self._input_schema, layout,
+                       self._inference_args, self._dead_letter, FAILURES,
+                       failure_error)).with_outputs(FAILURES, main=PREDICTIONS))
     predictions = _typed(outputs[PREDICTIONS], blocks.OUT_TYPE)
     if not self._dead_letter:
       return predictions

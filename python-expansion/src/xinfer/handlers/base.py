@@ -573,45 +573,55 @@ class RowModelHandler(ModelHandler[Any, PredictionResult, _ModelSlot]):
 
   def run_block(
       self,
-      features: np.ndarray,
+      tensors: Mapping[str, np.ndarray],
       model: _ModelSlot,
-      inference_args: Optional[Dict[str, Any]] = None
-  ) -> Optional[Tuple[np.ndarray, str]]:
-    """The model's outputs for a block of records at once (``features``: one
-    row per record) and the model id, or None when the block must go record by
-    record through ``run_inference`` (a size the model does not take, a value
-    the NaN policy rejects, a batch the model refuses, or hooks)."""
-    if (self._preprocess_path or self._postprocess_path or self._inputs
-        or self._outputs):
+      inference_args: Optional[Dict[str,
+                                    Any]] = None) -> Optional[Tuple[Any, str]]:
+    """The model's outputs for a block of records at once, and the model id;
+    or None when the block must go record by record through
+    ``run_inference`` (hooks, a model that takes a list of records, a record
+    that would fail conversion: a size or shape the model does not take, a
+    value the NaN policy rejects; a batch the model refuses, an output that
+    does not fit).
+
+    ``tensors`` holds the model inputs' Row fields by name, each the block's
+    records as one array, batch first: the feature field, or the field of
+    each named input. The outputs are the declared outputs, a dict of arrays
+    of the declared types by name, or else the scores; batch first.
+    """
+    if self._preprocess_path or self._postprocess_path:
       return None
     self._maybe_refresh(model)
     loaded, _, model_id = model.serving
-    expected = convert.expected_size(loaded.input_shape)
-    if expected is not None and features.shape[1] != expected:
-      return None
-    if (self._nan_policy == convert.NAN_REJECT and features.dtype.kind == 'f'
-        and not np.isfinite(features).all()):
-      return None
-    x = features.astype(loaded.input_dtype, copy=False)
-    if expected is not None and len(loaded.input_shape) != 2:
-      x = x.reshape((len(x), ) + tuple(loaded.input_shape[1:]))
     if not loaded.stacked:
       return None
+    if self._inputs:
+      x = {}
+      for spec in self._inputs:
+        value = convert.block_input(tensors[spec.field], spec,
+                                    *loaded.input_of(spec.name),
+                                    self._nan_policy)
+        if value is None:
+          return None
+        x[spec.name] = value
+      n = len(next(iter(x.values())))
+    else:
+      x = convert.block_features(tensors[self._feature_field],
+                                 loaded.input_shape, loaded.input_dtype,
+                                 self._nan_policy)
+      if x is None:
+        return None
+      n = len(x)
     try:
       with deadlines.batch(model_id, self._bundle_timeout_secs, INFERENCE):
         outputs = loaded.predict(x, **(inference_args or {}))
     except Exception:  # pylint: disable=broad-except
       return None
-    if isinstance(outputs, tuple) and outputs:
-      outputs = outputs[0]
-    if isinstance(outputs, dict):
-      if len(outputs) != 1:
-        return None
-      outputs = next(iter(outputs.values()))
-    outputs = convert.as_numpy(outputs)
-    if outputs.shape[:1] != (len(x), ) or outputs.dtype.kind not in 'fiub':
-      return None
-    return outputs, model_id
+    if self._outputs:
+      result = convert.block_outputs(outputs, self._outputs, n)
+    else:
+      result = convert.block_scores(outputs, n)
+    return None if result is None else (result, model_id)
 
   def validate_inference_args(self, inference_args: Optional[Dict[str, Any]]):
     if inference_args and not self.accepts_inference_args:

@@ -89,6 +89,10 @@ class PyTorchRowHandler(RowModelHandler):
             'RunInference: a PyTorch model takes numeric tensors; this input '
             'holds text (tokenize it in a preprocess function, or use a Hugging '
             'Face model).')
+      if not value.flags.writeable:
+        # A block's tensor is a view of the bytes Java sent, which torch must
+        # not write to.
+        value = np.array(value)
       return torch.from_numpy(np.ascontiguousarray(value)).to(device)
 
     def predict(x, **kwargs):

@@ -7,6 +7,7 @@ import static org.apache.beam.sdk.util.Preconditions.checkStateNotNull;
 import com.google.auto.value.AutoValue;
 import dev.xinfer.runtime.PythonTransforms;
 import dev.xinfer.runtime.python.PythonServices;
+import dev.xinfer.runtime.python.RowBlocks;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -39,11 +40,12 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * pipeline.
  *
  * <p>The model runs in Python, in a worker pool that xinfer starts, through Beam's cross-language
- * expansion service. Rows cross to Python in blocks of up to {@link #withMaxBatchSize} (their
- * features as one tensor; see {@link dev.xinfer.runtime.python.RowBlocks}), so the per-row cost of
- * the crossing is small; keyed inference, hooks and {@link #withMaxBatchWait} send rows one by one
- * through Beam's Python {@code RunInference}. Each output Row holds every input field, then {@code
- * scores} ({@code ARRAY<FLOAT>}: the model's output for the record), {@code predicted_class}
+ * expansion service. Rows cross to Python in blocks of up to {@link #withMaxBatchSize} (each model
+ * input's field as one tensor, the outputs back as tensors; see {@link RowBlocks}), so the per-row
+ * cost of the crossing is small. Keyed inference, hooks, {@link #withMaxBatchWait}, a Beam {@code
+ * ModelHandler}, and {@code STRING} or {@code BYTES} inputs or declared outputs send rows one by
+ * one through Beam's Python {@code RunInference}. Each output Row holds every input field, then
+ * {@code scores} ({@code ARRAY<FLOAT>}: the model's output for the record), {@code predicted_class}
  * ({@code INT64}: the index of the highest score) and {@code model_id} ({@code STRING}: the model,
  * or model version, that made it); see {@link #outputSchema(Schema)}.
  *
@@ -674,28 +676,39 @@ public abstract class RunInference extends PTransform<PCollection<Row>, PCollect
         PYTHON_TRANSFORM,
         kwargs(keyed, deadLetter, input.getPipeline().getOptions().as(XinferOptions.class)),
         service,
-        blocksAllowed(keyed)
-            ? PythonTransforms.Blocks.of(
-                rowSchema, getFeatureField(), getMaxBatchSize(), outputSchema)
+        blocksAllowed(keyed, rowSchema)
+            ? PythonTransforms.Blocks.of(rowSchema, tensorFields(), getMaxBatchSize(), outputSchema)
             : null,
         predictionCoder,
         deadLetter ? RowCoder.of(failureSchema(rowSchema)) : null);
   }
 
   /**
-   * Whether rows may cross to Python in blocks (see {@link PythonTransforms.Blocks}): not when
-   * keyed, with hooks (they take and give single records), or with a batch wait (Python's stateful
-   * batching across bundles), nor with named inputs or declared outputs (blocks carry one feature
-   * array and scores). {@code --xinferRowBlocks=false} and a feature type that cannot be packed
-   * turn them off too.
+   * Whether rows may cross to Python in blocks (see {@link PythonTransforms.Blocks}): when every
+   * model input's field and every declared output is a number or a boolean, a scalar or arrays of
+   * them ({@link RowBlocks#isTensor}); so not with a {@code STRING} or {@code BYTES} input or
+   * output ({@link RowBlocks} says why). Nor when keyed, with hooks (they take and give single
+   * records), with a batch wait (Python's stateful batching across bundles), or with a Beam {@code
+   * ModelHandler} ({@link Model#ofHandler}: it takes a list of records, not tensors). {@code
+   * --xinferRowBlocks=false} turns them off too.
    */
-  private boolean blocksAllowed(boolean keyed) {
+  private boolean blocksAllowed(boolean keyed, Schema rowSchema) {
     return !keyed
-        && getInputs().isEmpty()
-        && getOutputs().isEmpty()
+        && getModel() != null
+        && getModel().getHandler() == null
         && getPreprocess() == null
         && getPostprocess() == null
-        && getMaxBatchWait() == null;
+        && getMaxBatchWait() == null
+        && tensorFields().stream()
+            .allMatch(field -> RowBlocks.isTensor(rowSchema.getField(field).getType()))
+        && getOutputs().values().stream().allMatch(RowBlocks::isTensor);
+  }
+
+  /** The fields that hold the model's inputs, in order: the feature field, or each input's. */
+  private List<String> tensorFields() {
+    return getInputs().isEmpty()
+        ? List.of(getFeatureField())
+        : new ArrayList<>(getInputs().values());
   }
 
   private void checkSettings(boolean keyed) {

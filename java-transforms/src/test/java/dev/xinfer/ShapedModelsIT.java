@@ -18,6 +18,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
 import org.apache.beam.sdk.testing.PAssert;
@@ -165,6 +166,19 @@ public class ShapedModelsIT {
   }
 
   /**
+   * The counter of records the model ran as part of a block's tensors (Python's {@code
+   * xinfer.metrics.PACKED_RECORDS}): the packed path, not record by record.
+   */
+  static final String PACKED_RECORDS = "packed_records";
+
+  /** Runs {@code p} to the end; its RunInference metrics. */
+  static InferenceMetrics run(Pipeline p) {
+    PipelineResult result = p.run();
+    result.waitUntilFinish();
+    return InferenceMetrics.of(result);
+  }
+
+  /**
    * A TorchScript CNN: the 8x8 grid reshaped to the 8x8x1 image it takes, two outputs in order; the
    * device named (the CPU: this machine has no GPU).
    */
@@ -183,7 +197,10 @@ public class ShapedModelsIT {
     PAssert.that(predictions)
         .satisfies(
             matchesReference("digits-cnn.pt", N, "digits-cnn.pt", "probabilities", "embedding"));
-    p.run().waitUntilFinish();
+    InferenceMetrics metrics = run(p);
+    // The grids crossed as one tensor per block and the outputs came back as tensors.
+    assertEquals(metrics.toString(), N, metrics.counter(PACKED_RECORDS));
+    assertEquals(N, metrics.predictions());
   }
 
   /**
@@ -212,7 +229,9 @@ public class ShapedModelsIT {
           .satisfies(
               matchesReference(
                   "digits-two-input", N, "digits-two-input", "digit", "probabilities"));
-      p.run().waitUntilFinish();
+      InferenceMetrics metrics = run(p);
+      // Both inputs crossed as tensors, the two outputs came back as tensors.
+      assertEquals(runner[0] + ": " + metrics, N, metrics.counter(PACKED_RECORDS));
     }
 
     Pipeline p = flink();
@@ -244,7 +263,81 @@ public class ShapedModelsIT {
               assertEquals(20, count);
               return null;
             });
-    p.run().waitUntilFinish();
+    InferenceMetrics metrics = run(p);
+    // A STRING output does not cross in blocks: rows one by one.
+    assertEquals(metrics.toString(), 0, metrics.counter(PACKED_RECORDS));
+    assertEquals(20, metrics.failures());
+  }
+
+  /**
+   * The two-input SavedModel on the packed path with two bad records: one of another length (Java
+   * sends its block without tensors) and one holding NaN (Python finds it in the block's tensor).
+   * Each fails alone, with the stage and message it gets without blocks; the other records of their
+   * blocks run record by record and match plain Python; records in = predictions + failures.
+   */
+  @Test
+  public void badRecordsInBlocksFailAloneAndTheRestMatchPlainPython() {
+    List<Row> rows = new ArrayList<>(digits(N));
+    Row template = rows.get(0);
+    List<Float> nan = new ArrayList<>(template.getArray("pixels"));
+    nan.set(5, Float.NaN);
+    rows.add(
+        40,
+        Row.withSchema(DIGIT)
+            .addValues(
+                9001L,
+                template.getArray("pixels").stream()
+                    .skip(1)
+                    .collect(java.util.stream.Collectors.toList()),
+                template.getValue("grid"),
+                1L)
+            .build());
+    rows.add(
+        150, Row.withSchema(DIGIT).addValues(9002L, nan, template.getValue("grid"), 1L).build());
+    Pipeline p = flink();
+    WithFailures.Result<PCollection<Row>, Row> result =
+        p.apply(Create.of(rows).withRowSchema(DIGIT))
+            .apply(
+                RunInference.withModel(Digits.model("digits-two-input"))
+                    .withInput("pixels", "pixels")
+                    .withInput("ink", "inked")
+                    .withOutput("digit", FieldType.INT64)
+                    .withOutput("probabilities", FieldType.array(FieldType.FLOAT))
+                    .withMaxBatchSize(64)
+                    .withFailures());
+    PAssert.that(result.output())
+        .satisfies(
+            matchesReference("digits-two-input", N, "digits-two-input", "digit", "probabilities"));
+    PAssert.that(result.failures())
+        .satisfies(
+            failures -> {
+              Map<Long, Row> byId = new HashMap<>();
+              for (Row failure : failures) {
+                byId.put(failure.getRow("input").getInt64("id"), failure);
+              }
+              assertEquals(2, byId.size());
+              for (Row failure : byId.values()) {
+                assertEquals("conversion", failure.getString(RunInference.STAGE_FIELD));
+                assertEquals("RecordError", failure.getString(RunInference.ERROR_TYPE_FIELD));
+                assertEquals("digits-two-input", failure.getString(RunInference.MODEL_ID_FIELD));
+              }
+              String shortRow = byId.get(9001L).getString(RunInference.ERROR_MESSAGE_FIELD);
+              assertTrue(
+                  shortRow,
+                  shortRow.contains(
+                      "field 'pixels' has 63 values; the model input (None, 64) needs 64 per "
+                          + "record"));
+              String nanRow = byId.get(9002L).getString(RunInference.ERROR_MESSAGE_FIELD);
+              assertTrue(nanRow, nanRow.contains("field 'pixels'[5] is nan"));
+              return null;
+            });
+    InferenceMetrics metrics = run(p);
+    assertEquals(metrics.toString(), N + 2, metrics.inferences());
+    assertEquals(N, metrics.predictions());
+    assertEquals(2, metrics.failures());
+    // At most the two blocks that held a bad record went record by record.
+    long packed = metrics.counter(PACKED_RECORDS);
+    assertTrue(metrics.toString(), packed >= N + 2 - 2 * 64 && packed < N + 2);
   }
 
   /** An XGBoost regressor: one DOUBLE per record, no class. */

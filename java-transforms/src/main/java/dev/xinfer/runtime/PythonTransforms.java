@@ -10,6 +10,7 @@ import dev.xinfer.runtime.python.RowBlocks;
 import dev.xinfer.runtime.python.ServiceSecret;
 import java.time.Duration;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
 import org.apache.beam.sdk.annotations.Internal;
@@ -83,31 +84,31 @@ public final class PythonTransforms {
   }
 
   /**
-   * How rows may cross to Python in blocks: the rows' schema, the feature field that becomes one
-   * tensor per block, the largest block, and the schema of the rows unpacked after it.
+   * How rows may cross to Python in blocks: the rows' schema, the fields that become tensors (the
+   * model's inputs, in order), the largest block, and the schema of the rows unpacked after it (its
+   * fields after the rows' are the outputs Python returns as tensors, and {@code model_id}).
    */
   public static final class Blocks {
     private final Schema rowSchema;
-    private final String featureField;
+    private final List<String> tensorFields;
     private final int maxBlockSize;
     private final Schema outputSchema;
 
-    private Blocks(Schema rowSchema, String featureField, int maxBlockSize, Schema outputSchema) {
+    private Blocks(
+        Schema rowSchema, List<String> tensorFields, int maxBlockSize, Schema outputSchema) {
       this.rowSchema = rowSchema;
-      this.featureField = featureField;
+      this.tensorFields = List.copyOf(tensorFields);
       this.maxBlockSize = maxBlockSize;
       this.outputSchema = outputSchema;
     }
 
-    /** Blocks of {@code rowSchema} rows, packed on {@code featureField}. */
+    /**
+     * Blocks of {@code rowSchema} rows, with {@code tensorFields} as tensors; each of them and each
+     * output field must be a tensor type ({@link RowBlocks#isTensor}).
+     */
     public static Blocks of(
-        Schema rowSchema, String featureField, int maxBlockSize, Schema outputSchema) {
-      return new Blocks(rowSchema, featureField, maxBlockSize, outputSchema);
-    }
-
-    /** The Python dtype of the feature field's blocks, or null when its type cannot be packed. */
-    @Nullable String dtype() {
-      return RowBlocks.dtypeOf(rowSchema.getField(featureField).getType());
+        Schema rowSchema, List<String> tensorFields, int maxBlockSize, Schema outputSchema) {
+      return new Blocks(rowSchema, tensorFields, maxBlockSize, outputSchema);
     }
   }
 
@@ -144,15 +145,11 @@ public final class PythonTransforms {
       PythonServices.checkReachable(address, REACHABLE_TIMEOUT);
     }
     Map<String, Object> pythonKwargs = new LinkedHashMap<>(kwargs);
-    @Nullable String blockDtype =
-        blocks != null && options.as(XinferOptions.class).getXinferRowBlocks()
-            ? blocks.dtype()
-            : null;
+    @Nullable Blocks packed = options.as(XinferOptions.class).getXinferRowBlocks() ? blocks : null;
     PCollection<?> pythonInput = input;
-    if (blockDtype != null) {
+    if (packed != null) {
       pythonKwargs.put("packed", true);
-      pythonKwargs.put("feature_dtype", blockDtype);
-      pythonKwargs.put("input_schema", RowBlocks.schemaForPython(blocks.rowSchema));
+      pythonKwargs.put("input_schema", RowBlocks.schemaForPython(packed.rowSchema));
       @SuppressWarnings("unchecked")
       PCollection<Row> rows = (PCollection<Row>) input;
       pythonInput =
@@ -160,7 +157,7 @@ public final class PythonTransforms {
                   "PackRows",
                   ParDo.of(
                       new RowBlocks.PackFn(
-                          blocks.rowSchema, blocks.featureField, blocks.maxBlockSize)))
+                          packed.rowSchema, packed.tensorFields, packed.maxBlockSize)))
               .setRowSchema(RowBlocks.IN);
     }
     PTransform<PCollection<?>, PCollectionTuple> python =
@@ -173,18 +170,18 @@ public final class PythonTransforms {
 
     PCollection<?> predictions = outputs.get(PREDICTIONS);
     checkStateNotNull(predictions, "the Python transform returned no predictions: %s", outputs);
-    if (blockDtype != null) {
+    if (packed != null) {
       Coder<Row> blockCoder = RowCoder.of(RowBlocks.OUT);
       checkSchema(predictions, blockCoder);
       setCoder(predictions, blockCoder);
       @SuppressWarnings("unchecked")
-      PCollection<Row> packed = (PCollection<Row>) predictions;
+      PCollection<Row> outputBlocks = (PCollection<Row>) predictions;
       predictions =
-          packed
+          outputBlocks
               .apply(
                   "UnpackRows",
-                  ParDo.of(new RowBlocks.UnpackFn(blocks.rowSchema, blocks.outputSchema)))
-              .setRowSchema(blocks.outputSchema);
+                  ParDo.of(new RowBlocks.UnpackFn(packed.rowSchema, packed.outputSchema)))
+              .setRowSchema(packed.outputSchema);
     }
     checkSchema(predictions, predictionCoder);
     setCoder(predictions, predictionCoder);

@@ -4,20 +4,22 @@ import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.Serializable;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.FloatBuffer;
-import java.nio.IntBuffer;
 import java.nio.LongBuffer;
 import java.util.ArrayList;
 import java.util.Base64;
 import java.util.Collection;
+import java.util.Collections;
+import java.util.EnumMap;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.coders.RowCoder;
 import org.apache.beam.sdk.schemas.Schema;
+import org.apache.beam.sdk.schemas.Schema.Field;
 import org.apache.beam.sdk.schemas.Schema.FieldType;
 import org.apache.beam.sdk.schemas.Schema.TypeName;
 import org.apache.beam.sdk.schemas.SchemaTranslation;
@@ -29,31 +31,45 @@ import org.joda.time.Duration;
 import org.joda.time.Instant;
 
 /**
- * Rows cross to Python and back in blocks: one element carries up to a batch of rows, their
- * features as one contiguous little-endian tensor that Python reads with {@code np.frombuffer}.
+ * Rows cross to Python and back in blocks: one element carries up to a batch of rows, and each
+ * model input's field as one contiguous little-endian tensor that Python reads with {@code
+ * np.frombuffer}.
  *
  * <p>Crossing the Fn API element by element costs tens of microseconds per row on the runner and in
  * the SDK harnesses; a block pays that once per batch. {@link PackFn} builds the blocks (per bundle
- * and window, at most {@code maxBatchSize} rows), Python runs the model on each block's tensor
- * ({@code xinfer.transforms.RowInference} with {@code packed=True}) and returns a block of scores,
- * and {@link UnpackFn} makes the output Rows, each with its own timestamp.
+ * and window, at most {@code maxBatchSize} rows), Python runs the model on each block's tensors
+ * ({@code xinfer.transforms.RowInference} with {@code packed=True}) and returns a block of output
+ * tensors, and {@link UnpackFn} makes the output Rows, each with its own timestamp.
+ *
+ * <p>What a block carries is fixed when the pipeline is built: the tensor fields (the feature
+ * field, or the field of each named input, in order) and the output fields (the declared outputs,
+ * or {@code scores} and {@code predicted_class}). Each is a number or a boolean ({@code BYTE},
+ * {@code INT16}, {@code INT32}, {@code INT64}, {@code FLOAT}, {@code DOUBLE}, {@code BOOLEAN}), a
+ * scalar or arrays (of arrays) of them: see {@link #isTensor}. A tensor holds every row's value,
+ * row after row, with the shape one row's value has ({@code []} for a scalar, {@code [64]}, {@code
+ * [8, 8]}); a block with a row whose value differs in shape, or holds a null, sends no tensors. The
+ * output block holds one tensor per output field the same way; when the rows' outputs differ in
+ * shape (records run one by one), its shape entry gives each row's shape in turn.
+ *
+ * <p>Strings and bytes do not cross in blocks: a model with such an input or declared output keeps
+ * rows one by one. Only TensorFlow could take a string tensor without a Python object per value
+ * (cut from one buffer by {@code tf.strings.substr}); ONNX Runtime's Python API, tokenizers and
+ * Beam handlers take one Python object per string, and PyTorch, XGBoost and scikit-learn take no
+ * strings. Java would have to pack strings for TensorFlow models alone, but it knows a model's
+ * framework only when {@code withFramework} names it (Python tells it from the file); and a string
+ * output (a label) would need the same in reverse, since {@code .numpy()} makes an object per
+ * string.
  *
  * <p>A block also carries its rows, {@link RowCoder}-encoded, untouched by Python on the fast path:
- * the output Rows keep every input field exactly, and a block whose tensor the model cannot take (a
- * null or wrong-length feature array, a NaN under the reject policy, a batch the model refuses) is
- * decoded in Python and run record by record, so each bad record fails alone with the same message
- * and stage as without blocks.
+ * the output Rows keep every input field exactly, and a block whose tensors the model cannot take
+ * (a null or a value of another shape, a NaN under the reject policy, a batch the model refuses, an
+ * output that does not fit its declared type) is decoded in Python and run record by record, so
+ * each bad record fails alone with the same message and stage as without blocks.
  */
 @Internal
 public final class RowBlocks {
   /** Block field: the number of rows. */
   public static final String COUNT = "count";
-
-  /** Block field: values per row in {@code features}, or -1 when the rows' features differ. */
-  public static final String WIDTH = "width";
-
-  /** Block field: the rows' features, row after row, little-endian. */
-  public static final String FEATURES = "features";
 
   /** Block field: the rows, each {@link RowCoder}-encoded, one after another. */
   public static final String ROWS = "rows";
@@ -61,64 +77,71 @@ public final class RowBlocks {
   /** Block field: each row's timestamp, milliseconds since the epoch, int64 little-endian. */
   public static final String TIMESTAMPS = "timestamps";
 
-  /** Output block field: the model's output per row, float32 little-endian, row after row. */
-  public static final String SCORES = "scores";
+  /**
+   * Block field: per tensor, the shape of one row's value; in an output block, when the rows'
+   * values differ in shape, each row's shape in turn (rank times count entries).
+   */
+  public static final String SHAPES = "shapes";
 
-  /** Output block field: each row's predicted class, int64 little-endian. */
-  public static final String CLASSES = "classes";
+  /** Block field: per tensor, the rows' values, row after row, little-endian. */
+  public static final String TENSORS = "tensors";
 
-  /** Output block field: the model (version) that made the scores. */
+  /** Output block field: the model (version) that made the outputs. */
   public static final String MODEL_ID = "model_id";
 
   /** Output block field: indices (int32) of the rows that got no prediction (dead letter). */
   public static final String SKIPPED = "skipped";
 
-  /** What Java sends to Python. */
+  private static final FieldType SHAPES_TYPE = FieldType.array(FieldType.array(FieldType.INT64));
+  private static final FieldType TENSORS_TYPE = FieldType.array(FieldType.BYTES);
+
+  /** What Java sends to Python; no tensors when the rows' values do not make tensors. */
   public static final Schema IN =
       Schema.builder()
           .addInt64Field(COUNT)
-          .addInt64Field(WIDTH)
-          .addByteArrayField(FEATURES)
           .addByteArrayField(ROWS)
           .addByteArrayField(TIMESTAMPS)
+          .addField(SHAPES, SHAPES_TYPE)
+          .addField(TENSORS, TENSORS_TYPE)
           .build();
 
-  /** What Python returns. */
+  /** What Python returns: the output tensors, in the order of the output fields. */
   public static final Schema OUT =
       Schema.builder()
           .addInt64Field(COUNT)
           .addByteArrayField(ROWS)
           .addByteArrayField(TIMESTAMPS)
-          .addInt64Field(WIDTH)
-          .addByteArrayField(SCORES)
-          .addByteArrayField(CLASSES)
           .addStringField(MODEL_ID)
           .addByteArrayField(SKIPPED)
+          .addField(SHAPES, SHAPES_TYPE)
+          .addField(TENSORS, TENSORS_TYPE)
           .build();
+
+  /** The element types a tensor holds, and the bytes of each value. */
+  private static final Map<TypeName, Integer> ELEMENT_BYTES = new EnumMap<>(TypeName.class);
+
+  static {
+    ELEMENT_BYTES.put(TypeName.BYTE, 1);
+    ELEMENT_BYTES.put(TypeName.BOOLEAN, 1);
+    ELEMENT_BYTES.put(TypeName.INT16, 2);
+    ELEMENT_BYTES.put(TypeName.INT32, 4);
+    ELEMENT_BYTES.put(TypeName.FLOAT, 4);
+    ELEMENT_BYTES.put(TypeName.INT64, 8);
+    ELEMENT_BYTES.put(TypeName.DOUBLE, 8);
+  }
+
+  private static final String MISMATCH =
+      "the Java and Python halves of xinfer are from different versions: re-run ./xinfer setup "
+          + "(or reinstall ./python-expansion).";
 
   private RowBlocks() {}
 
   /**
-   * The numpy dtype of a feature field's values in a block ({@code float32}, {@code float64},
-   * {@code int32}, {@code int64}), or null when such a field does not travel in blocks.
+   * Whether a field of this type crosses in blocks as a tensor: a number or a boolean, or an array
+   * (of arrays) of them.
    */
-  public static @Nullable String dtypeOf(FieldType featureType) {
-    FieldType element = featureType.getCollectionElementType();
-    if (!featureType.getTypeName().isCollectionType() || element == null) {
-      return null;
-    }
-    switch (element.getTypeName()) {
-      case FLOAT:
-        return "float32";
-      case DOUBLE:
-        return "float64";
-      case INT32:
-        return "int32";
-      case INT64:
-        return "int64";
-      default:
-        return null;
-    }
+  public static boolean isTensor(FieldType type) {
+    return Tensor.of("", type) != null;
   }
 
   /** The schema as Python reads it: a base64 {@code Schema} proto. */
@@ -127,16 +150,63 @@ public final class RowBlocks {
         .encodeToString(SchemaTranslation.schemaToProto(schema, true).toByteArray());
   }
 
+  /** One tensor of a block: a field, its element type and its array nesting. */
+  private static final class Tensor implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    final String field;
+    final TypeName element;
+    final int rank;
+
+    private Tensor(String field, TypeName element, int rank) {
+      this.field = field;
+      this.element = element;
+      this.rank = rank;
+    }
+
+    static @Nullable Tensor of(String field, FieldType type) {
+      int rank = 0;
+      while (type.getTypeName().isCollectionType()) {
+        FieldType element = type.getCollectionElementType();
+        if (element == null) {
+          return null;
+        }
+        type = element;
+        rank++;
+      }
+      return ELEMENT_BYTES.containsKey(type.getTypeName())
+          ? new Tensor(field, type.getTypeName(), rank)
+          : null;
+    }
+
+    static Tensor of(Schema schema, String field) {
+      Tensor tensor = of(field, schema.getField(field).getType());
+      if (tensor == null) {
+        throw new IllegalArgumentException(
+            "field '" + field + "' does not cross in blocks: " + schema.getField(field).getType());
+      }
+      return tensor;
+    }
+
+    int bytes() {
+      return ELEMENT_BYTES.get(element);
+    }
+  }
+
   /** Packs Rows into blocks of at most {@code maxRows}, per bundle and window. */
   public static final class PackFn extends DoFn<Row, Row> {
     private final Schema schema;
-    private final String featureField;
+    private final List<Tensor> tensors;
     private final int maxRows;
     private transient @Nullable Map<BoundedWindow, Block> open;
 
-    public PackFn(Schema schema, String featureField, int maxRows) {
+    /** Blocks of {@code schema} rows whose {@code tensorFields}, in order, become tensors. */
+    public PackFn(Schema schema, List<String> tensorFields, int maxRows) {
       this.schema = schema;
-      this.featureField = featureField;
+      this.tensors = new ArrayList<>();
+      for (String field : tensorFields) {
+        tensors.add(Tensor.of(schema, field));
+      }
       this.maxRows = maxRows;
     }
 
@@ -155,7 +225,7 @@ public final class RowBlocks {
       Map<BoundedWindow, Block> blocks = openBlocks();
       Block block = blocks.get(window);
       if (block == null) {
-        block = new Block(RowCoder.of(schema), schema.indexOf(featureField), typeOf(), maxRows);
+        block = new Block(RowCoder.of(schema), schema, tensors, maxRows);
         blocks.put(window, block);
       }
       block.add(row, timestamp);
@@ -185,35 +255,27 @@ public final class RowBlocks {
       }
       return open;
     }
-
-    private TypeName typeOf() {
-      FieldType element = schema.getField(featureField).getType().getCollectionElementType();
-      if (element == null || dtypeOf(schema.getField(featureField).getType()) == null) {
-        throw new IllegalArgumentException(
-            "field '" + featureField + "' does not travel in blocks: " + element);
-      }
-      return element.getTypeName();
-    }
   }
 
   /** One block being filled. */
   private static final class Block {
     private final RowCoder coder;
-    private final int featureIndex;
-    private final TypeName type;
     private final ByteArrayOutputStream rows = new ByteArrayOutputStream();
     private final ByteBuffer timestamps;
-    private ByteBuffer features;
+    private final int[] indices;
+    private final List<Packer> packers = new ArrayList<>();
+    private boolean packed = true; // false once a row's values do not make tensors
     private int count;
-    private int width = -2; // -2: no row yet; -1: rows differ, Python reads the rows instead
     private Instant earliest = BoundedWindow.TIMESTAMP_MAX_VALUE;
 
-    Block(RowCoder coder, int featureIndex, TypeName type, int maxRows) {
+    Block(RowCoder coder, Schema schema, List<Tensor> tensors, int maxRows) {
       this.coder = coder;
-      this.featureIndex = featureIndex;
-      this.type = type;
       this.timestamps = ByteBuffer.allocate(8 * maxRows).order(ByteOrder.LITTLE_ENDIAN);
-      this.features = ByteBuffer.allocate(0);
+      this.indices = new int[tensors.size()];
+      for (int i = 0; i < indices.length; i++) {
+        indices[i] = schema.indexOf(tensors.get(i).field);
+        packers.add(new Packer(tensors.get(i), maxRows));
+      }
     }
 
     void add(Row row, Instant timestamp) throws IOException {
@@ -222,118 +284,323 @@ public final class RowBlocks {
       if (timestamp.isBefore(earliest)) {
         earliest = timestamp;
       }
-      addFeatures(row.getValue(featureIndex));
+      for (int i = 0; packed && i < indices.length; i++) {
+        packed = packers.get(i).add(row.getValue(indices[i]));
+      }
       count++;
     }
 
-    private void addFeatures(@Nullable Collection<?> values) {
-      if (width == -1) {
-        return;
-      }
-      if (values == null || (width >= 0 && values.size() != width)) {
-        width = -1;
-        return;
-      }
-      int bytesPerValue = type == TypeName.FLOAT || type == TypeName.INT32 ? 4 : 8;
-      if (width == -2) {
-        width = values.size();
-        features =
-            ByteBuffer.allocate(bytesPerValue * width * (timestamps.capacity() / 8))
-                .order(ByteOrder.LITTLE_ENDIAN);
-      }
-      for (Object v : values) {
-        if (v == null) {
-          width = -1;
-          return;
-        }
-        switch (type) {
-          case FLOAT:
-            features.putFloat((Float) v);
-            break;
-          case DOUBLE:
-            features.putDouble((Double) v);
-            break;
-          case INT32:
-            features.putInt((Integer) v);
-            break;
-          default:
-            features.putLong((Long) v);
-        }
-      }
-    }
-
     Row toRow() {
-      boolean packed = width >= 0;
+      List<List<Long>> shapes = new ArrayList<>();
+      List<byte[]> tensors = new ArrayList<>();
+      if (packed) {
+        for (Packer packer : packers) {
+          shapes.add(packer.shape());
+          tensors.add(packer.bytes());
+        }
+      }
       return Row.withSchema(IN)
-          .addValues(
-              (long) count,
-              (long) (packed ? width : -1),
-              packed ? prefix(features) : new byte[0],
-              rows.toByteArray(),
-              prefix(timestamps))
+          .addValues((long) count, rows.toByteArray(), prefix(timestamps), shapes, tensors)
           .build();
-    }
-
-    private static byte[] prefix(ByteBuffer buffer) {
-      byte[] bytes = new byte[buffer.position()];
-      System.arraycopy(buffer.array(), 0, bytes, 0, bytes.length);
-      return bytes;
     }
   }
 
-  /** Turns Python's output blocks into output Rows: input fields, then the inference fields. */
+  /** One tensor of a block being filled: the first row's value fixes the shape of every row's. */
+  private static final class Packer {
+    private final Tensor tensor;
+    private final int maxRows;
+    private long @Nullable [] shape;
+    private ByteBuffer buffer = ByteBuffer.allocate(0);
+
+    Packer(Tensor tensor, int maxRows) {
+      this.tensor = tensor;
+      this.maxRows = maxRows;
+    }
+
+    /** Adds a row's value; false when it is null or its shape is not the first row's. */
+    boolean add(@Nullable Object value) {
+      if (shape == null) {
+        shape = shapeOf(value);
+        if (shape == null) {
+          return false;
+        }
+        long values = 1;
+        for (long d : shape) {
+          values *= d;
+        }
+        // Room for every row of a full block, up to 1 MB at first; more as rows come.
+        long rowBytes = values * tensor.bytes();
+        long capacity = Math.min(rowBytes * maxRows, Math.max(rowBytes, 1 << 20));
+        buffer = ByteBuffer.allocate(Math.toIntExact(capacity)).order(ByteOrder.LITTLE_ENDIAN);
+      }
+      return write(value, 0);
+    }
+
+    private long @Nullable [] shapeOf(@Nullable Object value) {
+      long[] dims = new long[tensor.rank];
+      Object level = value;
+      for (int d = 0; d < tensor.rank; d++) {
+        if (!(level instanceof Collection)) {
+          return null; // a null
+        }
+        Collection<?> values = (Collection<?>) level;
+        dims[d] = values.size();
+        // An empty array leaves the deeper dimensions 0.
+        level = values.isEmpty() ? Collections.emptyList() : values.iterator().next();
+      }
+      return value == null ? null : dims;
+    }
+
+    private boolean write(@Nullable Object value, int depth) {
+      if (value == null) {
+        return false;
+      }
+      if (depth == tensor.rank) { // a scalar field
+        ensureRoom(tensor.bytes());
+        put(value);
+        return true;
+      }
+      Collection<?> values = (Collection<?>) value;
+      long[] dims = shape;
+      if (dims == null || values.size() != dims[depth]) {
+        return false;
+      }
+      if (depth == tensor.rank - 1) {
+        ensureRoom(values.size() * tensor.bytes());
+        for (Object v : values) {
+          if (v == null) {
+            return false;
+          }
+          put(v);
+        }
+        return true;
+      }
+      for (Object v : values) {
+        if (!write(v, depth + 1)) {
+          return false;
+        }
+      }
+      return true;
+    }
+
+    private void put(Object value) {
+      switch (tensor.element) {
+        case FLOAT:
+          buffer.putFloat((Float) value);
+          break;
+        case DOUBLE:
+          buffer.putDouble((Double) value);
+          break;
+        case INT32:
+          buffer.putInt((Integer) value);
+          break;
+        case INT64:
+          buffer.putLong((Long) value);
+          break;
+        case INT16:
+          buffer.putShort((Short) value);
+          break;
+        case BYTE:
+          buffer.put((Byte) value);
+          break;
+        default: // BOOLEAN
+          buffer.put((byte) ((Boolean) value ? 1 : 0));
+      }
+    }
+
+    private void ensureRoom(int bytes) {
+      if (buffer.remaining() < bytes) {
+        ByteBuffer larger =
+            ByteBuffer.allocate(Math.max(2 * buffer.capacity(), buffer.position() + bytes))
+                .order(ByteOrder.LITTLE_ENDIAN);
+        buffer.flip();
+        larger.put(buffer);
+        buffer = larger;
+      }
+    }
+
+    List<Long> shape() {
+      List<Long> dims = new ArrayList<>();
+      if (shape != null) {
+        for (long d : shape) {
+          dims.add(d);
+        }
+      }
+      return dims;
+    }
+
+    byte[] bytes() {
+      return prefix(buffer);
+    }
+  }
+
+  private static byte[] prefix(ByteBuffer buffer) {
+    byte[] bytes = new byte[buffer.position()];
+    System.arraycopy(buffer.array(), 0, bytes, 0, bytes.length);
+    return bytes;
+  }
+
+  /**
+   * Turns Python's output blocks into output Rows: the input fields, then each output field from
+   * its tensor (the output schema's fields after the input's, but {@code model_id}, in order), and
+   * {@code model_id}.
+   */
   public static final class UnpackFn extends DoFn<Row, Row> {
     private final RowCoder coder;
     private final Schema outputSchema;
+    private final int inputFields;
+    private final List<Tensor> outputs = new ArrayList<>();
 
     public UnpackFn(Schema inputSchema, Schema outputSchema) {
       this.coder = RowCoder.of(inputSchema);
       this.outputSchema = outputSchema;
+      this.inputFields = inputSchema.getFieldCount();
+      List<Field> fields = outputSchema.getFields();
+      for (Field field : fields.subList(inputFields, fields.size())) {
+        if (!field.getName().equals(MODEL_ID)) {
+          outputs.add(Tensor.of(outputSchema, field.getName()));
+        }
+      }
     }
 
     @ProcessElement
     public void process(@Element Row block, OutputReceiver<Row> out) throws IOException {
       // INT64: Python reads a negative INT32 as unsigned.
       int count = Math.toIntExact(block.getInt64(COUNT));
-      int width = Math.toIntExact(block.getInt64(WIDTH));
       String modelId = block.getString(MODEL_ID);
-      FloatBuffer scores = le(block.getBytes(SCORES)).asFloatBuffer();
-      LongBuffer classes = le(block.getBytes(CLASSES)).asLongBuffer();
       LongBuffer timestamps = le(block.getBytes(TIMESTAMPS)).asLongBuffer();
-      IntBuffer skipped = le(block.getBytes(SKIPPED)).asIntBuffer();
-      if (scores.capacity() != count * width
-          || classes.capacity() != count
-          || timestamps.capacity() != count) {
-        throw new IllegalStateException(
-            String.format(
-                "A block from Python has %d scores, %d classes and %d timestamps for %d rows of "
-                    + "%d scores; the Java and Python halves of xinfer are from different "
-                    + "versions: re-run ./xinfer setup (or reinstall ./python-expansion).",
-                scores.capacity(), classes.capacity(), timestamps.capacity(), count, width));
+      ByteBuffer skipped = le(block.getBytes(SKIPPED));
+      List<Reader> readers = readers(block, count);
+      if (timestamps.capacity() != count) {
+        throw mismatch(count + " rows and " + timestamps.capacity() + " timestamps");
       }
-      int nextSkipped = skipped.hasRemaining() ? skipped.get() : -1;
       InputStream rows = new ByteArrayInputStream(block.getBytes(ROWS));
+      int nextSkipped = skipped.remaining() >= 4 ? skipped.getInt() : -1;
       for (int i = 0; i < count; i++) {
         Row input = coder.decode(rows);
-        if (i == nextSkipped) {
-          nextSkipped = skipped.hasRemaining() ? skipped.get() : -1;
+        boolean skip = i == nextSkipped;
+        List<Object> values = new ArrayList<>(outputSchema.getFieldCount());
+        values.addAll(input.getValues());
+        int next = 0;
+        for (int f = inputFields; f < outputSchema.getFieldCount(); f++) {
+          if (outputSchema.getField(f).getName().equals(MODEL_ID)) {
+            values.add(modelId);
+          } else {
+            values.add(readers.get(next++).next(i, skip));
+          }
+        }
+        if (skip) {
+          nextSkipped = skipped.remaining() >= 4 ? skipped.getInt() : -1;
           continue;
         }
-        List<Float> rowScores = new ArrayList<>(width);
-        for (int k = 0; k < width; k++) {
-          rowScores.add(scores.get(i * width + k));
-        }
         out.outputWithTimestamp(
-            Row.withSchema(outputSchema)
-                .addValues(input.getValues())
-                .addValues(rowScores, classes.get(i), modelId)
-                .build(),
-            new Instant(timestamps.get(i)));
+            Row.withSchema(outputSchema).addValues(values).build(), new Instant(timestamps.get(i)));
       }
     }
 
-    private static ByteBuffer le(byte[] bytes) {
-      return ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
+    private List<Reader> readers(Row block, int count) {
+      Collection<Collection<Long>> shapes = block.getArray(SHAPES);
+      Collection<byte[]> tensors = block.getArray(TENSORS);
+      if (shapes == null
+          || tensors == null
+          || shapes.size() != outputs.size()
+          || tensors.size() != outputs.size()) {
+        throw mismatch(
+            (tensors == null ? 0 : tensors.size())
+                + " output tensors where this Java version reads "
+                + outputs.size());
+      }
+      List<Reader> readers = new ArrayList<>();
+      java.util.Iterator<Collection<Long>> shape = shapes.iterator();
+      java.util.Iterator<byte[]> data = tensors.iterator();
+      for (Tensor tensor : outputs) {
+        readers.add(new Reader(tensor, count, shape.next(), data.next()));
+      }
+      return readers;
     }
+
+    private static IllegalStateException mismatch(String what) {
+      return new IllegalStateException(
+          "A block from Python does not fit the output schema (" + what + "); " + MISMATCH);
+    }
+  }
+
+  /** Reads one output tensor row by row. */
+  private static final class Reader {
+    private final Tensor tensor;
+    private final ByteBuffer data;
+    private final long[] shapes; // one row's shape, or each row's in turn
+    private final boolean each;
+
+    Reader(Tensor tensor, int count, Collection<Long> shape, byte[] bytes) {
+      this.tensor = tensor;
+      this.data = le(bytes);
+      this.shapes = shape.stream().mapToLong(Long::longValue).toArray();
+      this.each = shapes.length != tensor.rank;
+      long values = 0;
+      for (int i = 0; i < count; i++) {
+        values += size(i);
+      }
+      if ((each && shapes.length != tensor.rank * count)
+          || values * tensor.bytes() != bytes.length) {
+        throw UnpackFn.mismatch(
+            String.format(
+                "output '%s': %d bytes of %s of shape %s for %d rows",
+                tensor.field,
+                bytes.length,
+                tensor.element,
+                java.util.Arrays.toString(shapes),
+                count));
+      }
+    }
+
+    private long size(int row) {
+      long size = 1;
+      int base = each ? row * tensor.rank : 0;
+      for (int d = 0; d < tensor.rank && base + d < shapes.length; d++) {
+        size *= shapes[base + d];
+      }
+      return size;
+    }
+
+    /** Row {@code row}'s value (read in order); null, and skipped over, when {@code skip}. */
+    @Nullable Object next(int row, boolean skip) {
+      if (skip) {
+        data.position(Math.toIntExact(data.position() + size(row) * tensor.bytes()));
+        return null;
+      }
+      return read(each ? row * tensor.rank : 0, 0);
+    }
+
+    private Object read(int base, int depth) {
+      if (depth == tensor.rank) {
+        switch (tensor.element) {
+          case FLOAT:
+            return data.getFloat();
+          case DOUBLE:
+            return data.getDouble();
+          case INT32:
+            return data.getInt();
+          case INT64:
+            return data.getLong();
+          case INT16:
+            return data.getShort();
+          case BYTE:
+            return data.get();
+          default: // BOOLEAN
+            return data.get() != 0;
+        }
+      }
+      int n = Math.toIntExact(shapes[base + depth]);
+      List<Object> values = new ArrayList<>(n);
+      for (int k = 0; k < n; k++) {
+        values.add(read(base, depth + 1));
+      }
+      return values;
+    }
+  }
+
+  private static ByteBuffer le(byte[] bytes) {
+    return ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
   }
 }
