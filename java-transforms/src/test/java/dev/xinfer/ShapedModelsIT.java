@@ -40,6 +40,8 @@ import org.junit.runners.JUnit4;
  * number, Beam's own scikit-learn {@code ModelHandler}. Set-up trained each model on data that
  * ships in scikit-learn ({@code xinfer_digits.shaped}) and wrote what it computes in plain Python
  * for every record ({@code <model>.reference.jsonl}); every output here is checked against that.
+ * Each test also checks, by the {@code packed_records} counter, whether its records ran in blocks
+ * (numeric inputs and outputs as tensors) or one by one (strings, hooks, a Beam ModelHandler).
  */
 @RunWith(JUnit4.class)
 public class ShapedModelsIT {
@@ -356,7 +358,9 @@ public class ShapedModelsIT {
     PAssert.that(predictions)
         .satisfies(
             matchesReference("diabetes.xgb.json", rows.size(), "diabetes.xgb.json", "prediction"));
-    p.run().waitUntilFinish();
+    InferenceMetrics metrics = run(p);
+    // A DOUBLE array in, a DOUBLE out: both cross in blocks.
+    assertEquals(metrics.toString(), rows.size(), metrics.counter(PACKED_RECORDS));
   }
 
   /**
@@ -414,7 +418,9 @@ public class ShapedModelsIT {
               assertEquals(1, count);
               return null;
             });
-    p.run().waitUntilFinish();
+    InferenceMetrics metrics = run(p);
+    // A Beam ModelHandler takes a list of records, not tensors: rows one by one.
+    assertEquals(metrics.toString(), 0, metrics.counter(PACKED_RECORDS));
   }
 
   static final Schema PHRASE =
@@ -468,7 +474,9 @@ public class ShapedModelsIT {
               assertEquals(n, count);
               return null;
             });
-    p.run().waitUntilFinish();
+    InferenceMetrics metrics = run(p);
+    // A STRING input and a STRING output: rows one by one.
+    assertEquals(metrics.toString(), 0, metrics.counter(PACKED_RECORDS));
   }
 
   static final Schema PNG = Schema.builder().addInt64Field("id").addByteArrayField("png").build();
@@ -507,6 +515,8 @@ public class ShapedModelsIT {
     PAssert.that(predictions)
         .satisfies(
             matchesReference("digits-cnn.pt", N, "digits-cnn.pt", "probabilities", "embedding"));
-    p.run().waitUntilFinish();
+    InferenceMetrics metrics = run(p);
+    // A hook takes and gives single records: rows one by one.
+    assertEquals(metrics.toString(), 0, metrics.counter(PACKED_RECORDS));
   }
 }
