@@ -36,7 +36,7 @@ class Rec(typing.NamedTuple):
 
 
 class Digit(typing.NamedTuple):
-  """A digit as ShapedModelsIT sends it: pixels, an 8x8 grid, the ink count."""
+  """A digit as ModelExamplesIT sends it: pixels, an 8x8 grid, the ink count."""
   id: np.int64
   pixels: typing.Optional[typing.Sequence[np.float32]]
   grid: typing.Sequence[typing.Sequence[np.float32]]
