@@ -67,8 +67,9 @@ final class BoundedExternalEnvironmentFactory implements EnvironmentFactory {
   }
 
   @Override
-  public RemoteEnvironment createEnvironment(Environment environment, String workerId)
+  public RemoteEnvironment createEnvironment(Environment stageEnvironment, String workerId)
       throws Exception {
+    Environment environment = LoopbackFnServers.current(stageEnvironment);
     if (!environment
         .getUrn()
         .equals(BeamUrns.getUrn(RunnerApi.StandardEnvironments.Environments.EXTERNAL))) {
@@ -97,7 +98,7 @@ final class BoundedExternalEnvironmentFactory implements EnvironmentFactory {
         throw new RuntimeException(response.getError());
       }
       InstructionRequestHandler handler = awaitConnection(workerId, pool, started);
-      return new Remote(environment, handler, channel, workerId);
+      return new Remote(stageEnvironment, handler, channel, workerId);
     } catch (Exception | Error e) {
       channel.shutdownNow();
       throw e;

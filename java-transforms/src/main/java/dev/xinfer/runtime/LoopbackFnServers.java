@@ -5,6 +5,7 @@ import dev.xinfer.runtime.portable.XinferOptionsRegistrar;
 import dev.xinfer.runtime.python.PythonServices;
 import java.time.Duration;
 import java.util.Map;
+import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.model.pipeline.v1.RunnerApi.StandardEnvironments;
 import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
@@ -143,6 +144,25 @@ public final class LoopbackFnServers {
         runner.register(loader, CLUSTER_JOB_ID);
       }
     }
+  }
+
+  /** Environments of a run before this JVM, by the environment of this JVM that serves them. */
+  private static final Map<RunnerApi.Environment, RunnerApi.Environment> REPLACED =
+      new java.util.concurrent.ConcurrentHashMap<>();
+
+  /**
+   * Serves stages restored from a checkpoint of another JVM (a Spark job run again after its driver
+   * died) with this JVM's environments: {@code replaced} maps each environment the restored stages
+   * name (the dead JVM's worker pool, its port and secret) to this JVM's.
+   */
+  public static void replaceEnvironments(
+      Map<RunnerApi.Environment, RunnerApi.Environment> replaced) {
+    REPLACED.putAll(replaced);
+  }
+
+  /** The environment that serves a stage of {@code environment} in this JVM. */
+  public static RunnerApi.Environment current(RunnerApi.Environment environment) {
+    return REPLACED.getOrDefault(environment, environment);
   }
 
   private static ExecutableStageContext createContext(JobInfo jobInfo) {

@@ -587,17 +587,20 @@ public final class Chaos {
 
   /**
    * The driver of an embedded Spark streaming job killed ({@code kill -9} of its launcher JVM at
-   * 1,500 predictions), then the same job run again: Spark has no recovery across a driver restart
-   * for Beam's portable translation, so the new run starts from the consumer group's committed
-   * offsets; the line shows the duplicates and missing records that leaves.
+   * 1,500 predictions), then the same job run again with the same {@code --checkpointDir}: it goes
+   * on from the Kafka positions and micro-batches of its last checkpoint (at least once); the line
+   * shows the duplicates and missing records that leaves.
    */
   private String sparkDriverKillResume() throws Exception {
+    // This chaos run's own folder: both runs use it, the second restores from it.
+    Path checkpoints = out.resolve("spark-driver-kill-resume").resolve("checkpoints");
     return killAndRunAgain(
         "spark-driver-kill-resume",
         1_500,
         log -> List.of(),
         "--runner=SparkRunner",
         "--sparkMaster=local[2,4]",
+        "--checkpointDir=" + checkpoints,
         "--records=6000",
         "--rate=300");
   }

@@ -3,7 +3,9 @@ package dev.xinfer.runtime.spark;
 import static org.apache.beam.runners.spark.SparkCommonPipelineOptions.prepareFilesToStage;
 
 import java.io.IOException;
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import org.apache.beam.model.jobmanagement.v1.JobApi;
@@ -38,8 +40,12 @@ import org.apache.beam.sdk.util.construction.graph.ProtoOverrides;
 import org.apache.beam.sdk.util.construction.graph.SplittableParDoExpander;
 import org.apache.beam.sdk.util.construction.graph.TrivialNativeTransformExpander;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.streaming.DStreamGraph;
 import org.apache.spark.streaming.api.java.JavaStreamingContext;
 import org.apache.spark.streaming.api.java.JavaStreamingListenerWrapper;
+import org.apache.spark.streaming.dstream.InputDStream;
+import org.apache.spark.streaming.dstream.QueueInputDStream;
+import org.checkerframework.checker.nullness.qual.Nullable;
 import org.joda.time.Duration;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -59,9 +65,15 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
   private static final Logger LOG = LoggerFactory.getLogger(SparkStreamingRunner.class);
 
   private final SparkPipelineOptions options;
+  private final @Nullable SparkRecovery recovery;
 
-  SparkStreamingRunner(SparkPipelineOptions options) {
+  /**
+   * A runner of {@code options}' streaming jobs; with {@code recovery}, a job goes on from the
+   * checkpoint that a run before it left in its checkpoint folder, if there is one.
+   */
+  SparkStreamingRunner(SparkPipelineOptions options, @Nullable SparkRecovery recovery) {
     this.options = options;
+    this.recovery = recovery;
   }
 
   @Override
@@ -80,19 +92,28 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
     JavaSparkContext jsc = SparkContextFactory.getSparkContext(options);
     MetricsEnvironment.setMetricsSupported(true);
     MetricsAccumulator.init(options, jsc);
-    SparkStreamingTranslationContext context =
-        translator.createTranslationContext(jsc, options, jobInfo);
-    JavaStreamingContext jssc = context.getStreamingContext();
+    Map<String, RunnerApi.Environment> environments = fused.getComponents().getEnvironmentsMap();
+    JavaStreamingContext jssc;
+    if (recovery == null) {
+      jssc = streamingContext(translator, fused, jsc, jobInfo);
+    } else {
+      boolean[] created = {false};
+      recovery.prepare(environments);
+      jssc =
+          JavaStreamingContext.getOrCreate(
+              options.getCheckpointDir(),
+              () -> {
+                created[0] = true;
+                return streamingContext(translator, fused, jsc, jobInfo);
+              });
+      recovery.started(created[0], jobInfo, environments, queueStreams(jssc));
+    }
     jssc.addStreamingListener(
         new JavaStreamingListenerWrapper(
             new MetricsAccumulator.AccumulatorCheckpointingSparkListener()));
     jssc.addStreamingListener(
         new JavaStreamingListenerWrapper(
             new GlobalWatermarkHolder.WatermarkAdvancingStreamingListener()));
-    jssc.checkpoint(options.getCheckpointDir());
-
-    translator.translate(fused, context);
-    context.computeOutputs();
     LOG.info("Job {}: streaming on Spark master {}", jobInfo.jobId(), jsc.master());
     jssc.start();
     long timeout = options.as(SparkPortableStreamingPipelineOptions.class).getStreamingTimeoutMs();
@@ -104,6 +125,28 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
     jssc.stop(true, false);
     SparkContextFactory.stopSparkContext(jsc);
     return new Ended();
+  }
+
+  /** The queue streams of {@code jssc}'s graph: Spark cannot restore those from a checkpoint. */
+  static long queueStreams(JavaStreamingContext jssc) {
+    return java.util.Arrays.stream(jssc.ssc().graph().getInputStreams())
+        .filter(stream -> stream instanceof QueueInputDStream)
+        .count();
+  }
+
+  /** A new streaming context with the pipeline translated onto it, checkpointing to the folder. */
+  private JavaStreamingContext streamingContext(
+      UnboundedReadTranslator translator,
+      RunnerApi.Pipeline fused,
+      JavaSparkContext jsc,
+      JobInfo jobInfo) {
+    ReadContext context = (ReadContext) translator.createTranslationContext(jsc, options, jobInfo);
+    JavaStreamingContext jssc = context.getStreamingContext();
+    jssc.checkpoint(options.getCheckpointDir());
+    translator.translate(fused, context);
+    context.computeOutputs();
+    context.dropStandInStreams();
+    return jssc;
   }
 
   /** The result of a streaming job that has stopped (timed out or cancelled). */
@@ -215,6 +258,9 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
   private static final class ReadContext extends SparkStreamingTranslationContext {
     final Map<String, PendingRead> reads = new HashMap<>();
 
+    /** The ids of the queue streams Beam made for the reads' stand-in Impulses. */
+    private final Set<Integer> standIns = new java.util.HashSet<>();
+
     /**
      * Executable stages with more than one output (RunInference with its dead-letter output): each
      * output is a stream of its own over the stage's, and Beam's streaming translation does not
@@ -234,7 +280,43 @@ final class SparkStreamingRunner implements PortablePipelineRunner {
         dataset.cache("MEMORY_ONLY", null);
       }
       PendingRead read = reads.remove(pCollectionId);
+      if (read != null) {
+        standIns.addAll(((UnboundedDataset<?>) dataset).getStreamSources());
+      }
       super.pushDataset(pCollectionId, read == null ? dataset : readStream(pCollectionId, read));
+    }
+
+    /**
+     * Takes the stand-in Impulses' queue streams, which nothing reads, out of the streaming graph:
+     * Spark cannot restore a queue stream from a checkpoint, so a graph with one could not go on
+     * after its driver died. Another Impulse (a {@code Create} in a streaming pipeline) keeps its
+     * queue stream ({@link SparkStreamingRunner#queueStreams}).
+     */
+    void dropStandInStreams() {
+      DStreamGraph graph = getStreamingContext().ssc().graph();
+      List<InputDStream<?>> kept = new ArrayList<>();
+      for (InputDStream<?> stream : graph.getInputStreams()) {
+        if (!(stream instanceof QueueInputDStream && standIns.contains(stream.id()))) {
+          kept.add(stream);
+        }
+      }
+      scala.collection.mutable.ArraySeq<InputDStream<?>> streams =
+          new scala.collection.mutable.ArraySeq<>(kept.size());
+      for (int i = 0; i < kept.size(); i++) {
+        streams.update(i, kept.get(i));
+      }
+      try {
+        java.lang.reflect.Field field = DStreamGraph.class.getDeclaredField("inputStreams");
+        field.setAccessible(true);
+        synchronized (graph) {
+          field.set(graph, streams);
+        }
+      } catch (ReflectiveOperationException e) {
+        throw new IllegalStateException(
+            "Spark's DStreamGraph has no inputStreams field: this Spark version is not the one "
+                + "xinfer was built with (3.2)",
+            e);
+      }
     }
 
     @SuppressWarnings({"unchecked", "rawtypes"})
