@@ -459,6 +459,16 @@ def declared_output_type(fields: Sequence[Tuple[str, Any]],
                       for s in specs] + [(MODEL_ID_FIELD, str)])
 
 
+def _input_shape(spec, model_shape) -> Optional[tuple]:
+  """The input's shape with the batch first (``None``: any size): the one
+  ``withInputShape`` gave, else the model's, else None (unknown)."""
+  if spec.shape is not None:
+    return (None, ) + tuple(spec.shape)
+  if model_shape is not None:
+    return tuple(model_shape)
+  return None
+
+
 def to_named_input(row,
                    spec: InputSpec,
                    model_shape: Optional[Sequence[Optional[int]]] = None,
@@ -505,12 +515,7 @@ def to_named_input(row,
     raise RecordError(
         f'{where} is not a rectangular array of numbers ({e}); an N-d input '
         'needs every inner array of one length.') from e
-  if spec.shape is not None:
-    shape = (None, ) + tuple(spec.shape)
-  elif model_shape is not None:
-    shape = tuple(model_shape)
-  else:
-    shape = None
+  shape = _input_shape(spec, model_shape)
   if shape is not None and None in shape[1:]:
     known = [d for d in shape[1:] if d is not None]
     if array.ndim != len(shape) - 1 or any(
@@ -709,12 +714,7 @@ def block_input(x: np.ndarray,
   dtype = model_dtype or np.dtype(_TYPES[spec.element][0])
   if spec.rank == 0:
     return x.astype(dtype, copy=False)
-  if spec.shape is not None:
-    shape = (None, ) + tuple(spec.shape)
-  elif model_shape is not None:
-    shape = tuple(model_shape)
-  else:
-    shape = None
+  shape = _input_shape(spec, model_shape)
   if shape is not None and None in shape[1:]:
     if x.ndim != len(shape) or any(d is not None and d != n
                                    for d, n in zip(shape[1:], x.shape[1:])):
