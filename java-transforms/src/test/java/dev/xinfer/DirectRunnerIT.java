@@ -74,6 +74,38 @@ public class DirectRunnerIT {
     assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
   }
 
+  /**
+   * A JVM whose main runs such a pipeline exits once main returns: the run leaves no live thread
+   * that is not a daemon (Beam's Fn API servers had a pool of non-daemon threads that lived a
+   * minute after their last task, and kept a DirectRunner JVM alive that long). The embedded Flink
+   * stops its own threads as its mini cluster shuts down after the job: they get 10 s.
+   */
+  @Test
+  public void aRunLeavesNoThreadThatKeepsTheJvmAlive() throws InterruptedException {
+    java.util.Set<Thread> before = nonDaemonThreads();
+    p.apply(Create.of(Digits.exampleRows(20)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+        .apply(RunInference.withModel(Digits.model().toString()));
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+    long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(10);
+    java.util.Set<Thread> left = nonDaemonThreads();
+    left.removeAll(before);
+    while (!left.isEmpty() && System.nanoTime() < deadline) {
+      Thread.sleep(200);
+      left.retainAll(nonDaemonThreads());
+    }
+    assertEquals("threads that would keep the JVM alive: " + left, Collections.emptySet(), left);
+  }
+
+  private static java.util.Set<Thread> nonDaemonThreads() {
+    java.util.Set<Thread> threads = new java.util.HashSet<>();
+    for (Thread thread : Thread.getAllStackTraces().keySet()) {
+      if (thread.isAlive() && !thread.isDaemon() && thread != Thread.currentThread()) {
+        threads.add(thread);
+      }
+    }
+    return threads;
+  }
+
   @Test
   public void aPythonFailureFailsThePipelineWithThePythonMessage() {
     List<Row> rows = new ArrayList<>(Digits.exampleRows(3));

@@ -5,7 +5,11 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
+import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.annotations.Internal;
 
@@ -32,6 +36,8 @@ import org.apache.beam.sdk.annotations.Internal;
  *       {@code Pipeline.run()} validates the pipeline (KafkaIO's exactly-once sink accepts only
  *       runners in {@code org.apache.beam.runners.flink.}, {@code .spark.}, {@code .dataflow.} or
  *       the DirectRunner), which {@code XinferRunner} names while Beam validates.
+ *   <li>{@link #withDaemonThreads}: the thread pool of a {@code DefaultJobBundleFactory}, whose
+ *       threads would keep a DirectRunner JVM alive for a minute after its last pipeline.
  *   <li>{@link #PATCHED_CLASSES}: Beam classes xinfer ships a corrected copy of, which must come
  *       before Beam's on the classpath: {@code BufferingDoFnRunner} (Flink's buffer for
  *       {@code @RequiresStableInput}), whose Beam version deadlocks a portable job at its first
@@ -97,6 +103,39 @@ public final class BeamHooks {
     }
   }
 
+  /**
+   * Makes the threads of {@code factory} (a {@code DefaultJobBundleFactory}) daemon threads and
+   * returns it. Beam gives its Fn API servers a cached pool of non-daemon threads, which live 60 s
+   * after their last task: a JVM that keeps a factory across pipelines (the DirectRunner's stages)
+   * could not exit for about a minute after its last pipeline, and its shutdown hooks, which close
+   * the factories and their SDK workers, waited for those threads.
+   */
+  public static JobBundleFactory withDaemonThreads(JobBundleFactory factory) {
+    try {
+      Field field = DefaultJobBundleFactory.class.getDeclaredField("executor");
+      field.setAccessible(true);
+      ExecutorService beams = (ExecutorService) field.get(factory);
+      field.set(
+          factory,
+          Executors.newCachedThreadPool(
+              runnable -> {
+                Thread thread = Executors.defaultThreadFactory().newThread(runnable);
+                thread.setName("xinfer-fn-" + thread.getName());
+                thread.setDaemon(true);
+                return thread;
+              }));
+      beams.shutdown();
+      return factory;
+    } catch (ReflectiveOperationException | ClassCastException e) {
+      throw new IllegalStateException(
+          "xinfer cannot reach DefaultJobBundleFactory.executor; this xinfer version is built for "
+              + "Beam "
+              + BEAM_VERSION
+              + ".",
+          e);
+    }
+  }
+
   /** What no longer matches in the Beam on the classpath, one line per hook. */
   public static List<String> problems() {
     List<String> found = new ArrayList<>();
@@ -117,6 +156,14 @@ public final class BeamHooks {
       } catch (IllegalStateException e) {
         found.add(e.getMessage() + " (" + e.getCause() + ")");
       }
+    }
+    try {
+      Field executor = DefaultJobBundleFactory.class.getDeclaredField("executor");
+      if (!ExecutorService.class.isAssignableFrom(executor.getType())) {
+        found.add("DefaultJobBundleFactory.executor is no longer an ExecutorService");
+      }
+    } catch (NoSuchFieldException e) {
+      found.add("DefaultJobBundleFactory has no executor field (withDaemonThreads)");
     }
     for (String runner : CLASSIC_RUNNERS.keySet()) {
       try {

@@ -1,5 +1,6 @@
 package dev.xinfer.runtime.direct;
 
+import dev.xinfer.runtime.BeamHooks;
 import dev.xinfer.runtime.LoopbackFnServers;
 import dev.xinfer.runtime.python.PythonServices;
 import java.util.LinkedHashMap;
@@ -76,8 +77,11 @@ final class PythonStageFn extends DoFn<Object, Object> {
         FACTORIES.computeIfAbsent(
             stageId,
             id -> {
+              // Kept for the JVM's life (the next pipeline reuses its SDK worker), so its
+              // threads must not keep the JVM from exiting.
               JobBundleFactory created =
-                  LoopbackFnServers.jobBundleFactory(JobInfo.create(id, id, "", options));
+                  BeamHooks.withDaemonThreads(
+                      LoopbackFnServers.jobBundleFactory(JobInfo.create(id, id, "", options)));
               Runtime.getRuntime().addShutdownHook(new Thread(() -> close(created)));
               return created;
             });
