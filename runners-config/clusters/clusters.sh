@@ -106,12 +106,12 @@ process_start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 # The cluster's Python worker pool: DIR PORT. It starts workers only for requests that carry the
 # secret in DIR/pool.secret (made by the pool on first start, mode 0600), which jobs get with
 # --xinferWorkerPoolSecretFile; hooks may come from the modules in $XINFER_ALLOWED_MODULES.
-start_worker_pool() {
-  local dir=$1 port=$2
-  start_daemon "Python worker pool" "$dir/worker-pool.pid" "$dir/worker-pool.log" \
-    "$VENV/bin/xinfer-worker-pool" --port "$port" --secret-file "$dir/pool.secret" \
+start_worker_pool() {  # DIR PORT [NODE]: NODE 2, 3...: files worker-pool-NODE.*, pool-NODE.secret
+  local dir=$1 port=$2 sfx=${3:+-$3}
+  start_daemon "Python worker pool${3:+ of node $3}" "$dir/worker-pool$sfx.pid" "$dir/worker-pool$sfx.log" \
+    "$VENV/bin/xinfer-worker-pool" --port "$port" --secret-file "$dir/pool$sfx.secret" \
     --allowed-modules "${XINFER_ALLOWED_MODULES:-}"
-  wait_for_port "$port" 60 "the Python worker pool" "$dir/worker-pool.log"
+  wait_for_port "$port" 60 "the Python worker pool" "$dir/worker-pool$sfx.log"
 }
 
 # The JVM flags Flink's own scripts compute for a JobManager or TaskManager: JVM line, then
@@ -146,32 +146,59 @@ flink_tls() (  # a subshell: the umask stays in it
     "$stores" "$stores" > "$tls/ssl.yaml"
 )
 
-# A TaskManager for the cluster in DIR (its conf made by flink_up), and the wait until the
+# Flink's nodes: TaskManager k (1..N) with its own Python worker pool on port POOL+100*(k-1), its
+# own secret, and XINFER_NODE_WORKER_POOL set, so that its tasks run their Python stages beside
+# them (a job names node 1's pool). Node 1's files are taskmanager.*, worker-pool.*, pool.secret;
+# node k's taskmanager-k.*, worker-pool-k.*, pool-k.secret. $dir/nodes holds "N SLOTS".
+flink_nodes() { if [ -f "$1/nodes" ]; then cut -d' ' -f1 "$1/nodes"; else echo 1; fi; }
+flink_node_procs() {  # DIR: the pid-file names of every node's processes
+  local k sfx
+  for k in $(seq 1 "$(flink_nodes "$1")"); do
+    sfx=$([ "$k" = 1 ] || echo "-$k")
+    echo "taskmanager$sfx worker-pool$sfx"
+  done
+}
+
+# TaskManager NODE for the cluster in DIR (its conf made by flink_up), and the wait until the
 # JobManager has registered it.
-flink_taskmanager() {  # DIR CLASSPATH
-  local dir=$1 cp=$2 tm logged=0
+flink_taskmanager() {  # DIR CLASSPATH NODE
+  local dir=$1 cp=$2 k=${3:-1} tm logged=0 sfx slots pool
+  sfx=$([ "$k" = 1 ] || echo "-$k")
+  slots=$(cut -d' ' -f2 "$dir/nodes" 2>/dev/null || echo 2)
+  pool=$(( ${XINFER_FLINK_POOL_PORT:-50000} + 100 * (k - 1) ))
   mapfile -t tm < <(flink_resource_params TM "$cp" "$dir/conf")
   [ ${#tm[@]} -eq 2 ] || die "Flink's BashJavaUtils did not compute memory settings from $dir/conf/config.yaml."
   if [ -f "$dir/jobmanager.log" ]; then logged=$(wc -l < "$dir/jobmanager.log"); fi
   # shellcheck disable=SC2086
-  start_daemon taskmanager "$dir/taskmanager.pid" "$dir/taskmanager.out" \
+  start_daemon "taskmanager$sfx" "$dir/taskmanager$sfx.pid" "$dir/taskmanager$sfx.out" \
+    env XINFER_NODE_WORKER_POOL="127.0.0.1:$pool" XINFER_NODE_WORKER_POOL_SECRET_FILE="$dir/pool$sfx.secret" \
     java ${tm[0]} "@$ROOT/runners-config/java17.args" -Dlog4j.configurationFile="file:$dir/conf/log4j.properties" \
-    -Dlog.file="$dir/taskmanager.log" \
-    -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]}
+    -Dlog.file="$dir/taskmanager$sfx.log" \
+    -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]} \
+    -D "taskmanager.numberOfTaskSlots=$slots" -D "taskmanager.resource-id=node-$k"
   local deadline=$((SECONDS + 90))
   # The REST API takes only TLS clients with the cluster's key: the JobManager's log tells instead.
   until tail -n "+$((logged + 1))" "$dir/jobmanager.log" 2>/dev/null | grep -q "Registering TaskManager"; do
-    [ $SECONDS -ge $deadline ] && die "no TaskManager registered with the JobManager within 90 s; see $dir/taskmanager.log."
+    [ $SECONDS -ge $deadline ] && die "no TaskManager registered with the JobManager within 90 s; see $dir/taskmanager$sfx.log."
     sleep 1
   done
 }
 
-# xinfer's job runtime on the cluster's nodes (xinfer, Beam's Flink runner, KafkaIO: the jars
-# beyond Flink's own), listed in DIR/client-conf/runtime-jars.txt, which the client
-# configuration names (FlinkEngine.RUNTIME_JARS_KEY): a job then ships only its own code, and
-# each job still loads them in a class loader of its own. xinfer's jar is a copy per build under
-# DIR/lib/ (a rebuild changes what new jobs load, not what running jobs read), and comes first: it
-# carries corrected copies of Beam classes (BeamHooks.PATCHED_CLASSES).
+# Starts node k's pool and TaskManager when either is gone (both when DIR's cluster is new).
+flink_node() {  # DIR CLASSPATH NODE
+  local dir=$1 cp=$2 k=$3 sfx pool
+  sfx=$([ "$k" = 1 ] || echo "-$k")
+  pool=$(( ${XINFER_FLINK_POOL_PORT:-50000} + 100 * (k - 1) ))
+  if ! cluster_pid_alive "$dir/worker-pool$sfx.pid"; then
+    [ -f "$dir/worker-pool$sfx.pid" ] && note "flink: the Python worker pool of node $k is gone; starting it again on 127.0.0.1:$pool (same secret)"
+    start_worker_pool "$dir" "$pool" "$([ "$k" = 1 ] || echo "$k")"
+  fi
+  if ! cluster_pid_alive "$dir/taskmanager$sfx.pid"; then
+    [ -f "$dir/taskmanager$sfx.pid" ] && note "flink: TaskManager $k is gone; starting a new one (the JobManager and its jobs stay; a running job restarts from its last checkpoint)"
+    flink_taskmanager "$dir" "$cp" "$k"
+  fi
+}
+
 flink_job_runtime() {  # DIR
   local dir=$1 flink runtime jar copy
   flink=$(cluster_classpath flink) || exit $?
@@ -190,30 +217,48 @@ flink_job_runtime() {  # DIR
   mv "$dir/client-conf/runtime-jars.txt.tmp" "$dir/client-conf/runtime-jars.txt"
 }
 
-flink_up() {
+flink_up() {  # [--taskmanagers N] [--slots S]
   local dir="$CLUSTERS/flink" rest="${XINFER_FLINK_REST_PORT:-8081}" pool="${XINFER_FLINK_POOL_PORT:-50000}"
-  # The JobManager up, a TaskManager or the pool gone (killed, crashed): start what is gone and
+  local nodes="" slots="" k
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --taskmanagers) nodes="${2:?--taskmanagers needs a number}"; shift 2 ;;
+      --taskmanagers=*) nodes="${1#*=}"; shift ;;
+      --slots) slots="${2:?--slots needs a number}"; shift 2 ;;
+      --slots=*) slots="${1#*=}"; shift ;;
+      *) die "unknown flag '$1' for cluster up flink; use --taskmanagers N and --slots S." ;;
+    esac
+  done
+  [[ "${nodes:-1}" =~ ^[1-9]$ ]] || die "--taskmanagers takes 1 to 9 (one machine), not '$nodes'."
+  [[ "${slots:-2}" =~ ^[1-9][0-9]?$ ]] || die "--slots takes a positive number, not '$slots'."
+  # The JobManager up, a TaskManager or a pool gone (killed, crashed): start what is gone and
   # keep the JobManager, so that its running jobs go on (they restart on the new TaskManager
   # from their last checkpoint), as an operator replaces a lost node.
   if cluster_pid_alive "$dir/jobmanager.pid" && port_open "$rest" && [ -f "$dir/conf/config.yaml" ]; then
-    if ! cluster_pid_alive "$dir/worker-pool.pid"; then
-      note "flink: the Python worker pool is gone; starting it again on 127.0.0.1:$pool (same secret)"
-      start_worker_pool "$dir" "$pool"
+    if [ -n "$nodes$slots" ] && [ "${nodes:-1} ${slots:-2}" != "$(cat "$dir/nodes" 2>/dev/null || echo "1 2")" ]; then
+      die "flink is up with $(flink_nodes "$dir") TaskManager(s) of $(cut -d' ' -f2 "$dir/nodes" 2>/dev/null || echo 2) slots; ./xinfer cluster down flink first to start another shape."
     fi
-    if ! cluster_pid_alive "$dir/taskmanager.pid"; then
-      note "flink: the TaskManager is gone; starting a new one (the JobManager and its jobs stay; a running job restarts on it from its last checkpoint)"
-      local tcp; tcp=$(cluster_classpath flink) || exit $?
-      flink_taskmanager "$dir" "$tcp"
-    fi
+    local tcp=""
+    for k in $(seq 1 "$(flink_nodes "$dir")"); do
+      local sfx; sfx=$([ "$k" = 1 ] || echo "-$k")
+      if ! cluster_pid_alive "$dir/worker-pool$sfx.pid" || ! cluster_pid_alive "$dir/taskmanager$sfx.pid"; then
+        [ -n "$tcp" ] || tcp=$(cluster_classpath flink) || exit $?
+        flink_node "$dir" "$tcp" "$k"
+      fi
+    done
   fi
-  if cluster_is_up flink "$dir" "$rest" jobmanager taskmanager worker-pool; then
+  # shellcheck disable=SC2046
+  if cluster_is_up flink "$dir" "$rest" jobmanager $(flink_node_procs "$dir"); then
     flink_job_runtime "$dir"
-    note "flink already up: REST 127.0.0.1:$rest, Python worker pool 127.0.0.1:$pool"; return
+    note "flink already up: REST 127.0.0.1:$rest, $(flink_nodes "$dir") TaskManager(s), Python worker pool 127.0.0.1:$pool"; return
   fi
-  cluster_ports_free "XINFER_FLINK_REST_PORT / XINFER_FLINK_POOL_PORT" "$rest" "$pool"
-  step "Starting a Flink $(sed -n 's:.*<flink.version>\(.*\)</flink.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (JobManager + TaskManager JVMs) and a Python worker pool beside it"
+  local ports=("$rest")
+  for k in $(seq 1 "${nodes:-1}"); do ports+=($((pool + 100 * (k - 1)))); done
+  cluster_ports_free "XINFER_FLINK_REST_PORT / XINFER_FLINK_POOL_PORT" "${ports[@]}"
+  step "Starting a Flink $(sed -n 's:.*<flink.version>\(.*\)</flink.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (JobManager and ${nodes:-1} TaskManager JVM(s), ${slots:-2} slots each) and a Python worker pool beside each TaskManager"
   local cp; cp=$(cluster_classpath flink) || exit $?
   mkdir -p "$dir/conf" "$dir/tmp" "$dir/client-conf"
+  echo "${nodes:-1} ${slots:-2}" > "$dir/nodes"
   flink_tls "$dir" || exit 2
   (umask 077
    sed -e "s#@REST_PORT@#$rest#g" "$ROOT/runners-config/clusters/flink/config.yaml" > "$dir/conf/config.yaml"
@@ -232,15 +277,16 @@ flink_up() {
     -Dlog.file="$dir/jobmanager.log" \
     -cp "$cp" org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$dir/conf" ${jm[1]}
   wait_for_port "$rest" 90 "Flink's JobManager" "$dir/jobmanager.log"
-  start_worker_pool "$dir" "$pool"
-  flink_taskmanager "$dir" "$cp"
-  note "flink up: --flinkMaster=127.0.0.1:$rest --flinkConfDir=$dir/client-conf (REST and web UI https://127.0.0.1:$rest, mutual TLS with $dir/tls/keystore.p12), worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret"
+  for k in $(seq 1 "${nodes:-1}"); do flink_node "$dir" "$cp" "$k"; done
+  note "flink up: --flinkMaster=127.0.0.1:$rest --flinkConfDir=$dir/client-conf (REST and web UI https://127.0.0.1:$rest, mutual TLS with $dir/tls/keystore.p12), worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret${nodes:+ (each of the $nodes TaskManagers runs its Python stages on its own pool, from port $pool up by 100)}"
 }
-
 flink_down() {
-  cluster_stop "Python worker pool" "$CLUSTERS/flink/worker-pool.pid"
-  cluster_stop taskmanager "$CLUSTERS/flink/taskmanager.pid"
-  cluster_stop jobmanager "$CLUSTERS/flink/jobmanager.pid"
+  local dir="$CLUSTERS/flink" proc
+  for proc in $(flink_node_procs "$dir"); do
+    cluster_stop "$proc" "$dir/$proc.pid"
+  done
+  cluster_stop jobmanager "$dir/jobmanager.pid"
+  rm -f "$dir/nodes"
 }
 
 
@@ -327,7 +373,8 @@ with_spark() {
 
 with_flink() {
   local port="${XINFER_FLINK_REST_PORT:-8081}"
-  with_cluster flink "$port" "Flink cluster on 127.0.0.1:$port" jobmanager taskmanager worker-pool
+  # shellcheck disable=SC2046
+  with_cluster flink "$port" "Flink cluster on 127.0.0.1:$port" jobmanager $(flink_node_procs "$CLUSTERS/flink")
   # A running cluster's jobs load the xinfer just built.
   flink_job_runtime "$CLUSTERS/flink"
 }
@@ -352,7 +399,7 @@ cluster() {
   case "$action:$name" in
     up:kafka) check_tools; kafka_up ;;
     down:kafka) cluster_stop kafka "$CLUSTERS/kafka/kafka.pid" ;;
-    up:flink) check_tools; setup_python; setup_java; flink_up ;;
+    up:flink) check_tools; setup_python; setup_java; flink_up "${@:3}" ;;
     down:flink) flink_down ;;
     up:spark) check_tools; setup_python; spark_up ;;
     down:spark) spark_down ;;
@@ -363,6 +410,6 @@ cluster() {
         if cluster_pid_alive "$pidfile"; then note "$(basename "$(dirname "$pidfile")")/$(basename "$pidfile" .pid): up (pid $(cat "$pidfile"))"
         else note "$(basename "$(dirname "$pidfile")")/$(basename "$pidfile" .pid): down"; fi
       done ;;
-    *) die "usage: ./xinfer cluster up|down|status kafka|flink|spark" ;;
+    *) die "usage: ./xinfer cluster up|down|status kafka|flink|spark (up flink: [--taskmanagers N] [--slots S])" ;;
   esac
 }

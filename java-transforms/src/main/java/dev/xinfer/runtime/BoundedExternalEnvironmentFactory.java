@@ -1,6 +1,8 @@
 package dev.xinfer.runtime;
 
 import dev.xinfer.runtime.python.PythonServices;
+import dev.xinfer.runtime.python.ServiceSecret;
+import java.io.IOException;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -69,7 +71,7 @@ final class BoundedExternalEnvironmentFactory implements EnvironmentFactory {
   @Override
   public RemoteEnvironment createEnvironment(Environment stageEnvironment, String workerId)
       throws Exception {
-    Environment environment = LoopbackFnServers.current(stageEnvironment);
+    Environment environment = onThisNode(LoopbackFnServers.current(stageEnvironment));
     if (!environment
         .getUrn()
         .equals(BeamUrns.getUrn(RunnerApi.StandardEnvironments.Environments.EXTERNAL))) {
@@ -103,6 +105,49 @@ final class BoundedExternalEnvironmentFactory implements EnvironmentFactory {
       channel.shutdownNow();
       throw e;
     }
+  }
+
+  /** The variable naming the Python worker pool of the node this JVM runs on (host:port). */
+  static final String NODE_WORKER_POOL = "XINFER_NODE_WORKER_POOL";
+
+  /** The variable naming the file with that pool's secret. */
+  static final String NODE_WORKER_POOL_SECRET_FILE = "XINFER_NODE_WORKER_POOL_SECRET_FILE";
+
+  private static volatile boolean nodePoolLogged;
+
+  /**
+   * {@code environment} served by the worker pool of the node this JVM runs on, when its cluster
+   * gives each node a pool of its own ({@value #NODE_WORKER_POOL} and {@value
+   * #NODE_WORKER_POOL_SECRET_FILE} in a TaskManager's or Spark worker's environment, as {@code
+   * ./xinfer cluster up} sets them): a job names one pool, and each node's tasks then run their
+   * Python stages beside them. Unchanged elsewhere.
+   */
+  static Environment onThisNode(Environment environment) throws IOException {
+    return onNode(
+        environment, System.getenv(NODE_WORKER_POOL), System.getenv(NODE_WORKER_POOL_SECRET_FILE));
+  }
+
+  static Environment onNode(
+      Environment environment, @Nullable String pool, @Nullable String secretFile)
+      throws IOException {
+    if (pool == null || pool.isEmpty()) {
+      return environment;
+    }
+    RunnerApi.ExternalPayload.Builder payload =
+        RunnerApi.ExternalPayload.parseFrom(environment.getPayload()).toBuilder();
+    payload.getEndpointBuilder().setUrl(pool);
+    if (secretFile != null && !secretFile.isEmpty()) {
+      payload.putParams(
+          ServiceSecret.POOL_PARAM, ServiceSecret.read(secretFile, NODE_WORKER_POOL_SECRET_FILE));
+    }
+    if (!nodePoolLogged) {
+      nodePoolLogged = true;
+      LOG.info(
+          "xinfer: this node's Python worker pool {} runs the Python stages of its tasks ({})",
+          pool,
+          NODE_WORKER_POOL);
+    }
+    return environment.toBuilder().setPayload(payload.build().toByteString()).build();
   }
 
   private InstructionRequestHandler awaitConnection(String workerId, String pool, long started)

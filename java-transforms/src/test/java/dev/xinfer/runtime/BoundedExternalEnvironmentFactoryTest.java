@@ -163,4 +163,40 @@ public class BoundedExternalEnvironmentFactoryTest {
         assertThrows(RuntimeException.class, () -> factory.createEnvironment(environment, "1-8"));
     assertThat(e.getMessage(), containsString("refused: no secret"));
   }
+
+  /**
+   * On a cluster node whose environment names its own pool (as {@code ./xinfer cluster up flink
+   * --taskmanagers N} sets it for each TaskManager), the job's EXTERNAL environment is served by
+   * that pool with that pool's secret; elsewhere it is left as the job gave it.
+   */
+  @Test
+  public void aNodeWithAPoolOfItsOwnServesTheJobsEnvironment() throws Exception {
+    RunnerApi.Environment job =
+        RunnerApi.Environment.newBuilder()
+            .setUrn(BeamUrns.getUrn(RunnerApi.StandardEnvironments.Environments.EXTERNAL))
+            .setPayload(
+                RunnerApi.ExternalPayload.newBuilder()
+                    .setEndpoint(
+                        Endpoints.ApiServiceDescriptor.newBuilder().setUrl("127.0.0.1:50000"))
+                    .putParams("xinfer_token", "the-cluster-pool-secret")
+                    .build()
+                    .toByteString())
+            .build();
+    java.nio.file.Path secret = java.nio.file.Files.createTempFile("node-pool", ".secret");
+    try {
+      java.nio.file.Files.writeString(secret, "node-2-secret-0123456789abcdefghijklmnop");
+      java.nio.file.Files.setPosixFilePermissions(
+          secret, java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+      RunnerApi.ExternalPayload onNode =
+          RunnerApi.ExternalPayload.parseFrom(
+              BoundedExternalEnvironmentFactory.onNode(job, "127.0.0.1:50100", secret.toString())
+                  .getPayload());
+      org.junit.Assert.assertEquals("127.0.0.1:50100", onNode.getEndpoint().getUrl());
+      org.junit.Assert.assertEquals(
+          "node-2-secret-0123456789abcdefghijklmnop", onNode.getParamsOrThrow("xinfer_token"));
+      org.junit.Assert.assertEquals(job, BoundedExternalEnvironmentFactory.onNode(job, null, null));
+    } finally {
+      java.nio.file.Files.delete(secret);
+    }
+  }
 }
