@@ -77,7 +77,8 @@ public final class Chaos {
     cases.put("launcher-kill", chaos::launcherKill);
     cases.put("launcher-kill-resume", chaos::launcherKillResume);
     cases.put("spark-driver-kill-resume", chaos::sparkDriverKillResume);
-    cases.put("taskmanager-kill", chaos::taskManagerKill);
+    cases.put("taskmanager-kill", () -> chaos.taskManagerKill(1));
+    cases.put("taskmanager-kill-standby", () -> chaos.taskManagerKill(2));
     List<String> chosen =
         args.length == 5 ? List.of(args[4].split(",")) : new ArrayList<>(cases.keySet());
     for (String name : chosen) {
@@ -92,7 +93,7 @@ public final class Chaos {
     }
     System.out.println();
     System.out.println(
-        "xinfer chaos: embedded Flink (one case on the Flink cluster, two on the embedded Spark), "
+        "xinfer chaos: embedded Flink (two cases on the Flink cluster, two on the embedded Spark), "
             + java.time.LocalDate.now());
     lines.forEach(System.out::println);
     System.exit(0);
@@ -452,46 +453,76 @@ public final class Chaos {
   }
 
   /**
-   * kill -9 of the TaskManager of the Flink cluster of {@code ./xinfer cluster up flink} (started
-   * here if it is not up) while a job streams on it; 5 s later {@code ./xinfer cluster up flink}
-   * starts a new TaskManager, as an operator replaces a lost node, and the job restarts on it from
-   * its last checkpoint.
+   * kill -9 of the TaskManager that runs a streaming job on the Flink cluster of {@code ./xinfer
+   * cluster up flink --taskmanagers N} (each TaskManager with its own Python worker pool; the one
+   * whose pool started the job's SDK worker is killed); 5 s later {@code ./xinfer cluster up flink}
+   * replaces the lost node, as an operator or a supervisor would. With one TaskManager the job
+   * restarts from its last checkpoint on the new one; with two, at once on the other, which has the
+   * slots (a standby). The cluster is started in that shape for the case (one up in another shape
+   * is stopped first) and left as it was found.
    */
-  private String taskManagerKill() throws Exception {
+  private String taskManagerKill(int taskManagers) throws Exception {
     Path dir = root.resolve(".xinfer/clusters/flink");
     boolean wasUp = alive(dir.resolve("jobmanager.pid"));
-    clusterUp("flink");
+    String shape =
+        Files.exists(dir.resolve("nodes")) ? Files.readString(dir.resolve("nodes")).trim() : "1 2";
+    boolean reshape = wasUp && !shape.startsWith(taskManagers + " ");
+    if (reshape) {
+      cluster("down", "flink");
+    }
+    cluster("up", "flink", "--taskmanagers", String.valueOf(taskManagers));
     try {
-      return taskManagerKill(dir);
+      return taskManagerKill(dir, taskManagers);
     } finally {
-      if (!wasUp) { // leave it as it was found
+      if (!wasUp || reshape) { // leave it as it was found
         cluster("down", "flink");
+      }
+      if (reshape) {
+        String[] nodesAndSlots = shape.split(" ");
+        cluster("up", "flink", "--taskmanagers", nodesAndSlots[0], "--slots", nodesAndSlots[1]);
       }
     }
   }
 
-  private static boolean alive(Path pidFile) {
-    try {
-      return ProcessHandle.of(Long.parseLong(Files.readString(pidFile).trim()))
-          .map(ProcessHandle::isAlive)
-          .orElse(false);
-    } catch (IOException | NumberFormatException e) {
-      return false;
+  private String taskManagerKill(Path dir, int taskManagers) throws Exception {
+    List<String> nodes = new ArrayList<>();
+    for (int k = 1; k <= taskManagers; k++) {
+      nodes.add(k == 1 ? "" : "-" + k); // the files of node k: taskmanager-k.pid, worker-pool-k.log
     }
-  }
-
-  private String taskManagerKill(Path dir) throws Exception {
+    java.util.Map<String, Long> workersBefore = new java.util.HashMap<>();
+    for (String node : nodes) {
+      workersBefore.put(node, sdkWorkersStarted(dir.resolve("worker-pool" + node + ".log")));
+    }
     return run(
-        "taskmanager-kill",
+        taskManagers == 1 ? "taskmanager-kill" : "taskmanager-kill-standby",
         input,
         true,
         10_000,
         () -> {
-          long pid = Long.parseLong(Files.readString(dir.resolve("taskmanager.pid")).trim());
+          String node = null;
+          for (String candidate : nodes) {
+            if (sdkWorkersStarted(dir.resolve("worker-pool" + candidate + ".log"))
+                > workersBefore.get(candidate)) {
+              node = candidate;
+              break;
+            }
+          }
+          if (node == null) {
+            throw new IllegalStateException("no TaskManager's pool started the job's SDK worker");
+          }
+          long pid =
+              Long.parseLong(Files.readString(dir.resolve("taskmanager" + node + ".pid")).trim());
           ProcessHandle tm =
               ProcessHandle.of(pid)
                   .orElseThrow(() -> new IllegalStateException("no TaskManager " + pid));
-          System.err.println("xinfer chaos: kill -9 of the TaskManager (pid " + pid + ")");
+          System.err.println(
+              "xinfer chaos: kill -9 of the TaskManager that runs the job (pid "
+                  + pid
+                  + ", node "
+                  + (node.isEmpty() ? "1" : node.substring(1))
+                  + " of "
+                  + taskManagers
+                  + ")");
           tm.destroyForcibly();
           tm.onExit().get(30, TimeUnit.SECONDS);
           Thread.sleep(5_000);
@@ -506,15 +537,35 @@ public final class Chaos {
         "--rate=1000");
   }
 
+  /** How many SDK workers a worker pool's log says it started. */
+  private static long sdkWorkersStarted(Path poolLog) throws IOException {
+    if (!Files.exists(poolLog)) {
+      return 0;
+    }
+    try (java.util.stream.Stream<String> lines = Files.lines(poolLog)) {
+      return lines.filter(l -> l.contains("Starting SDK worker")).count();
+    }
+  }
+
+  private static boolean alive(Path pidFile) {
+    try {
+      return ProcessHandle.of(Long.parseLong(Files.readString(pidFile).trim()))
+          .map(ProcessHandle::isAlive)
+          .orElse(false);
+    } catch (IOException | NumberFormatException e) {
+      return false;
+    }
+  }
+
   private void clusterUp(String name) throws Exception {
     cluster("up", name);
   }
 
-  private void cluster(String action, String name) throws Exception {
-    Process up =
-        new ProcessBuilder(root.resolve("xinfer").toString(), "cluster", action, name)
-            .inheritIO()
-            .start();
+  private void cluster(String action, String name, String... flags) throws Exception {
+    List<String> command =
+        new ArrayList<>(List.of(root.resolve("xinfer").toString(), "cluster", action, name));
+    command.addAll(List.of(flags));
+    Process up = new ProcessBuilder(command).inheritIO().start();
     if (!up.waitFor(5, TimeUnit.MINUTES) || up.exitValue() != 0) {
       up.destroyForcibly();
       throw new IllegalStateException("./xinfer cluster " + action + " " + name + " failed");
