@@ -9,10 +9,13 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.model.pipeline.v1.RunnerApi.Environment;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.sdk.util.construction.BeamUrns;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -74,17 +77,37 @@ final class SparkRecovery {
       return;
     }
     LoopbackFnServers.Runner.SPARK.register(priorJobId);
+    LoopbackFnServers.replaceEnvironments(replacements(prior.getEnvironmentsMap(), current));
+  }
+
+  /**
+   * This run's environment for each of the prior run's worker-pool (EXTERNAL) environments: the one
+   * of the same id, else this run's only worker-pool environment (an expansion service names its
+   * environments by a counter, so a run in a JVM that expanded other pipelines first has other
+   * ids).
+   */
+  static Map<Environment, Environment> replacements(
+      Map<String, Environment> prior, Map<String, Environment> current) {
+    String external = BeamUrns.getUrn(RunnerApi.StandardEnvironments.Environments.EXTERNAL);
+    List<Environment> pools =
+        current.values().stream()
+            .filter(e -> external.equals(e.getUrn()))
+            .collect(Collectors.toList());
     Map<Environment, Environment> replaced = new HashMap<>();
-    prior
-        .getEnvironmentsMap()
-        .forEach(
-            (id, environment) -> {
-              Environment now = current.get(id);
-              if (now != null && !now.equals(environment)) {
-                replaced.put(environment, now);
-              }
-            });
-    LoopbackFnServers.replaceEnvironments(replaced);
+    prior.forEach(
+        (id, environment) -> {
+          if (!external.equals(environment.getUrn())) {
+            return;
+          }
+          Environment now = current.get(id);
+          if (now == null || !external.equals(now.getUrn())) {
+            now = pools.size() == 1 ? pools.get(0) : null;
+          }
+          if (now != null && !now.equals(environment)) {
+            replaced.put(environment, now);
+          }
+        });
+    return replaced;
   }
 
   /**

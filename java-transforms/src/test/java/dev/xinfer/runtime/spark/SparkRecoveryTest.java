@@ -105,4 +105,22 @@ public class SparkRecoveryTest {
     assertTrue(
         checkpoints.toString(), !Files.exists(checkpoints.resolve(SparkRecovery.ENVIRONMENTS)));
   }
+
+  /**
+   * A run in a JVM that expanded other pipelines first has other environment ids: the one
+   * worker-pool environment of this run serves the prior run's.
+   */
+  @Test
+  public void thePriorPoolMapsToThisRunsPoolWhateverItsId() {
+    Environment prior = pool(40004, "prior");
+    Environment now = pool(40005, "now");
+    Environment embedded = Environment.newBuilder().setUrn("beam:env:embedded:v1").build();
+    assertEquals(
+        Map.of(prior, now),
+        SparkRecovery.replacements(
+            Map.of("env-1", prior, "java", embedded), Map.of("env-7", now, "java", embedded)));
+    assertEquals(
+        Map.of(prior, now),
+        SparkRecovery.replacements(Map.of("env-1", prior), Map.of("env-1", now)));
+  }
 }
