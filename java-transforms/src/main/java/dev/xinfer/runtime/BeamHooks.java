@@ -36,6 +36,9 @@ import org.apache.beam.sdk.annotations.Internal;
  *       {@code Pipeline.run()} validates the pipeline (KafkaIO's exactly-once sink accepts only
  *       runners in {@code org.apache.beam.runners.flink.}, {@code .spark.}, {@code .dataflow.} or
  *       the DirectRunner), which {@code XinferRunner} names while Beam validates.
+ *   <li>Spark's {@code DStreamGraph.inputStreams} (a private field, Spark 3.2), from which {@code
+ *       SparkStreamingRunner} takes the queue streams Beam's translator leaves behind each read, so
+ *       that a streaming job can be restored from its checkpoint.
  *   <li>{@link #withDaemonThreads}: the thread pool of a {@code DefaultJobBundleFactory}, whose
  *       threads would keep a DirectRunner JVM alive for a minute after its last pipeline.
  *   <li>{@link #PATCHED_CLASSES}: Beam classes xinfer ships a corrected copy of, which must come
@@ -164,6 +167,23 @@ public final class BeamHooks {
       }
     } catch (NoSuchFieldException e) {
       found.add("DefaultJobBundleFactory has no executor field (withDaemonThreads)");
+    }
+    try {
+      // By name: a Flink TaskManager has no Spark classes.
+      Class<?> graph =
+          Class.forName(
+              "org.apache.spark.streaming.DStreamGraph", false, BeamHooks.class.getClassLoader());
+      if (!graph
+          .getDeclaredField("inputStreams")
+          .getType()
+          .getName()
+          .equals("scala.collection.mutable.ArraySeq")) {
+        found.add("Spark's DStreamGraph.inputStreams is no longer a mutable.ArraySeq");
+      }
+    } catch (ClassNotFoundException e) {
+      // No Spark here: nothing to check.
+    } catch (NoSuchFieldException e) {
+      found.add("Spark's DStreamGraph has no inputStreams field (SparkStreamingRunner)");
     }
     for (String runner : CLASSIC_RUNNERS.keySet()) {
       try {
