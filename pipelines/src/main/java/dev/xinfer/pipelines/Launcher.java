@@ -694,11 +694,12 @@ public final class Launcher {
     return Long.parseLong(line.substring(0, line.indexOf(',')));
   }
 
-  private static List<String> dataLines(Path input) {
+  /** A CSV file's data lines: no header ({@code id,...}), no blank line. */
+  static List<String> dataLines(Path input) {
     try (Stream<String> lines = Files.lines(input, StandardCharsets.UTF_8)) {
       return lines.filter(l -> !l.startsWith("id,") && !l.isBlank()).collect(Collectors.toList());
     } catch (IOException e) {
-      throw new UncheckedIOException(e);
+      throw new UncheckedIOException("cannot read " + input, e);
     }
   }
 

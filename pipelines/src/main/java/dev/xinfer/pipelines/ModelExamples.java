@@ -21,7 +21,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.stream.Collectors;
-import java.util.stream.Stream;
 import javax.imageio.ImageIO;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
@@ -223,7 +222,7 @@ public final class ModelExamples {
       public Map<Long, JsonNode> reference(Path models) {
         // Its model's reference is the digits models' CSV: id,predicted_class,scores...
         Map<Long, JsonNode> byId = new HashMap<>();
-        for (String line : dataLines(models.resolve(reference + ".reference.csv"))) {
+        for (String line : Launcher.dataLines(models.resolve(reference + ".reference.csv"))) {
           String[] cells = line.split(",", 3);
           byId.put(
               Long.parseLong(cells[0]),
@@ -271,7 +270,7 @@ public final class ModelExamples {
 
     /** The first {@code n} rows of the data set (all of them when {@code n} is null). */
     public List<Row> rows(Path models, @Nullable Integer n) {
-      List<String> lines = dataLines(models.resolve(dataFile));
+      List<String> lines = Launcher.dataLines(models.resolve(dataFile));
       return lines.subList(0, n == null ? lines.size() : Math.min(n, lines.size())).stream()
           .map(this::parse)
           .collect(Collectors.toList());
@@ -521,15 +520,6 @@ public final class ModelExamples {
   private static List<String> allLines(Path file) {
     try {
       return Files.readAllLines(file, StandardCharsets.UTF_8);
-    } catch (IOException e) {
-      throw new UncheckedIOException(
-          "cannot read " + file + " (./xinfer setup writes the example models and their data)", e);
-    }
-  }
-
-  private static List<String> dataLines(Path file) {
-    try (Stream<String> lines = Files.lines(file, StandardCharsets.UTF_8)) {
-      return lines.filter(l -> !l.startsWith("id,") && !l.isBlank()).collect(Collectors.toList());
     } catch (IOException e) {
       throw new UncheckedIOException(
           "cannot read " + file + " (./xinfer setup writes the example models and their data)", e);
