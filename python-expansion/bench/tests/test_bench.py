@@ -39,36 +39,72 @@ def test_wide_mlp_gives_probabilities(bench_dir):
   np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_plain_loop_reports_its_throughput(bench_dir):
+def test_plain_loop_reports_the_median_of_three_with_min_and_max(bench_dir):
   result = measure.plain(os.path.join(bench_dir, 'identity.onnx'), 1000, 100)
-  assert result['approach'] == 'plain-python'
+  assert result['approach'] == 'plain-python' and result['runner'] == 'none'
   assert result['rows'] == 1000 and result['batch_size'] == 100
-  assert result['rows_per_second'] == pytest.approx(1000 / result['seconds'])
+  assert result['rows_per_second'] == pytest.approx(1000 /
+                                                    result['seconds_large'])
+  assert (result['rows_per_second_min'] <= result['rows_per_second'] <=
+          result['rows_per_second_max'])
 
 
-def test_report_gives_ratios_to_plain_python_and_memory(tmp_path):
+def test_median_of_takes_the_middle_measurement_and_the_extremes():
+  result = measure.median_of([{
+      'rows_per_second': 30.0,
+      'seconds_large': 3
+  }, {
+      'rows_per_second': 10.0,
+      'seconds_large': 1
+  }, {
+      'rows_per_second': 20.0,
+      'seconds_large': 2
+  }])
+  assert result == {
+      'rows_per_second': 20.0,
+      'seconds_large': 2,
+      'rows_per_second_min': 10.0,
+      'rows_per_second_max': 30.0
+  }
+  with pytest.raises(ValueError, match='no measurement'):
+    measure.median_of([])
+
+
+HEADER = ','.join(measure.CSV_COLUMNS) + '\n'
+PLAIN = ('plain-python,none,m.onnx,256,1000,,0.001,1000000.0,900000.0,'
+         '1100000.0,,150\n')
+FLINK = ('xinfer-flink,flink-portable,m.onnx,256,1000,1.0,2.0,250000.0,'
+         '200000.0,300000.0,1200,900\n')
+
+
+def test_report_gives_runner_median_spread_ratios_and_memory(tmp_path):
   csv = tmp_path / 'results.csv'
-  csv.write_text(','.join(measure.CSV_COLUMNS) + '\n' +
-                 'plain-python,m.onnx,256,1000,,0.001,1000000.0,,150\n' +
-                 'xinfer-flink,m.onnx,256,1000,1.0,2.0,250000.0,1200,900\n')
+  csv.write_text(HEADER + PLAIN + FLINK)
   table = measure.report(str(csv))
-  assert '| m.onnx | 256 | xinfer-flink | 250,000 | 0.2500 | 1,200 | 900 |' in table
-  assert '| m.onnx | 256 | plain-python | 1,000,000 | 1.0000 |  | 150 |' in table
+  assert ('| m.onnx | 256 | xinfer-flink | flink-portable | 250,000 | '
+          '200,000-300,000 | 0.2500 | 1,200 | 900 |') in table
+  assert ('| m.onnx | 256 | plain-python | none | 1,000,000 | '
+          '900,000-1,100,000 | 1.0000 |  | 150 |') in table
 
 
-def test_plain_csv_line_has_every_column(bench_dir):
+def test_csv_line_has_every_column(bench_dir):
   result = measure.plain(os.path.join(bench_dir, 'identity.onnx'), 100, 10)
-  fields = measure.plain_csv_line(result).split(',')
+  result['python_peak_rss_mb'] = 151.4
+  fields = measure.csv_line(result).split(',')
   assert len(fields) == len(measure.CSV_COLUMNS)
-  assert float(fields[measure.CSV_COLUMNS.index('python_peak_rss_mb')]) > 0
+  by_column = dict(zip(measure.CSV_COLUMNS, fields))
+  assert by_column['runner'] == 'none' and by_column[
+      'python_peak_rss_mb'] == '151'
+  assert by_column['seconds_small'] == '' and by_column['jvm_peak_rss_mb'] == ''
 
 
 def test_plot_draws_a_png_per_model(tmp_path):
   csv = tmp_path / 'results.csv'
-  csv.write_text(','.join(measure.CSV_COLUMNS) + '\n' +
-                 'plain-python,a.onnx,64,1000,,0.001,1000000.0,,150\n' +
-                 'xinfer-flink,a.onnx,64,1000,1.0,2.0,250000.0,1200,900\n' +
-                 'xinfer-flink,b.onnx,256,1000,1.0,2.0,2500.0,1200,900\n')
+  csv.write_text(
+      HEADER + PLAIN.replace('m.onnx', 'a.onnx') +
+      FLINK.replace('m.onnx', 'a.onnx') +
+      'xinfer-flink,flink-portable,b.onnx,256,1000,1.0,2.0,2500.0,2000.0,'
+      '3000.0,1200,900\n')
   paths = measure.plot_throughput(str(csv), str(tmp_path))
   assert sorted(os.path.basename(p)
                 for p in paths) == ['throughput-a.png', 'throughput-b.png']
@@ -77,28 +113,177 @@ def test_plot_draws_a_png_per_model(tmp_path):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def _latency_file(path, steady_ms, sent_step_ms=1.0, startup=1, warmup=2):
+  """A launcher latency file: ``startup`` and ``warmup`` records, then steady
+  records with the latencies given, sent ``sent_step_ms`` apart."""
+  lines = ['id,latency_ms,phase,sent_ms']
+  lines += [f'{i},9000.0,startup,0.0' for i in range(startup)]
+  lines += [
+      f'{startup + i},{700 - 200 * i}.0,warmup,{10 + i}.0'
+      for i in range(warmup)
+  ]
+  first = startup + warmup
+  lines += [
+      f'{first + i},{ms},steady,{100 + i * sent_step_ms:.3f}'
+      for i, ms in enumerate(steady_ms)
+  ]
+  path.write_text('\n'.join(lines) + '\n')
+  return str(path)
+
+
 def test_streaming_latency_summary_table_and_plot(tmp_path):
   runs = tmp_path / 'latency.csv'
   runs.write_text(','.join(measure.LATENCY_COLUMNS) + '\n')
   for rate in (500, 1000):
-    f = tmp_path / f'run-{rate}.csv'
-    # 100 steady records of 1..100 ms; a start-up record that counts nowhere,
-    # and two warm-up records that count only in their own p99.
-    f.write_text('id,latency_ms,phase\n0,9000.0,startup\n' +
-                 '1,700.0,warmup\n2,500.0,warmup\n' +
-                 ''.join(f'{i},{i}.0,steady\n' for i in range(3, 103)))
-    line = measure.latency_line(str(f), rate, 50, 10)
-    assert line == f'{rate},50,10,100,52.0,92.0,101.0,102.0,700.0'
+    # 100 steady records of 1..100 ms sent 1 ms apart (1,000/s); a start-up
+    # record that counts nowhere, and two warm-up records that count only in
+    # their own p99.
+    f = _latency_file(tmp_path / f'run-{rate}.csv',
+                      [float(i) for i in range(1, 101)])
+    line = measure.latency_line(f, rate, 50, 10, records=103)
+    assert line == f'{rate},50,10,100,50.0,90.0,99.0,100.0,700.0,1000,0,yes'
     with open(runs, 'a') as out:
       out.write(line + '\n')
   results = tmp_path / 'results.csv'
-  results.write_text(','.join(measure.CSV_COLUMNS) + '\n' +
-                     'plain-python,a.onnx,64,1000,,0.001,1000000.0,,150\n')
+  results.write_text(HEADER + PLAIN)
   table = measure.report(str(results), str(runs))
-  assert '| 1000 | 50 | 10 | 100 | 52.0 | 92.0 | 101.0 | 102.0 | 700.0 |' in table
+  assert ('| 1000 | 50 | 10 | 100 | 50.0 | 90.0 | 99.0 | 100.0 | 700.0 | 1000 '
+          '| 0 | yes |') in table
   path = measure.plot_latency(str(runs), str(tmp_path))
   with open(path, 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_a_rate_is_sustained_only_when_sent_at_it_all_back_and_p99_under_1s(
+    tmp_path):
+  fine = [10.0] * 100
+
+  def sustained(steady, rate=1000, records=103, sent_step_ms=1.0):
+    f = _latency_file(tmp_path / 'run.csv', steady, sent_step_ms)
+    return measure.latency_line(f, rate, 10, 10, records).split(',')[-3:]
+
+  assert sustained(fine) == ['1000', '0', 'yes']
+  assert sustained(fine, records=110) == ['1000', '7', 'no']  # 7 never back
+  assert sustained([10.0] * 98 + [1000.0] * 2) == ['1000', '0', 'no']  # p99
+  # Sent at 500/s where 1,000/s was asked for: the driver did not keep up.
+  assert sustained(fine, sent_step_ms=2.0) == ['500', '0', 'no']
+  assert sustained(fine, rate=1050) == ['1000', '0', 'yes']  # within 5 %
+  with pytest.raises(ValueError, match='no steady-state record'):
+    measure.latency_line(_latency_file(tmp_path / 'none.csv', []), 1000, 10, 10,
+                         3)
+
+
+def _results(tmp_path, lines):
+  csv = tmp_path / 'results.csv'
+  rows = []
+  for approach, runner, model, median, low, high in lines:
+    rows.append(f'{approach},{runner},{model}.onnx,256,1000,1.0,2.0,'
+                f'{median},{low},{high},1000,100\n')
+  csv.write_text(HEADER + ''.join(rows))
+  return str(csv)
+
+
+def test_ratio_checks_divide_medians_and_bound_them_with_min_and_max(tmp_path):
+  csv = _results(tmp_path, [
+      ('java-floor-flink', 'flink-portable', 'identity', 100000, 80000, 125000),
+      ('xinfer-flink', 'flink-portable', 'identity', 83000, 80000, 100000),
+      ('microservice', 'flink-portable', 'identity', 50000, 40000, 60000),
+      ('java-floor-spark', 'spark-portable', 'identity', 100000, 90000, 110000),
+      ('xinfer-spark', 'flink-portable', 'identity', 90000, 90000, 90000),
+      ('plain-python', 'none', 'wide-mlp', 15000, 14000, 16000),
+      ('xinfer-flink', 'flink-portable', 'wide-mlp', 14700, 14000, 15000),
+  ])
+  checks = {
+      (c['name'], c['model']): c
+      for c in measure.ratio_checks(measure.read_results(csv))
+  }
+  floor = checks[('xinfer-flink/java-floor-flink', 'identity')]
+  assert floor['value'] == pytest.approx(0.83)
+  assert floor['low'] == pytest.approx(80000 / 125000)
+  assert floor['high'] == pytest.approx(100000 / 80000)
+  assert floor['met'] == 'met' and floor['target'] == '>= 0.8'
+  assert floor['batch_size'] == '256'
+  assert measure.check_line(floor) == (
+      'ratio xinfer-flink/java-floor-flink identity 0.83 (batch 256; '
+      'flink-portable/flink-portable; range 0.64-1.25; target >= 0.8: met)')
+  assert checks[('xinfer-flink/microservice', 'identity')]['met'] == 'not met'
+  # A ratio to a floor counts only on the floor's runner.
+  assert checks[('xinfer-spark/java-floor-spark',
+                 'identity')]['met'] == 'runners differ'
+  assert checks[('xinfer-spark/microservice', 'identity')]['met'] == 'not met'
+  # No xinfer-direct and no java-floor-direct line: no check at all.
+  assert ('xinfer-direct/java-floor-direct', 'identity') not in checks
+  mlp = checks[('xinfer-flink/plain-python', 'wide-mlp')]
+  assert mlp['value'] == pytest.approx(0.98) and mlp['met'] == 'met'
+  # xinfer-spark ran on identity only: its wide-mlp ratio has no figure.
+  missing = checks[('xinfer-spark/plain-python', 'wide-mlp')]
+  assert missing['value'] is None and missing['met'] == 'no figure'
+  assert measure.check_line(missing) == (
+      'ratio xinfer-spark/plain-python wide-mlp n/a (batch 256; no '
+      'xinfer-spark line; target >= 0.97: no figure)')
+
+
+def _runs(*runs):
+  return [
+      dict(
+          zip(('offered_per_second', 'max_bundle_ms', 'p99_ms', 'sustained'),
+              (str(r) for r in run))) for run in runs
+  ]
+
+
+def test_streaming_checks_p99_targets_and_the_highest_rate_sustained():
+  checks = measure.streaming_checks(
+      _runs((1000, 1000, 3000.0, 'no'), (1000, 10, 45.0, 'yes'),
+            (5000, 10, 80.0, 'yes'), (20000, 10, 240.0, 'yes'),
+            (40000, 10, 5000.0, 'no')))
+  lines = [measure.check_line(c) for c in checks]
+  assert lines == [
+      'streaming p99_ms@1000 45 (bundles 10 ms; kept up; target <= 50: met)',
+      'streaming p99_ms@20000 240 (bundles 10 ms; kept up; target < 250: met)',
+      'streaming max_sustained_per_s 20000 (bundles 10 ms; p99 < 1000 ms; '
+      'every record back; not sustained: 40000)',
+  ]
+  # The 20,000/s run fell behind: its p99 is under the target, not met.
+  checks = measure.streaming_checks(
+      _runs((1000, 10, 50.0, 'yes'), (20000, 10, 200.0, 'no')))
+  assert [c['met'] for c in checks] == ['met', 'not met', '']
+  assert checks[2]['value'] == 1000.0
+  # Nothing at 10 ms bundles: no figures.
+  checks = measure.streaming_checks(_runs((1000, 1000, 3000.0, 'yes')))
+  assert [c['met'] for c in checks] == ['no figure'] * 3
+
+
+def test_write_checks_appends_a_second_section_that_report_reads(tmp_path):
+  csv = _results(tmp_path, [
+      ('java-floor-flink', 'flink-portable', 'identity', 100000, 90000, 110000),
+      ('xinfer-flink', 'flink-portable', 'identity', 83000, 80000, 90000),
+  ])
+  latency = tmp_path / 'latency.csv'
+  latency.write_text(
+      ','.join(measure.LATENCY_COLUMNS) + '\n' +
+      '1000,10,10,15000,30.0,40.0,45.0,60.0,900.0,1000,0,yes\n' +
+      '20000,10,10,300000,90.0,150.0,300.0,900.0,1200.0,19990,0,yes\n')
+  lines = measure.write_checks(csv, str(latency))
+  assert lines[0].startswith(
+      'ratio xinfer-flink/java-floor-flink identity 0.83 ')
+  assert ('streaming p99_ms@20000 300 (bundles 10 ms; kept up; target < 250: '
+          'not met)') in lines
+  assert ('streaming max_sustained_per_s 20000 (bundles 10 ms; p99 < 1000 ms; '
+          'every record back)') in lines
+  # Again: the section is replaced, not added to.
+  assert measure.write_checks(csv, str(latency)) == lines
+  text = open(csv).read()
+  assert text.count('\n\n') == 1
+  assert ('ratio,xinfer-flink/java-floor-flink,identity,256,0.83,0.7273,1,'
+          '>= 0.8,met,flink-portable/flink-portable\n') in text
+  assert 'streaming,max_sustained_per_s,,,20000,,,,,' in text
+  assert [r['approach'] for r in measure.read_results(csv)
+          ] == ['java-floor-flink', 'xinfer-flink']
+  assert len(measure.read_checks(csv)) == len(lines)
+  table = measure.report(csv, str(latency))
+  assert ('| ratio xinfer-flink/java-floor-flink | identity | 256 | 0.83 | '
+          '0.7273-1 | >= 0.8 | met | flink-portable/flink-portable |') in table
+  assert measure.plot_throughput(csv, str(tmp_path))
 
 
 @pytest.fixture(scope='module')
@@ -195,31 +380,37 @@ def test_beam_handler_batches_at_the_batch_size_on_one_thread(bench_dir):
   assert session.get_providers() == ['CPUExecutionProvider']
 
 
-def test_beam_throughput_is_marginal():
+def test_beam_throughput_is_the_median_of_three_marginal_measurements():
   from xinfer_bench import beam_pipeline
   runs = []
+  # Start-up seconds per run: warm-up, then the three pairs (N/5, N).
+  startups = iter([9.0, 3.0, 3.0, 4.0, 3.0, 5.0, 2.0])
 
   def run(rows):
     runs.append(rows)
-    return 3.0 + rows / 1000  # start-up 3 s, then 1000 rows/s
+    return next(startups) + rows / 1000  # start-up, then 1000 rows/s
 
-  t_small, t_large, throughput = beam_pipeline.timed(run, 20000)
-  assert runs == [1000, 4000, 20000]
-  assert (t_small, t_large) == (7.0, 23.0)
-  assert throughput == pytest.approx(1000)
-  line = beam_pipeline.csv_line({
-      'approach': 'beam-python-flink',
-      'model': 'identity.onnx',
-      'batch_size': 256,
-      'rows': 20000,
-      'seconds_small': t_small,
-      'seconds_large': t_large,
-      'rows_per_second': throughput,
-      'jvm_peak_rss_mb': 812.4,
-      'python_peak_rss_mb': 301.6
-  })
-  assert line == ('beam-python-flink,identity.onnx,256,20000,7.000,23.000,'
-                  '1000.0,812,302')
+  result = beam_pipeline.timed(run, 20000)
+  assert runs == [1000] + [4000, 20000] * 3
+  # Pairs: 16,000 rows in 16, 15 and 13 s; the median is the second.
+  assert result == {
+      'seconds_small': 8.0,
+      'seconds_large': 23.0,
+      'rows_per_second': pytest.approx(16000 / 15),
+      'rows_per_second_min': pytest.approx(1000),
+      'rows_per_second_max': pytest.approx(16000 / 13),
+  }
+  line = measure.csv_line(
+      dict(result,
+           approach='beam-python-flink',
+           runner=beam_pipeline.RUNNER,
+           model='identity.onnx',
+           batch_size=256,
+           rows=20000,
+           jvm_peak_rss_mb=812.4,
+           python_peak_rss_mb=301.6))
+  assert line == ('beam-python-flink,flink-portable,identity.onnx,256,20000,'
+                  '8.000,23.000,1066.7,1000.0,1230.8,812,302')
   assert len(line.split(',')) == len(measure.CSV_COLUMNS)
   with pytest.raises(RuntimeError, match='use more rows'):
     beam_pipeline.timed(lambda rows: 5.0 - rows / 1e6, 20000)

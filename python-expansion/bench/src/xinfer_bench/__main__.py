@@ -1,5 +1,6 @@
-"""``python -m xinfer_bench prepare|plain|serve|beam|latency|report|plot``: the
-benchmark's Python pieces, as ``./xinfer bench`` (pipelines/bench.sh) runs them."""
+"""``python -m xinfer_bench
+prepare|plain|serve|beam|latency|checks|report|plot``: the benchmark's Python
+pieces, as ``./xinfer bench`` (pipelines/bench.sh) runs them."""
 
 import argparse
 import json
@@ -66,7 +67,17 @@ def main(argv=None):
   lat.add_argument('--rate', type=int, required=True)
   lat.add_argument('--bundle-ms', type=int, required=True)
   lat.add_argument('--warmup-s', type=int, required=True)
+  lat.add_argument('--records',
+                   type=int,
+                   required=True,
+                   help='examples the run sent (to count the missing)')
   lat.add_argument('file')
+  chk = sub.add_parser(
+      'checks',
+      help='print the ratios and streaming figures the targets are about, '
+      'and write them to the results CSV as its second section')
+  chk.add_argument('csv')
+  chk.add_argument('latency_csv', nargs='?')
   args = parser.parse_args(argv)
   if args.command == 'prepare':
     written = measure.prepare(args.out)
@@ -83,7 +94,7 @@ def main(argv=None):
   elif args.command == 'latency':
     print(
         measure.latency_line(args.file, args.rate, args.bundle_ms,
-                             args.warmup_s))
+                             args.warmup_s, args.records))
   elif args.command == 'serve':
     return model_server.serve(args.model, args.port, args.threads,
                               args.parent_pid)
@@ -96,10 +107,14 @@ def main(argv=None):
     if args.job_server_pid:
       result['jvm_peak_rss_mb'] = measure.process_peak_rss_mb(
           args.job_server_pid)
-    print(beam_pipeline.csv_line(result) if args.csv else json.dumps(result))
+    print(measure.csv_line(result) if args.csv else json.dumps(result))
+  elif args.command == 'checks':
+    for line in measure.write_checks(args.csv, args.latency_csv):
+      print(line)
   else:
     result = measure.plain(args.model, args.rows, args.batch_size, args.threads)
-    print(measure.plain_csv_line(result) if args.csv else json.dumps(result))
+    result['python_peak_rss_mb'] = measure.peak_rss_mb()
+    print(measure.csv_line(result) if args.csv else json.dumps(result))
   return 0
 
 

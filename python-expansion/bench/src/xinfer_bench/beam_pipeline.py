@@ -11,8 +11,9 @@ Beam's Flink job server with an embedded Flink, parallelism 1):
   the batch size, one ONNX Runtime intra-op thread (as the other approaches);
 - a count of the predictions that fails the run unless there are N.
 
-As the Java approaches, it runs a warm-up, then N/5 and N rows, and reports the
-marginal throughput ``(N - N/5) / (T(N) - T(N/5))``: job start-up and model
+As the Java approaches, it runs a warm-up, then N/5 and N rows three times
+(``measure.REPETITIONS``), and reports the median marginal throughput
+``(N - N/5) / (T(N) - T(N/5))`` with its min and max: job start-up and model
 load cancel out.
 
 The SDK worker runs in this process, as with Beam's LOOPBACK environment, but
@@ -39,6 +40,8 @@ from apache_beam.utils import thread_pool_executor
 from xinfer_bench import measure
 
 APPROACH = 'beam-python-flink'
+# Beam's Flink job server runs the pipeline on Beam's portable Flink runner.
+RUNNER = 'flink-portable'
 HOST = '127.0.0.1'
 # As the Java approaches: a job that has not finished in 10 minutes is stalled.
 STALL_SECONDS = 600
@@ -157,18 +160,27 @@ def run_on_job_server(model: str,
     return run_once(model, n, batch_size, options, threads)
 
 
-def timed(run, n: int):
-  """``run(rows)`` after a warm-up: (T(N/5), T(N), marginal rows/s)."""
+def timed(run, n: int, repetitions: int = measure.REPETITIONS) -> dict:
+  """``run(rows)`` after a warm-up, ``repetitions`` times over N/5 and N rows:
+  the median pair's ``seconds_small``, ``seconds_large`` and marginal
+  ``rows_per_second``, with ``rows_per_second_min`` and ``_max``."""
   small = n // 5
   run(min(small, 1000))  # warm-up: imports, model load, job server JIT
-  t_small = run(small)
-  t_large = run(n)
-  if t_large <= t_small:
-    raise RuntimeError(
-        f'{APPROACH}: {n} rows took no longer than {small} ({t_large:.3f} s, '
-        f'{t_small:.3f} s): the rows cost less than the run-to-run noise; '
-        'use more rows')
-  return t_small, t_large, (n - small) / (t_large - t_small)
+  pairs = []
+  for _ in range(repetitions):
+    t_small = run(small)
+    t_large = run(n)
+    if t_large <= t_small:
+      raise RuntimeError(
+          f'{APPROACH}: {n} rows took no longer than {small} ({t_large:.3f} s, '
+          f'{t_small:.3f} s): the rows cost less than the run-to-run noise; '
+          'use more rows')
+    pairs.append({
+        'seconds_small': t_small,
+        'seconds_large': t_large,
+        'rows_per_second': (n - small) / (t_large - t_small)
+    })
+  return measure.median_of(pairs)
 
 
 def benchmark(model: str,
@@ -176,26 +188,12 @@ def benchmark(model: str,
               batch_size: int,
               job_endpoint: str,
               threads: int = 1) -> dict:
-  t_small, t_large, throughput = timed(
+  result = timed(
       lambda rows: run_on_job_server(model, rows, batch_size, job_endpoint,
                                      threads), n)
-  return {
-      'approach': APPROACH,
-      'model': os.path.basename(model),
-      'batch_size': batch_size,
-      'rows': n,
-      'seconds_small': t_small,
-      'seconds_large': t_large,
-      'rows_per_second': throughput,
-  }
-
-
-def csv_line(result: dict) -> str:
-  """A result as a line of the benchmark CSV (``measure.CSV_COLUMNS``)."""
-  jvm = result.get('jvm_peak_rss_mb')
-  python = result.get('python_peak_rss_mb')
-  return (f"{result['approach']},{result['model']},{result['batch_size']},"
-          f"{result['rows']},{result['seconds_small']:.3f},"
-          f"{result['seconds_large']:.3f},{result['rows_per_second']:.1f},"
-          f"{'' if jvm is None else f'{jvm:.0f}'},"
-          f"{'' if python is None else f'{python:.0f}'}")
+  return dict(result,
+              approach=APPROACH,
+              runner=RUNNER,
+              model=os.path.basename(model),
+              batch_size=batch_size,
+              rows=n)

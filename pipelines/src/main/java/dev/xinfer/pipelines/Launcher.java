@@ -494,8 +494,15 @@ public final class Launcher {
                 if (phase.equals(STEADY)) {
                   latencies.add(millis);
                 }
+                // sent_ms, from the job's start: the rate the examples really went out at.
                 latencyLines.add(
-                    String.format(Locale.ROOT, "%d,%.3f,%s", record.key(), millis, phase));
+                    String.format(
+                        Locale.ROOT,
+                        "%d,%.3f,%s,%.3f",
+                        record.key(),
+                        millis,
+                        phase,
+                        (sent - start) / 1e6));
               }
             }
           }
@@ -525,7 +532,7 @@ public final class Launcher {
     }
     Map<Long, String> predictions = deliveries.predictions;
     writePredictions(options.getOutput(), predictions.values());
-    latencyLines.add(0, "id,latency_ms,phase");
+    latencyLines.add(0, "id,latency_ms,phase,sent_ms");
     writeLines(Paths.get(options.getOutput() + "-latency.csv"), latencyLines);
     Summary summary =
         summarize(

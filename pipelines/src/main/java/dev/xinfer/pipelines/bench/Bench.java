@@ -10,9 +10,12 @@ import dev.xinfer.runtime.RunnerBootstrap;
 import java.nio.FloatBuffer;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
 import java.util.function.BiConsumer;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
@@ -40,24 +43,39 @@ import org.joda.time.Instant;
  * <pre>
  * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
  *   APPROACH: xinfer-flink | xinfer-flink-p2 | xinfer-flink-rows | xinfer-spark | xinfer-direct
- *             | onnxruntime-java | microservice | java-floor
+ *             | onnxruntime-java | microservice
+ *             | java-floor-flink | java-floor-spark | java-floor-direct
  * </pre>
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
  * 17}, as {@code xinfer_bench.measure.rows} in Python), runs the model on them and counts the
- * outputs. Each approach runs the pipeline twice, with {@code ROWS / 5} and {@code ROWS} rows, and
- * reports the marginal throughput {@code (ROWS - ROWS/5) / (T_large - T_small)}: the job start-up
- * (engine, Python services, model load) cancels out, what remains is the cost per row.
+ * outputs. After a warm-up run, each approach runs the pipeline {@value #REPETITIONS} times over
+ * {@code ROWS / 5} and {@code ROWS} rows; each such pair gives a marginal throughput {@code (ROWS -
+ * ROWS/5) / (T_large - T_small)}: the job start-up (engine, Python services, model load) cancels
+ * out, what remains is the cost per row. The line reports the median of the pairs, with their
+ * minimum and maximum.
+ *
+ * <p>Every approach on Flink or Spark runs on Beam's portable runner for that engine, the one
+ * xinfer's RunInference needs: the approaches without RunInference (the microservice, ONNX Runtime
+ * for Java, the floors) are prepared for it as RunInference prepares xinfer's, so that approaches
+ * on one engine share one runner. The line names the runner the pipeline ran on, read from its
+ * options once built: {@code flink-portable}, {@code spark-portable}, {@code direct} (Beam's
+ * DirectRunner, where xinfer runs the Python stage inside a DoFn), or {@code flink-classic}/{@code
+ * spark-classic} if a flag in {@code XINFER_BENCH_FLAGS} made it so. The floors ({@code
+ * java-floor-*}) are the same Java pipeline with no model at all, one per runner an approach uses.
  *
  * <p>Every approach runs at parallelism 1 except {@code xinfer-flink-p2}: xinfer on two Flink
  * slots, the compute the microservice gets from its two requests in flight. The environment
  * variable {@code XINFER_BENCH_FLAGS} adds pipeline flags (space-separated) to every run.
  *
- * <p>Output: {@code
- * approach,model,batch_size,rows,seconds_small,seconds_large,rows_per_second,jvm_peak_rss_mb,python_peak_rss_mb}.
+ * <p>Output (the columns of {@code xinfer_bench.measure.CSV_COLUMNS}): {@code
+ * approach,runner,model,batch_size,rows,seconds_small,seconds_large,rows_per_second,
+ * rows_per_second_min,rows_per_second_max,jvm_peak_rss_mb,python_peak_rss_mb}, the seconds those of
+ * the median pair.
  */
 public final class Bench {
   static final int FEATURES = 64;
+  static final int REPETITIONS = 3;
   static final Schema ROW =
       Schema.builder().addInt64Field("id").addArrayField("features", FieldType.FLOAT).build();
   private static final Duration STALL = Duration.standardMinutes(10);
@@ -71,25 +89,51 @@ public final class Bench {
     int batchSize = Integer.parseInt(args[2]);
     long rows = Long.parseLong(args[3]);
     String python = args[4];
+    engine(approach); // an unknown approach fails here, before anything starts
     long small = rows / 5;
     PeakRss memory = new PeakRss();
     server = approach.equals("microservice") ? ModelServer.start(python, model) : null;
     // Warm-up: class loading, the Python services, the SDK worker's imports.
-    run(approach, model, batchSize, Math.min(small, 1000), python);
-    double tSmall = run(approach, model, batchSize, small, python);
-    double tLarge = run(approach, model, batchSize, rows, python);
-    double throughput = (rows - small) / Math.max(1e-9, tLarge - tSmall);
+    Set<String> runners = new TreeSet<>(); // one, unless a run went elsewhere
+    runners.add(run(approach, model, batchSize, Math.min(small, 1000), python).runner);
+    List<double[]> pairs = new ArrayList<>(); // {seconds small, seconds large, rows/s}
+    for (int i = 0; i < REPETITIONS; i++) {
+      Run smallRun = run(approach, model, batchSize, small, python);
+      Run largeRun = run(approach, model, batchSize, rows, python);
+      runners.add(smallRun.runner);
+      runners.add(largeRun.runner);
+      double tSmall = smallRun.seconds;
+      double tLarge = largeRun.seconds;
+      if (tLarge <= tSmall) {
+        throw new IllegalStateException(
+            String.format(
+                Locale.ROOT,
+                "%s: %d rows took no longer than %d (%.3f s, %.3f s): the rows cost less than the "
+                    + "run-to-run noise; use more rows",
+                approach,
+                rows,
+                small,
+                tLarge,
+                tSmall));
+      }
+      pairs.add(new double[] {tSmall, tLarge, (rows - small) / (tLarge - tSmall)});
+    }
+    pairs.sort(Comparator.comparingDouble(pair -> pair[2]));
+    double[] median = pairs.get(pairs.size() / 2);
     memory.close();
     System.out.printf(
         Locale.ROOT,
-        "%s,%s,%d,%d,%.3f,%.3f,%.1f,%.0f,%.0f%n",
+        "%s,%s,%s,%d,%d,%.3f,%.3f,%.1f,%.1f,%.1f,%.0f,%.0f%n",
         approach,
+        String.join("+", runners),
         Paths.get(model).getFileName(),
         batchSize,
         rows,
-        tSmall,
-        tLarge,
-        throughput,
+        median[0],
+        median[1],
+        median[2],
+        pairs.get(0)[2],
+        pairs.get(pairs.size() - 1)[2],
         memory.jvmMb(),
         memory.pythonMb());
     if (server != null) {
@@ -98,38 +142,73 @@ public final class Bench {
     System.exit(0);
   }
 
-  /** Seconds for one run of the pipeline over {@code n} rows, start to finish. */
-  static double run(String approach, String model, int batchSize, long n, String python)
-      throws Exception {
-    String runner;
+  /** One run of the pipeline: seconds from start to finish, and the runner it ran on. */
+  static final class Run {
+    final double seconds;
+    final String runner;
+
+    Run(double seconds, String runner) {
+      this.seconds = seconds;
+      this.runner = runner;
+    }
+  }
+
+  /** The engine an approach asks for ({@code --runner}). */
+  static String engine(String approach) {
     switch (approach) {
       case "xinfer-flink":
       case "xinfer-flink-p2":
       case "xinfer-flink-rows":
       case "onnxruntime-java":
-      case "java-floor":
       case "microservice":
-        runner = "FlinkRunner";
-        break;
+      case "java-floor-flink":
+        return "FlinkRunner";
       case "xinfer-spark":
-        runner = "SparkRunner";
-        break;
+      case "java-floor-spark":
+        return "SparkRunner";
       case "xinfer-direct":
-        runner = "DirectRunner";
-        break;
+      case "java-floor-direct":
+        return "DirectRunner";
       default:
         throw new IllegalArgumentException(
             "unknown approach "
                 + approach
                 + "; use xinfer-flink, xinfer-flink-p2, xinfer-flink-rows, xinfer-spark, "
-                + "xinfer-direct, "
-                + "onnxruntime-java, microservice or java-floor");
+                + "xinfer-direct, onnxruntime-java, microservice, java-floor-flink, "
+                + "java-floor-spark or java-floor-direct");
     }
-    List<String> flags = new ArrayList<>(List.of("--runner=" + runner));
-    if (runner.equals("FlinkRunner")) {
+  }
+
+  /**
+   * The runner a built pipeline runs on: {@code flink-portable} or {@code spark-portable} (xinfer's
+   * runner, Beam's portable runner for the engine), {@code direct}, or the classic runners.
+   */
+  static String runnerName(PipelineOptions options) {
+    String runner = options.getRunner().getSimpleName();
+    switch (runner) {
+      case "XinferRunner":
+        String engine = options.as(XinferOptions.class).getXinferRequestedRunner();
+        return ("SparkRunner".equals(engine) ? "spark" : "flink") + "-portable";
+      case "FlinkRunner":
+        return "flink-classic";
+      case "SparkRunner":
+        return "spark-classic";
+      case "DirectRunner":
+        return "direct";
+      default:
+        return runner;
+    }
+  }
+
+  /** One run of the pipeline over {@code n} rows. */
+  static Run run(String approach, String model, int batchSize, long n, String python)
+      throws Exception {
+    String engine = engine(approach);
+    List<String> flags = new ArrayList<>(List.of("--runner=" + engine));
+    if (engine.equals("FlinkRunner")) {
       flags.add("--flinkMaster=[local]");
       flags.add("--parallelism=" + (approach.equals("xinfer-flink-p2") ? 2 : 1));
-    } else if (runner.equals("SparkRunner")) {
+    } else if (engine.equals("SparkRunner")) {
       flags.add("--sparkMaster=local[1]");
     }
     String extra = System.getenv("XINFER_BENCH_FLAGS");
@@ -139,13 +218,13 @@ public final class Bench {
     PipelineOptions options =
         PipelineOptionsFactory.fromArgs(flags.toArray(new String[0])).create();
     options.as(XinferOptions.class).setXinferPython(python);
-    if (approach.equals("java-floor")) {
-      // No RunInference to swap the runner: the floor runs on the same portable runner as xinfer.
-      RunnerBootstrap.prepare(options);
-    }
     // Element by element, as before rows crossed in blocks: what the blocks buy.
     options.as(XinferOptions.class).setXinferRowBlocks(!approach.endsWith("-rows"));
     Pipeline p = Pipeline.create(options);
+    // What RunInference does while the pipeline is built, for the approaches without it, so that
+    // every approach on an engine runs on the same (portable) runner; a no-op on the DirectRunner.
+    // After Pipeline.create, which instantiates the options' runner and so undoes an earlier swap.
+    RunnerBootstrap.prepare(options);
     PCollection<Row> input =
         p.apply(GenerateSequence.from(0).to(n))
             .apply(MapElements.into(TypeDescriptors.rows()).via(Bench::row))
@@ -156,7 +235,7 @@ public final class Bench {
     } else if (approach.equals("microservice")) {
       inference =
           new Microservice(server.url(), Paths.get(model).getFileName().toString(), batchSize);
-    } else if (approach.equals("java-floor")) {
+    } else if (approach.startsWith("java-floor-")) {
       inference = new Floor();
     } else {
       inference =
@@ -169,7 +248,7 @@ public final class Bench {
       throw new IllegalStateException(
           approach + " did not finish " + n + " rows in " + STALL + " (a stalled job)");
     }
-    return (System.nanoTime() - start) / 1e9;
+    return new Run((System.nanoTime() - start) / 1e9, runnerName(options));
   }
 
   /** Row {@code i} of the benchmark input. */
@@ -198,9 +277,9 @@ public final class Bench {
   }
 
   /**
-   * No model: each output is its input's features as scores, in the output schema of RunInference,
-   * on the portable runner xinfer uses. What the Java pipeline costs on its own there (rows made,
-   * output rows built, counted): the floor under xinfer.
+   * No model: each output is its input's features as scores, in the output schema of RunInference.
+   * What the Java pipeline costs on its own on a runner (rows made, output rows built, counted):
+   * the floor under every Java approach on that runner.
    */
   static final class Floor extends PTransform<PCollection<Row>, PCollection<Row>> {
     @Override
