@@ -50,12 +50,8 @@ def b64(row_type):
 
 def make_block(records, row_type=Rec, fields=(('features', '<f4'), )):
   """A block as RowBlocks.PackFn makes it: each field's values as one tensor
-  with the per-row shape; no tensors when a value is null or the rows'
-  shapes differ."""
-  out = create_OutputStream()
-  impl = RowCoder(schema_from_element_type(row_type)).get_impl()
-  for r in records:
-    impl.encode_to_stream(r, out, True)
+  with the per-row shape, and the rows without those fields; no tensors when
+  a value is null or the rows' shapes differ, and whole rows."""
   shapes, tensors = [], []
   for field, dtype in fields:
     values = [getattr(r, field) for r in records]
@@ -68,6 +64,20 @@ def make_block(records, row_type=Rec, fields=(('features', '<f4'), )):
       break
     shapes.append(list(arrays[0].shape))
     tensors.append(np.stack(arrays).tobytes())
+  schema = schema_from_element_type(row_type)
+  if tensors:
+    rest = blocks.rest_schema(schema, [field for field, _ in fields])
+    impl = RowCoder(rest).get_impl()
+    rest_type = blocks.row_type_of(rest)
+    rows = [
+        rest_type(**{f.name: getattr(r, f.name)
+                     for f in rest.fields}) for r in records
+    ]
+  else:
+    impl, rows = RowCoder(schema).get_impl(), records
+  out = create_OutputStream()
+  for r in rows:
+    impl.encode_to_stream(r, out, True)
   return beam.Row(count=len(records),
                   rows=out.get(),
                   timestamps=np.arange(len(records), dtype='<i8').tobytes(),
@@ -158,9 +168,17 @@ def test_a_regular_block_runs_as_one_tensor(tmp_path, monkeypatch):
   }
   assert skipped(predictions) == []
   assert predictions.model_id == 'fake'
-  # Rows and timestamps come back untouched for Java to rebuild the output.
+  # Rows, timestamps and input tensors come back untouched for Java to make
+  # the output Rows of; the rows without the feature field, which crossed once.
   assert predictions.rows == block.rows
   assert predictions.timestamps == block.timestamps
+  assert predictions.input_shapes == block.shapes
+  assert predictions.input_tensors == block.tensors
+  rest = blocks.rest_schema(schema_from_element_type(Rec), ['features'])
+  assert [f.name for f in rest.fields] == ['id']
+  assert blocks.decode_rows(RowCoder(rest).get_impl(), block.rows, 3) == [(0, ),
+                                                                          (1, ),
+                                                                          (2, )]
 
 
 def test_a_record_of_another_length_fails_alone_with_its_usual_message(
@@ -187,10 +205,16 @@ def test_a_null_feature_array_fails_alone(tmp_path):
 
 def test_a_batch_the_model_refuses_goes_record_by_record(tmp_path):
   block = make_block(recs(2) + [Rec(7, [13.0, 0.0, 0.0])])
+  assert block.tensors != []
   predictions, failures, _ = run(fake(tmp_path), block)
   assert skipped(predictions) == [2]
   assert [(f.stage, f.error_message) for f in failures
           ] == [(handlers.INFERENCE, 'the model cannot take 13')]
+  # The failure holds the whole record: its rest and its tensor fields.
+  assert (failures[0].input.id,
+          failures[0].input.features) == (7, [13.0, 0.0, 0.0])
+  assert scores(predictions)[:2] == [[0.0], [3.0]]
+  assert predictions.input_tensors == block.tensors
 
 
 def test_nan_is_rejected_per_record_and_fails_the_run_without_dead_letter(
@@ -213,7 +237,9 @@ def test_packed_row_inference_in_a_pipeline(tmp_path):
                                       input_schema=b64(Rec))
 
   def decode(out):
-    impl = RowCoder(schema_from_element_type(Rec)).get_impl()
+    impl = RowCoder(
+        blocks.rest_schema(schema_from_element_type(Rec),
+                           ['features'])).get_impl()
     stream = create_InputStream(out.rows)
     ids = [impl.decode_from_stream(stream, True).id for _ in range(out.count)]
     return list(zip(ids, scores(out), [out.model_id] * out.count))
@@ -501,7 +527,11 @@ def test_packed_named_inputs_in_a_pipeline(digits_dir):
   expected = reference(digits_dir, shaped.TWO_INPUT)
 
   def decode(out):
-    impl = RowCoder(schema_from_element_type(Digit)).get_impl()
+    # The block had tensors: its rows are the rest of each row.
+    impl = RowCoder(
+        blocks.rest_schema(schema_from_element_type(Digit),
+                           [field
+                            for field, _ in TWO_INPUT_FIELDS])).get_impl()
     stream = create_InputStream(out.rows)
     ids = [impl.decode_from_stream(stream, True).id for _ in range(out.count)]
     return list(zip(ids, unpack(out, layout)['digit']))

@@ -3,7 +3,11 @@
 Java (``dev.xinfer.runtime.python.RowBlocks``) sends one element per batch of
 rows: the rows themselves (RowCoder-encoded, for the output and for the
 record-by-record path), their timestamps, and each model input's field as one
-contiguous little-endian tensor, with the per-record shape the rows share.
+contiguous little-endian tensor, with the per-record shape the rows share. A
+block with tensors carries the rows without their tensor fields (the rest of
+each row, :func:`rest_schema`): the tensors cross once, and come back beside
+the output for Java to make the output Rows of; :func:`whole_rows` makes the
+rows again for the record-by-record path.
 Which fields those are, and their types, is fixed when the pipeline is built
 (:class:`Layout`): the feature field, or the field of each named input, each a
 number or boolean, a scalar or (nested) arrays of them. A block's model
@@ -25,6 +29,7 @@ those types keeps rows one by one (see ``RowBlocks``).
 
 import base64
 import time
+import uuid
 import typing
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -51,9 +56,12 @@ _TENSORS = typing.Sequence[bytes]
 # its values row after row, little-endian, and the shape of one row's value.
 IN_FIELDS = (('count', np.int64), ('rows', bytes), ('timestamps', bytes),
              ('shapes', _SHAPES), ('tensors', _TENSORS))
-OUT_FIELDS = (('count', np.int64), ('rows', bytes), ('timestamps',
-                                                     bytes), ('model_id', str),
-              ('skipped', bytes), ('shapes', _SHAPES), ('tensors', _TENSORS))
+# ``input_shapes`` and ``input_tensors``: the input block's, returned as they
+# came (Java makes the output Rows' tensor fields from them).
+OUT_FIELDS = (('count', np.int64), ('rows', bytes), ('timestamps', bytes),
+              ('model_id', str), ('skipped', bytes), ('shapes', _SHAPES),
+              ('tensors', _TENSORS), ('input_shapes',
+                                      _SHAPES), ('input_tensors', _TENSORS))
 IN_TYPE = row_type.RowTypeConstraint.from_fields(list(IN_FIELDS))
 OUT_TYPE = row_type.RowTypeConstraint.from_fields(list(OUT_FIELDS))
 
@@ -90,6 +98,39 @@ def check_block_type(element_type):
 def decode_rows(coder_impl, data: bytes, count: int) -> List[Any]:
   stream = create_InputStream(data)
   return [coder_impl.decode_from_stream(stream, True) for _ in range(count)]
+
+
+def rest_schema(schema: schema_pb2.Schema,
+                tensor_fields: Sequence[str]) -> schema_pb2.Schema:
+  """The rows' schema without the fields that cross as tensors, in order:
+  what a block with tensors carries of each row (as Java's
+  ``RowBlocks.RowSplit``). Its id is derived from the rows' schema."""
+  rest = schema_pb2.Schema()
+  rest.CopyFrom(schema)
+  del rest.fields[:]
+  for field in schema.fields:
+    if field.name not in tensor_fields:
+      rest.fields.add().CopyFrom(field)
+  for position, field in enumerate(rest.fields):
+    field.encoding_position = position
+  rest.encoding_positions_set = False
+  rest.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f'xinfer-rest/{schema.id}'))
+  return rest
+
+
+def whole_rows(row_type, rest_impl, data: bytes, count: int,
+               tensors: Dict[str, np.ndarray]) -> List[Any]:
+  """The rows (of ``row_type``, a named tuple) of a block with tensors: each
+  row's rest, decoded, with its tensor fields' values from the tensors (as the
+  rows' coder decodes them)."""
+  fields = row_type._fields
+  rows = []
+  for i, rest in enumerate(decode_rows(rest_impl, data, count)):
+    values = rest._asdict()
+    for name, array in tensors.items():
+      values[name] = array[i].tolist()
+    rows.append(row_type(**{f: values[f] for f in fields}))
+  return rows
 
 
 class Tensor(NamedTuple):
@@ -207,6 +248,8 @@ class BlockInference(beam.DoFn):
     self._shared = shared.Shared()
     self._slot = None
     self._coder = None
+    self._rest_coder = None
+    self._row_type = None
     self._load_millis = None
     ns = metrics.NAMESPACE
     self._inferences = Metrics.counter(ns, metrics.NUM_INFERENCES)
@@ -220,7 +263,11 @@ class BlockInference(beam.DoFn):
                                               metrics.LOAD_MODEL_LATENCY_MILLIS)
 
   def setup(self):
-    self._coder = RowCoder(input_schema(self._schema_b64)).get_impl()
+    schema = input_schema(self._schema_b64)
+    self._coder = RowCoder(schema).get_impl()
+    self._row_type = row_type_of(schema)
+    self._rest_coder = RowCoder(
+        rest_schema(schema, [t.name for t in self._layout.inputs])).get_impl()
 
     def load():
       started = time.monotonic()
@@ -243,7 +290,7 @@ class BlockInference(beam.DoFn):
       done = self._handler.run_block(tensors, self._slot, self._inference_args)
     failed = []
     if done is None:
-      columns, model_id, failed = self._record_by_record(block)
+      columns, model_id, failed = self._record_by_record(block, tensors)
     else:
       outputs, model_id = done
       columns = self._columns(outputs, count)
@@ -264,7 +311,9 @@ class BlockInference(beam.DoFn):
                    skipped=np.asarray([i for i, _ in failed],
                                       dtype='<i4').tobytes(),
                    shapes=[shape for shape, _ in columns],
-                   tensors=[data for _, data in columns])
+                   tensors=[data for _, data in columns],
+                   input_shapes=block.shapes,
+                   input_tensors=block.tensors)
 
   def _columns(self, outputs, count: int) -> List[Tuple[List[int], bytes]]:
     """The output tensors of a block the model ran whole: (shape, bytes)
@@ -280,10 +329,13 @@ class BlockInference(beam.DoFn):
       columns.append((list(array.shape[1:]), array.tobytes()))
     return columns
 
-  def _record_by_record(self, block):
+  def _record_by_record(self, block, tensors: Optional[Dict[str, np.ndarray]]):
     """The block's rows through the handler one by one: (output tensors,
     model id, failures as (index, failure Row))."""
-    rows = decode_rows(self._coder, block.rows, int(block.count))
+    count = int(block.count)
+    rows = (decode_rows(
+        self._coder, block.rows, count) if tensors is None else whole_rows(
+            self._row_type, self._rest_coder, block.rows, count, tensors))
     results = self._handler.run_inference(rows, self._slot,
                                           self._inference_args)
     values: Dict[str, List[Any]] = {t.name: [] for t in self._layout.outputs}

@@ -180,7 +180,9 @@ public final class PythonTransforms {
           outputBlocks
               .apply(
                   "UnpackRows",
-                  ParDo.of(new RowBlocks.UnpackFn(packed.rowSchema, packed.outputSchema)))
+                  ParDo.of(
+                      new RowBlocks.UnpackFn(
+                          packed.rowSchema, packed.tensorFields, packed.outputSchema)))
               .setRowSchema(packed.outputSchema);
     }
     checkSchema(predictions, predictionCoder);

@@ -5,9 +5,12 @@ import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.Serializable;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.LongBuffer;
+import java.util.AbstractList;
 import java.util.ArrayList;
 import java.util.Base64;
 import java.util.Collection;
@@ -16,6 +19,8 @@ import java.util.EnumMap;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
+import java.util.RandomAccess;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.coders.RowCoder;
 import org.apache.beam.sdk.schemas.Schema;
@@ -60,11 +65,18 @@ import org.joda.time.Instant;
  * output (a label) would need the same in reverse, since {@code .numpy()} makes an object per
  * string.
  *
- * <p>A block also carries its rows, {@link RowCoder}-encoded, untouched by Python on the fast path:
- * the output Rows keep every input field exactly, and a block whose tensors the model cannot take
- * (a null or a value of another shape, a NaN under the reject policy, a batch the model refuses, an
- * output that does not fit its declared type) is decoded in Python and run record by record, so
- * each bad record fails alone with the same message and stage as without blocks.
+ * <p>A block also carries its rows, {@link RowCoder}-encoded, untouched by Python on the fast path,
+ * and Python returns the input tensors with the output: the output Rows keep every input field
+ * exactly. A block with tensors carries each row without its tensor fields (the rows' {@link
+ * RowSplit#rest}): a tensor field's values cross once, as the tensor, not a second time in the
+ * rows, and {@link UnpackFn} makes them again from the tensor Python returned. A block without
+ * tensors carries whole rows. A block whose tensors the model cannot take (a NaN under the reject
+ * policy, a batch the model refuses, an output that does not fit its declared type) is decoded in
+ * Python (the rest and the tensors make each row again) and run record by record, so each bad
+ * record fails alone with the same message and stage as without blocks.
+ *
+ * <p>The output Rows' array fields are read-only lists over each row's own part of its tensor
+ * ({@link TensorList}): numbers are boxed when read, not when the Row is made.
  */
 @Internal
 public final class RowBlocks {
@@ -92,6 +104,12 @@ public final class RowBlocks {
   /** Output block field: indices (int32) of the rows that got no prediction (dead letter). */
   public static final String SKIPPED = "skipped";
 
+  /** Output block field: the input block's {@link #SHAPES}, returned as they came. */
+  public static final String INPUT_SHAPES = "input_shapes";
+
+  /** Output block field: the input block's {@link #TENSORS}, returned as they came. */
+  public static final String INPUT_TENSORS = "input_tensors";
+
   private static final FieldType SHAPES_TYPE = FieldType.array(FieldType.array(FieldType.INT64));
   private static final FieldType TENSORS_TYPE = FieldType.array(FieldType.BYTES);
 
@@ -115,6 +133,8 @@ public final class RowBlocks {
           .addByteArrayField(SKIPPED)
           .addField(SHAPES, SHAPES_TYPE)
           .addField(TENSORS, TENSORS_TYPE)
+          .addField(INPUT_SHAPES, SHAPES_TYPE)
+          .addField(INPUT_TENSORS, TENSORS_TYPE)
           .build();
 
   /** The element types a tensor holds, and the bytes of each value. */
@@ -193,20 +213,75 @@ public final class RowBlocks {
     }
   }
 
+  /**
+   * A row split into the fields that cross as tensors and the rest, which crosses {@link
+   * RowCoder}-encoded: for the rows' schema and tensor fields, fixed when the pipeline is built.
+   */
+  static final class RowSplit implements Serializable {
+    private static final long serialVersionUID = 1L;
+
+    final Schema schema;
+    final List<Tensor> tensors;
+
+    /** Per tensor, its field's index in the schema. */
+    final int[] tensorFields;
+
+    /** Per field of the schema, the first tensor that holds it, or -1. */
+    final int[] fieldTensors;
+
+    /** The fields that are no tensor, in the schema's order. */
+    final Schema rest;
+
+    /** Per field of {@link #rest}, its index in the schema. */
+    final int[] restFields;
+
+    RowSplit(Schema schema, List<String> tensorFields) {
+      this.schema = schema;
+      this.tensors = new ArrayList<>();
+      this.tensorFields = new int[tensorFields.size()];
+      this.fieldTensors = new int[schema.getFieldCount()];
+      java.util.Arrays.fill(fieldTensors, -1);
+      for (int t = 0; t < tensorFields.size(); t++) {
+        tensors.add(Tensor.of(schema, tensorFields.get(t)));
+        int field = schema.indexOf(tensorFields.get(t));
+        this.tensorFields[t] = field;
+        if (fieldTensors[field] < 0) {
+          fieldTensors[field] = t;
+        }
+      }
+      Schema.Builder rest = Schema.builder();
+      List<Integer> restFields = new ArrayList<>();
+      for (int f = 0; f < schema.getFieldCount(); f++) {
+        if (fieldTensors[f] < 0) {
+          rest.addField(schema.getField(f));
+          restFields.add(f);
+        }
+      }
+      this.rest = rest.build();
+      this.restFields = restFields.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    /** The row without its tensor fields. */
+    Row restOf(Row row) {
+      List<@Nullable Object> values = new ArrayList<>(restFields.length);
+      for (int f : restFields) {
+        values.add(row.getValue(f));
+      }
+      return Row.withSchema(rest).attachValues(values);
+    }
+  }
+
   /** Packs Rows into blocks of at most {@code maxRows}, per bundle and window. */
   public static final class PackFn extends DoFn<Row, Row> {
-    private final Schema schema;
-    private final List<Tensor> tensors;
+    private final RowSplit split;
     private final int maxRows;
     private transient @Nullable Map<BoundedWindow, Block> open;
+    private transient @Nullable RowCoder rowCoder;
+    private transient @Nullable RowCoder restCoder;
 
     /** Blocks of {@code schema} rows whose {@code tensorFields}, in order, become tensors. */
     public PackFn(Schema schema, List<String> tensorFields, int maxRows) {
-      this.schema = schema;
-      this.tensors = new ArrayList<>();
-      for (String field : tensorFields) {
-        tensors.add(Tensor.of(schema, field));
-      }
+      this.split = new RowSplit(schema, tensorFields);
       this.maxRows = maxRows;
     }
 
@@ -225,21 +300,24 @@ public final class RowBlocks {
       Map<BoundedWindow, Block> blocks = openBlocks();
       Block block = blocks.get(window);
       if (block == null) {
-        block = new Block(RowCoder.of(schema), schema, tensors, maxRows);
+        block = new Block(split, maxRows);
         blocks.put(window, block);
       }
       block.add(row, timestamp);
       if (block.count == maxRows) {
         blocks.remove(window);
         // A block's timestamp is its earliest row's, at most this row's: hence the skew.
-        out.outputWithTimestamp(block.toRow(), block.earliest);
+        out.outputWithTimestamp(toRow(block), block.earliest);
       }
     }
 
     @FinishBundle
-    public void finishBundle(FinishBundleContext context) {
+    public void finishBundle(FinishBundleContext context) throws IOException {
       Map<BoundedWindow, Block> blocks = openBlocks();
-      blocks.forEach((window, block) -> context.output(block.toRow(), block.earliest, window));
+      for (Map.Entry<BoundedWindow, Block> entry : blocks.entrySet()) {
+        Block block = entry.getValue();
+        context.output(toRow(block), block.earliest, entry.getKey());
+      }
       blocks.clear();
     }
 
@@ -255,52 +333,67 @@ public final class RowBlocks {
       }
       return open;
     }
+
+    private Row toRow(Block block) throws IOException {
+      if (rowCoder == null || restCoder == null) {
+        rowCoder = RowCoder.of(split.schema);
+        restCoder = RowCoder.of(split.rest);
+      }
+      return block.toRow(rowCoder, restCoder);
+    }
   }
 
   /** One block being filled. */
   private static final class Block {
-    private final RowCoder coder;
-    private final ByteArrayOutputStream rows = new ByteArrayOutputStream();
+    private final RowSplit split;
+    private final List<Row> rows;
     private final ByteBuffer timestamps;
-    private final int[] indices;
     private final List<Packer> packers = new ArrayList<>();
     private boolean packed = true; // false once a row's values do not make tensors
     private int count;
     private Instant earliest = BoundedWindow.TIMESTAMP_MAX_VALUE;
 
-    Block(RowCoder coder, Schema schema, List<Tensor> tensors, int maxRows) {
-      this.coder = coder;
+    Block(RowSplit split, int maxRows) {
+      this.split = split;
+      this.rows = new ArrayList<>(Math.min(maxRows, 1024));
       this.timestamps = ByteBuffer.allocate(8 * maxRows).order(ByteOrder.LITTLE_ENDIAN);
-      this.indices = new int[tensors.size()];
-      for (int i = 0; i < indices.length; i++) {
-        indices[i] = schema.indexOf(tensors.get(i).field);
-        packers.add(new Packer(tensors.get(i), maxRows));
+      for (Tensor tensor : split.tensors) {
+        packers.add(new Packer(tensor, maxRows));
       }
     }
 
-    void add(Row row, Instant timestamp) throws IOException {
-      coder.encode(row, rows);
+    void add(Row row, Instant timestamp) {
+      rows.add(row);
       timestamps.putLong(timestamp.getMillis());
       if (timestamp.isBefore(earliest)) {
         earliest = timestamp;
       }
-      for (int i = 0; packed && i < indices.length; i++) {
-        packed = packers.get(i).add(row.getValue(indices[i]));
+      for (int i = 0; packed && i < packers.size(); i++) {
+        packed = packers.get(i).add(row.getValue(split.tensorFields[i]));
       }
       count++;
     }
 
-    Row toRow() {
+    /** The block: rows without their tensor fields beside the tensors, else whole rows. */
+    Row toRow(RowCoder rowCoder, RowCoder restCoder) throws IOException {
       List<List<Long>> shapes = new ArrayList<>();
       List<byte[]> tensors = new ArrayList<>();
+      ByteArrayOutputStream encoded = new ByteArrayOutputStream();
       if (packed) {
         for (Packer packer : packers) {
           shapes.add(packer.shape());
           tensors.add(packer.bytes());
         }
+        for (Row row : rows) {
+          restCoder.encode(split.restOf(row), encoded);
+        }
+      } else {
+        for (Row row : rows) {
+          rowCoder.encode(row, encoded);
+        }
       }
       return Row.withSchema(IN)
-          .addValues((long) count, rows.toByteArray(), prefix(timestamps), shapes, tensors)
+          .addValues((long) count, encoded.toByteArray(), prefix(timestamps), shapes, tensors)
           .build();
     }
   }
@@ -446,21 +539,29 @@ public final class RowBlocks {
    * {@code model_id}.
    */
   public static final class UnpackFn extends DoFn<Row, Row> {
-    private final RowCoder coder;
+    private final RowSplit split;
     private final Schema outputSchema;
     private final int inputFields;
     private final List<Tensor> outputs = new ArrayList<>();
+    private final int modelIdField;
+    private transient @Nullable RowCoder rowCoder;
+    private transient @Nullable RowCoder restCoder;
 
-    public UnpackFn(Schema inputSchema, Schema outputSchema) {
-      this.coder = RowCoder.of(inputSchema);
+    /** Output Rows of {@code outputSchema} from blocks of {@code inputSchema} rows. */
+    public UnpackFn(Schema inputSchema, List<String> tensorFields, Schema outputSchema) {
+      this.split = new RowSplit(inputSchema, tensorFields);
       this.outputSchema = outputSchema;
       this.inputFields = inputSchema.getFieldCount();
       List<Field> fields = outputSchema.getFields();
-      for (Field field : fields.subList(inputFields, fields.size())) {
-        if (!field.getName().equals(MODEL_ID)) {
-          outputs.add(Tensor.of(outputSchema, field.getName()));
+      int modelId = -1;
+      for (int f = inputFields; f < fields.size(); f++) {
+        if (fields.get(f).getName().equals(MODEL_ID)) {
+          modelId = f;
+        } else {
+          outputs.add(Tensor.of(outputSchema, fields.get(f).getName()));
         }
       }
+      this.modelIdField = modelId;
     }
 
     @ProcessElement
@@ -470,50 +571,76 @@ public final class RowBlocks {
       String modelId = block.getString(MODEL_ID);
       LongBuffer timestamps = le(block.getBytes(TIMESTAMPS)).asLongBuffer();
       ByteBuffer skipped = le(block.getBytes(SKIPPED));
-      List<Reader> readers = readers(block, count);
+      List<Reader> readers = readers(block, SHAPES, TENSORS, outputs, count, "output");
       if (timestamps.capacity() != count) {
         throw mismatch(count + " rows and " + timestamps.capacity() + " timestamps");
       }
+      Collection<byte[]> inputTensors = block.getArray(INPUT_TENSORS);
+      boolean packed = inputTensors != null && !inputTensors.isEmpty();
+      List<Reader> inputs =
+          packed
+              ? readers(block, INPUT_SHAPES, INPUT_TENSORS, split.tensors, count, "input")
+              : List.of();
+      if (rowCoder == null || restCoder == null) {
+        rowCoder = RowCoder.of(split.schema);
+        restCoder = RowCoder.of(split.rest);
+      }
+      RowCoder coder = packed ? restCoder : rowCoder;
       InputStream rows = new ByteArrayInputStream(block.getBytes(ROWS));
       int nextSkipped = skipped.remaining() >= 4 ? skipped.getInt() : -1;
+      @Nullable Object[] tensorValues = new Object[inputs.size()];
       for (int i = 0; i < count; i++) {
         Row input = coder.decode(rows);
         boolean skip = i == nextSkipped;
-        List<Object> values = new ArrayList<>(outputSchema.getFieldCount());
-        values.addAll(input.getValues());
-        int next = 0;
-        for (int f = inputFields; f < outputSchema.getFieldCount(); f++) {
-          if (outputSchema.getField(f).getName().equals(MODEL_ID)) {
-            values.add(modelId);
-          } else {
-            values.add(readers.get(next++).next(i, skip));
+        for (int t = 0; t < inputs.size(); t++) {
+          tensorValues[t] = inputs.get(t).next(i, skip);
+        }
+        List<@Nullable Object> values = new ArrayList<>(outputSchema.getFieldCount());
+        if (packed) {
+          for (int f = 0, r = 0; f < inputFields; f++) {
+            int tensor = split.fieldTensors[f];
+            values.add(tensor >= 0 ? tensorValues[tensor] : input.getValue(r++));
           }
+        } else {
+          values.addAll(input.getValues());
+        }
+        for (int f = inputFields, next = 0; f < outputSchema.getFieldCount(); f++) {
+          values.add(f == modelIdField ? modelId : readers.get(next++).next(i, skip));
         }
         if (skip) {
           nextSkipped = skipped.remaining() >= 4 ? skipped.getInt() : -1;
           continue;
         }
+        // The values are of the schema's types: decoded, or read from tensors of those types.
         out.outputWithTimestamp(
-            Row.withSchema(outputSchema).addValues(values).build(), new Instant(timestamps.get(i)));
+            Row.withSchema(outputSchema).attachValues(values), new Instant(timestamps.get(i)));
       }
     }
 
-    private List<Reader> readers(Row block, int count) {
-      Collection<Collection<Long>> shapes = block.getArray(SHAPES);
-      Collection<byte[]> tensors = block.getArray(TENSORS);
+    private static List<Reader> readers(
+        Row block,
+        String shapesField,
+        String tensorsField,
+        List<Tensor> expected,
+        int count,
+        String what) {
+      Collection<Collection<Long>> shapes = block.getArray(shapesField);
+      Collection<byte[]> tensors = block.getArray(tensorsField);
       if (shapes == null
           || tensors == null
-          || shapes.size() != outputs.size()
-          || tensors.size() != outputs.size()) {
+          || shapes.size() != expected.size()
+          || tensors.size() != expected.size()) {
         throw mismatch(
             (tensors == null ? 0 : tensors.size())
-                + " output tensors where this Java version reads "
-                + outputs.size());
+                + " "
+                + what
+                + " tensors where this Java version reads "
+                + expected.size());
       }
       List<Reader> readers = new ArrayList<>();
       java.util.Iterator<Collection<Long>> shape = shapes.iterator();
       java.util.Iterator<byte[]> data = tensors.iterator();
-      for (Tensor tensor : outputs) {
+      for (Tensor tensor : expected) {
         readers.add(new Reader(tensor, count, shape.next(), data.next()));
       }
       return readers;
@@ -525,7 +652,7 @@ public final class RowBlocks {
     }
   }
 
-  /** Reads one output tensor row by row. */
+  /** Reads one tensor row by row. */
   private static final class Reader {
     private final Tensor tensor;
     private final ByteBuffer data;
@@ -545,7 +672,7 @@ public final class RowBlocks {
           || values * tensor.bytes() != bytes.length) {
         throw UnpackFn.mismatch(
             String.format(
-                "output '%s': %d bytes of %s of shape %s for %d rows",
+                "'%s': %d bytes of %s of shape %s for %d rows",
                 tensor.field,
                 bytes.length,
                 tensor.element,
@@ -592,11 +719,74 @@ public final class RowBlocks {
         }
       }
       int n = Math.toIntExact(shapes[base + depth]);
+      if (depth == tensor.rank - 1) {
+        byte[] values = new byte[n * tensor.bytes()];
+        data.get(values);
+        return new TensorList(tensor.element, values);
+      }
       List<Object> values = new ArrayList<>(n);
       for (int k = 0; k < n; k++) {
         values.add(read(base, depth + 1));
       }
-      return values;
+      return Collections.unmodifiableList(values);
+    }
+  }
+
+  /**
+   * One row's innermost array of a tensor as a read-only list: its own little-endian bytes, each
+   * number boxed when read. A Row holds it as the value of an array field; equal to any list of the
+   * same numbers, and Java-serialized as an {@link ArrayList}.
+   */
+  static final class TensorList extends AbstractList<Object> implements RandomAccess, Serializable {
+    private static final long serialVersionUID = 1L;
+    private static final VarHandle FLOATS = view(float[].class);
+    private static final VarHandle DOUBLES = view(double[].class);
+    private static final VarHandle INTS = view(int[].class);
+    private static final VarHandle LONGS = view(long[].class);
+    private static final VarHandle SHORTS = view(short[].class);
+
+    private final TypeName element;
+    private final byte[] data;
+    private final int size;
+
+    TensorList(TypeName element, byte[] data) {
+      this.element = element;
+      this.data = data;
+      this.size = data.length / ELEMENT_BYTES.get(element);
+    }
+
+    private static VarHandle view(Class<?> array) {
+      return MethodHandles.byteArrayViewVarHandle(array, ByteOrder.LITTLE_ENDIAN);
+    }
+
+    @Override
+    public Object get(int index) {
+      Objects.checkIndex(index, size);
+      switch (element) {
+        case FLOAT:
+          return (float) FLOATS.get(data, index << 2);
+        case DOUBLE:
+          return (double) DOUBLES.get(data, index << 3);
+        case INT32:
+          return (int) INTS.get(data, index << 2);
+        case INT64:
+          return (long) LONGS.get(data, index << 3);
+        case INT16:
+          return (short) SHORTS.get(data, index << 1);
+        case BYTE:
+          return data[index];
+        default: // BOOLEAN
+          return data[index] != 0;
+      }
+    }
+
+    @Override
+    public int size() {
+      return size;
+    }
+
+    private Object writeReplace() {
+      return new ArrayList<>(this);
     }
   }
 

@@ -148,11 +148,16 @@ public class RowBlocksTest {
     assertEquals(List.of(0L, 10L, 20L), longs(le(tensors.get(2))));
     assertArrayEquals(new byte[] {1, 1, 1, 0, 1, 1}, tensors.get(3));
     assertEquals(List.of(7L, 5L, 9L), longs(le(block.getBytes(RowBlocks.TIMESTAMPS))));
-    // The rows themselves, untouched, for the output Rows and the record-by-record path.
+    // The rows without their tensor fields (which crossed once, as the tensors), for the output
+    // Rows and the record-by-record path.
+    Schema rest = Schema.builder().addInt64Field("id").addStringField("note").build();
     java.io.InputStream rows = new java.io.ByteArrayInputStream(block.getBytes(RowBlocks.ROWS));
     for (int row = 0; row < 3; row++) {
-      assertEquals(digit(row), RowCoder.of(DIGIT).decode(rows));
+      assertEquals(
+          Row.withSchema(rest).addValues((long) row, "n" + row).build(),
+          RowCoder.of(rest).decode(rows));
     }
+    assertEquals(0, rows.available());
   }
 
   private static List<Long> longs(ByteBuffer buffer) {
@@ -193,6 +198,11 @@ public class RowBlocksTest {
       tensorCounts.add(block.getArray(RowBlocks.TENSORS).size());
     }
     assertEquals(List.of(0, 0, 0, 4), tensorCounts);
+    // A block without tensors carries whole rows.
+    java.io.InputStream rows =
+        new java.io.ByteArrayInputStream(blocks.get(0).getBytes(RowBlocks.ROWS));
+    assertEquals(digit(0), RowCoder.of(DIGIT).decode(rows));
+    assertEquals(shorter, RowCoder.of(DIGIT).decode(rows));
   }
 
   static final Schema OUTPUT =
@@ -235,7 +245,9 @@ public class RowBlocksTest {
             "m1",
             bytes(4, b -> b.putInt(1)),
             shapes,
-            tensors)
+            tensors,
+            List.of(),
+            List.of())
         .build();
   }
 
@@ -258,7 +270,7 @@ public class RowBlocksTest {
                 bytes(32, b -> b.putDouble(1).putDouble(2).putDouble(3).putDouble(4))));
     PCollection<Row> out =
         p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
-            .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, OUTPUT)))
+            .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
             .setRowSchema(OUTPUT);
     PAssert.that(out)
         .containsInAnyOrder(
@@ -281,12 +293,80 @@ public class RowBlocksTest {
   }
 
   @Test
+  public void aPackedBlockMakesEachRowAgainFromItsRestAndTheInputTensorsPythonReturned()
+      throws Exception {
+    Row digit = digit(0);
+    Row other = digit(1);
+    Row third = digit(2);
+    Row in = pack(3, at(digit, other, third)).get(0);
+    Row block =
+        Row.withSchema(RowBlocks.OUT)
+            .addValues(
+                3L,
+                in.getBytes(RowBlocks.ROWS),
+                in.getBytes(RowBlocks.TIMESTAMPS),
+                "m1",
+                bytes(4, b -> b.putInt(1)),
+                List.of(List.of(), List.of(2L), List.of(1L, 2L)),
+                List.of(
+                    bytes(24, b -> b.putLong(7).putLong(0).putLong(9)),
+                    bytes(24, b -> b.putFloat(0.25f).putFloat(0.75f).putLong(0).putFloat(0.5f)),
+                    bytes(48, b -> b.putDouble(1).putDouble(2))),
+                in.getArray(RowBlocks.SHAPES),
+                in.getArray(RowBlocks.TENSORS))
+            .build();
+    PCollection<Row> out =
+        p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
+            .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
+            .setRowSchema(OUTPUT);
+    PAssert.that(out)
+        .containsInAnyOrder(
+            Row.withSchema(OUTPUT)
+                .addValues(digit.getValues())
+                .addValues(7L, List.of(0.25f, 0.75f), List.of(List.of(1.0, 2.0)), "m1")
+                .build(),
+            Row.withSchema(OUTPUT)
+                .addValues(third.getValues())
+                .addValues(9L, List.of(0.5f, 0f), List.of(List.of(0.0, 0.0)), "m1")
+                .build());
+    p.run().waitUntilFinish();
+  }
+
+  @Test
+  public void aTensorListIsAReadOnlyListOfItsNumbers() throws Exception {
+    RowBlocks.TensorList floats =
+        new RowBlocks.TensorList(
+            Schema.TypeName.FLOAT, bytes(8, b -> b.putFloat(1.5f).putFloat(-2f)));
+    assertEquals(List.of(1.5f, -2f), floats);
+    assertEquals(List.of(1.5f, -2f), new ArrayList<>(floats));
+    assertEquals(List.of(1.5f, -2f).hashCode(), floats.hashCode());
+    assertEquals(
+        List.of(true, false), new RowBlocks.TensorList(Schema.TypeName.BOOLEAN, new byte[] {1, 0}));
+    assertEquals(
+        List.of(3L), new RowBlocks.TensorList(Schema.TypeName.INT64, bytes(8, b -> b.putLong(3))));
+    assertEquals(
+        List.of((short) -4),
+        new RowBlocks.TensorList(Schema.TypeName.INT16, bytes(2, b -> b.putShort((short) -4))));
+    assertThrows(UnsupportedOperationException.class, () -> floats.set(0, 1f));
+    assertThrows(IndexOutOfBoundsException.class, () -> floats.get(2));
+    // Java serialization (a Row is Serializable) gives a plain list of the same numbers.
+    java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+    try (java.io.ObjectOutputStream out = new java.io.ObjectOutputStream(bytes)) {
+      out.writeObject(floats);
+    }
+    try (java.io.ObjectInputStream read =
+        new java.io.ObjectInputStream(new java.io.ByteArrayInputStream(bytes.toByteArray()))) {
+      assertEquals(new ArrayList<>(List.of(1.5f, -2f)), read.readObject());
+    }
+  }
+
+  @Test
   public void aBlockThatDoesNotFitTheOutputSchemaNamesTheVersionMismatch() {
     Row block =
         outputBlock(
             List.of(List.of(), List.of(2L)), List.of(bytes(24, b -> {}), bytes(24, b -> {})));
     p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
-        .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, OUTPUT)))
+        .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
         .setRowSchema(OUTPUT);
     PipelineExecutionException e =
         assertThrows(PipelineExecutionException.class, () -> p.run().waitUntilFinish());
