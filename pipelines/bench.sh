@@ -9,6 +9,9 @@
 # summarized into a line of the latency CSV. Succeeds when the run sustained the rate: the examples
 # went out at it, every one came back, p99 under 1 s (xinfer_bench.measure.latency_line).
 # Parallelism 1: the input topic has one partition, so a second slot would only hold idle operators.
+# At least once (--exactlyOnce=false): written exactly once, a prediction reaches a read_committed
+# reader only with the checkpoint after it (Flink holds a @RequiresStableInput stage's input until
+# then), so the latency would be the checkpoint interval's (1 s), not the pipeline's.
 bench_streaming_run() {  # CSV WARMUP SECONDS RATE BUNDLE_MS
   local csv=$1 warmup=$2 seconds=$3 rate=$4 bundle=$5
   local records=$((rate * (warmup + seconds))) line
@@ -21,7 +24,7 @@ bench_streaming_run() {  # CSV WARMUP SECONDS RATE BUNDLE_MS
       --streaming "--bootstrapServers=127.0.0.1:${XINFER_KAFKA_PORT:-9092}" --parallelism=1 \
       "--rate=$rate" "--records=$records" "--warmupSeconds=$warmup" \
       "--maxBundleTimeMills=$bundle" "--resultTimeoutSeconds=$((warmup + seconds + 120))" \
-      > "$STATE/bench-streaming.log" 2>&1; then
+      --exactlyOnce=false > "$STATE/bench-streaming.log" 2>&1; then
     note "the streaming run at $rate/s failed (log: $STATE/bench-streaming.log)"
     return 1
   fi
@@ -89,11 +92,26 @@ print(*[x.getsockname()[1] for x in s])')
   note "job server up: $BEAM_JOB_ENDPOINT"
 }
 
+# The streaming part alone: the sweep at RATEs (records/s, 10 ms bundles), up to the first not
+# sustained; the latency CSV in bench/results/DATE/latency-streaming.csv.
+bench_streaming_only() {  # RATE...
+  setup
+  local dir="$ROOT/bench/results/$(date +%Y-%m-%d)"
+  mkdir -p "$dir"
+  local csv="$dir/latency-streaming.csv"
+  "$PY" -c 'from xinfer_bench import measure; print(",".join(measure.LATENCY_COLUMNS))' > "$csv"
+  with_kafka
+  step "Streaming: the Kafka digits pipeline on embedded Flink at ${*:-1000 5000 10000 20000} records/s"
+  # shellcheck disable=SC2046
+  bench_streaming_sweep "$csv" 10 15 ${*:-1000 5000 10000 20000} || true
+}
+
 bench() {
   case "${1:-}" in
     direct) bench_direct "${2:-5}"; return ;;
+    streaming) shift; bench_streaming_only "$@"; return ;;
     ""|--quick) ;;
-    *) die "usage: ./xinfer bench [--quick] | ./xinfer bench direct" ;;
+    *) die "usage: ./xinfer bench [--quick] | ./xinfer bench direct | ./xinfer bench streaming [RATE...]" ;;
   esac
   local quick="${1:-}" batches models approaches beam_runs=()
   setup

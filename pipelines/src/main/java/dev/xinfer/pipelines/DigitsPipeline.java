@@ -377,20 +377,20 @@ public final class DigitsPipeline {
 
   /** One CSV line to a Row; fails naming the line, the field and the bad value. */
   public static Row parse(String line) {
-    String[] cells = line.split(",", -1);
-    if (cells.length < 3) {
+    List<String> cells = cells(line);
+    if (cells.size() < 3) {
       throw new IllegalArgumentException(
           String.format(
               "Input line '%s' has %d cells; expected id,label,p0,...",
-              abbreviate(line), cells.length));
+              abbreviate(line), cells.size()));
     }
-    long id = parseLong(cells[0], "id", line);
-    long label = parseLong(cells[1], "label", line);
-    List<Float> features = new ArrayList<>(cells.length - 2);
-    for (int i = 2; i < cells.length; i++) {
-      String cell = cells[i].trim();
+    long id = parseLong(cells.get(0), "id", line);
+    long label = parseLong(cells.get(1), "label", line);
+    List<Float> features = new ArrayList<>(cells.size() - 2);
+    for (int i = 2; i < cells.size(); i++) {
+      String cell = cells.get(i).trim();
       try {
-        features.add(Float.parseFloat(cell));
+        features.add(parseFloat(cell));
       } catch (NumberFormatException e) {
         throw new IllegalArgumentException(
             String.format(
@@ -400,7 +400,55 @@ public final class DigitsPipeline {
             e);
       }
     }
-    return Row.withSchema(EXAMPLE_SCHEMA).addValues(id, label, features).build();
+    // Values of the schema's types, made here: no need for Row's check of each one.
+    return Row.withSchema(EXAMPLE_SCHEMA).attachValues(id, label, features);
+  }
+
+  /** The line's comma-separated cells, empty ones included (as {@code split(",", -1)}). */
+  static List<String> cells(String line) {
+    List<String> cells = new ArrayList<>(80);
+    int start = 0;
+    for (int comma = line.indexOf(','); comma >= 0; comma = line.indexOf(',', start)) {
+      cells.add(line.substring(start, comma));
+      start = comma + 1;
+    }
+    cells.add(line.substring(start));
+    return cells;
+  }
+
+  private static final float[] POWERS_OF_TEN = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f};
+
+  /**
+   * {@link Float#parseFloat}, with a fast path for plain decimals of up to 7 digits ({@code 13.0},
+   * {@code 0.25}): the digits and the power of ten are exact floats, so one float division is
+   * rounded once, as parseFloat rounds (Clinger's fast path). At 20,000 records/s parseFloat was
+   * the largest part of parsing (JFR).
+   */
+  static float parseFloat(String cell) {
+    int n = cell.length();
+    int digits = 0;
+    int decimals = -1; // digits after the point, once one is seen
+    int mantissa = 0;
+    for (int i = 0; i < n; i++) {
+      char c = cell.charAt(i);
+      if (c >= '0' && c <= '9') {
+        if (++digits > 7) {
+          return Float.parseFloat(cell);
+        }
+        mantissa = mantissa * 10 + (c - '0');
+        if (decimals >= 0) {
+          decimals++;
+        }
+      } else if (c == '.' && decimals < 0) {
+        decimals = 0;
+      } else {
+        return Float.parseFloat(cell); // a sign, an exponent, NaN, or not a number
+      }
+    }
+    if (digits == 0) {
+      return Float.parseFloat(cell); // "", ".": parseFloat's error
+    }
+    return decimals <= 0 ? (float) mantissa : mantissa / POWERS_OF_TEN[decimals];
   }
 
   private static long parseLong(String cell, String field, String line) {

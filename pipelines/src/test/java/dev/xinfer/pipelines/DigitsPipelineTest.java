@@ -23,6 +23,34 @@ public class DigitsPipelineTest {
   }
 
   @Test
+  public void theFastParseGivesParseFloatsFloats() {
+    java.util.Random random = new java.util.Random(7);
+    List<String> cells = new java.util.ArrayList<>(List.of("0", "16.0", ".5", "1.", "0.1234567"));
+    cells.addAll(List.of("1234567", "12345678", "9.999999", "-3.5", "1e3", "NaN", "0.30000001"));
+    for (int i = 0; i < 100_000; i++) {
+      int digits = 1 + random.nextInt(7);
+      StringBuilder cell = new StringBuilder();
+      int point = random.nextInt(digits + 1);
+      for (int d = 0; d < digits; d++) {
+        cell.append(d == point ? "." : "").append(random.nextInt(10));
+      }
+      cells.add(cell.toString());
+    }
+    for (String cell : cells) {
+      assertEquals(
+          cell,
+          Float.floatToIntBits(Float.parseFloat(cell)),
+          Float.floatToIntBits(DigitsPipeline.parseFloat(cell)));
+    }
+    for (String bad : List.of("", ".", "x", "1.2.3")) {
+      assertThrows(NumberFormatException.class, () -> DigitsPipeline.parseFloat(bad));
+    }
+    for (String line : List.of("a,b", "a,,b,", ",", "")) {
+      assertEquals(List.of(line.split(",", -1)), DigitsPipeline.cells(line));
+    }
+  }
+
+  @Test
   public void badCellsNameTheRecordFieldAndValue() {
     assertThat(
         assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,1.0,,2.0"))

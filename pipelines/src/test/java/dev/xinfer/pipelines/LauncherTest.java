@@ -47,6 +47,14 @@ public class LauncherTest {
   }
 
   @Test
+  public void latencyMillisHaveThreeDecimals() {
+    assertEquals("1.234", Launcher.millis(1_234_567));
+    assertEquals("0.005", Launcher.millis(5_000));
+    assertEquals("12.000", Launcher.millis(12_000_000));
+    assertEquals("-0.250", Launcher.millis(-250_000));
+  }
+
+  @Test
   public void badStreamingFlagsNameTheFlagAndTheFix() {
     for (String[] bad :
         new String[][] {

@@ -81,6 +81,13 @@ public final class FlinkEngine implements Engine {
     if (flink.isStreaming() && !Engine.isSet(options, "maxBundleTimeMills")) {
       flink.setMaxBundleTimeMills(STREAMING_BUNDLE_MILLIS);
     }
+    // Without it Flink copies every element between chained operators through its coder (encode,
+    // decode): 13% of the CPU of the Kafka digits pipeline at 20,000 records/s (JFR). Beam's model
+    // forbids mutating an element, and Beam's serializers never fill a reused instance, so sharing
+    // the element is safe; --objectReuse=false turns it off.
+    if (!Engine.isSet(options, "objectReuse")) {
+      flink.setObjectReuse(true);
+    }
   }
 
   @Override
