@@ -65,6 +65,9 @@ bench_rows() {  # APPROACH MODEL
     identity:java-floor-direct) echo 50000 ;;
     identity:beam-python-flink) echo 1000000 ;;
     identity:onnxruntime-java|identity:microservice) echo 500000 ;;
+    # Since rows cross without RowCoder (2026-12-06) xinfer runs 200,000-250,000 rows/s here:
+    # 100,000 rows took 0.3 s more than 20,000, and the three runs spread 2x.
+    identity:xinfer-flink|identity:xinfer-spark) echo 1000000 ;;
     identity:*) echo 100000 ;;
     *:beam-python-flink) echo 100000 ;;
     *) echo 40000 ;;
