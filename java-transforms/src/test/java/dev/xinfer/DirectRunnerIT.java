@@ -96,6 +96,52 @@ public class DirectRunnerIT {
     assertEquals("threads that would keep the JVM alive: " + left, Collections.emptySet(), left);
   }
 
+  /**
+   * On the DirectRunner every pipeline of a JVM shares one SDK worker per Python environment: a
+   * second pipeline, with other stages (another batch size, another model id), runs on the worker
+   * the first started; before, each pipeline started one (about 2 s) and kept it for the JVM's
+   * life. The embedded Flink starts a worker per job and stops it with the job.
+   */
+  @Test
+  public void aSecondPipelineRunsOnTheSdkWorkerOfTheFirst() {
+    org.junit.Assume.assumeTrue(
+        "the SDK worker is shared across pipelines on the DirectRunner only",
+        p.getOptions().getRunner().getSimpleName().equals("DirectRunner"));
+    p.apply(Create.of(Digits.exampleRows(20)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+        .apply(RunInference.withModel(Digits.model().toString()));
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+    java.util.Set<Long> first = sdkWorkers();
+    org.apache.beam.sdk.Pipeline second = org.apache.beam.sdk.Pipeline.create(p.getOptions());
+    PCollection<Row> predictions =
+        second
+            .apply(Create.of(Digits.exampleRows(30)).withRowSchema(Digits.EXAMPLE_SCHEMA))
+            .apply(
+                RunInference.withModel(Model.of(Digits.model().toString()).withId("second"))
+                    .withMaxBatchSize(8));
+    PAssert.that(predictions)
+        .satisfies(Digits.matchesReference(30, Digits.MODEL_NAME, "second", false));
+    assertEquals(PipelineResult.State.DONE, second.run().waitUntilFinish());
+    assertEquals(1, first.size());
+    assertEquals(first, sdkWorkers());
+  }
+
+  /** The live Python SDK workers under this JVM (started by its worker pool). */
+  private static java.util.Set<Long> sdkWorkers() {
+    java.util.Set<Long> workers = new java.util.TreeSet<>();
+    ProcessHandle.current()
+        .descendants()
+        .filter(
+            process ->
+                process.isAlive()
+                    && process
+                        .info()
+                        .arguments()
+                        .map(a -> String.join(" ", a).contains("SdkHarness("))
+                        .orElse(false))
+        .forEach(process -> workers.add(process.pid()));
+    return workers;
+  }
+
   private static java.util.Set<Thread> nonDaemonThreads() {
     java.util.Set<Thread> threads = new java.util.HashSet<>();
     for (Thread thread : Thread.getAllStackTraces().keySet()) {

@@ -86,8 +86,12 @@ public class RunnerMatrixIT {
             () -> assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish()));
     assertEquals("listening beyond loopback: " + watch.seen(), Set.of(), watch.exposed());
     Set<String> opened = new HashSet<>(watch.seen().get(jvm));
-    opened.removeAll(before);
-    assertTrue("servers the run opened in this JVM: " + watch.seen(), opened.size() >= 3);
+    // On the DirectRunner every pipeline of the JVM shares one SDK worker and its Fn API servers,
+    // which an earlier pipeline may have opened: there, the servers listening during the run.
+    if (!p.getOptions().getRunner().getSimpleName().equals("DirectRunner")) {
+      opened.removeAll(before);
+    }
+    assertTrue("servers of the run in this JVM: " + watch.seen(), opened.size() >= 3);
     assertTrue(
         "the Python services' expansion service and worker pool: " + watch.seen(),
         watch.seen().entrySet().stream()

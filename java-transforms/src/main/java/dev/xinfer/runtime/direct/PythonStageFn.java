@@ -40,8 +40,15 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * external transforms, such as the DirectRunner, run the pipeline.
  */
 final class PythonStageFn extends DoFn<Object, Object> {
-  /** One job bundle factory (and so one SDK worker) per stage, shared by the DoFn's instances. */
-  private static final Map<String, JobBundleFactory> FACTORIES = new ConcurrentHashMap<>();
+  /**
+   * One job bundle factory (and so one SDK worker) per Python environment (the worker pool and its
+   * secret), shared by every stage of every pipeline this JVM runs: a JUnit class of TestPipelines
+   * starts one SDK worker, not one per test (it had: about 2 s and a Python process kept for the
+   * JVM's life each). The worker gets the first pipeline's options; xinfer's Python stages take
+   * what they need from their own payload.
+   */
+  private static final Map<RunnerApi.Environment, JobBundleFactory> FACTORIES =
+      new ConcurrentHashMap<>();
 
   private final String stageId;
   private final byte[] stagePayload;
@@ -50,6 +57,8 @@ final class PythonStageFn extends DoFn<Object, Object> {
   /** The output tag for each of the stage's output PCollections. */
   private final Map<String, String> tagByPCollectionId;
 
+  private transient RunnerApi.@Nullable Environment environment;
+  private transient @Nullable JobBundleFactory jobBundleFactory;
   private transient @Nullable StageBundleFactory stageBundleFactory;
   private transient @Nullable RemoteBundle bundle;
   private transient @Nullable FnDataReceiver<WindowedValue<?>> input;
@@ -75,16 +84,19 @@ final class PythonStageFn extends DoFn<Object, Object> {
     Struct options = Struct.parseFrom(pipelineOptions);
     JobBundleFactory factory =
         FACTORIES.computeIfAbsent(
-            stageId,
-            id -> {
+            stage.getEnvironment(),
+            environment -> {
               // Kept for the JVM's life (the next pipeline reuses its SDK worker), so its
               // threads must not keep the JVM from exiting.
               JobBundleFactory created =
                   BeamHooks.withDaemonThreads(
-                      LoopbackFnServers.jobBundleFactory(JobInfo.create(id, id, "", options)));
+                      LoopbackFnServers.jobBundleFactory(
+                          JobInfo.create(stageId, stageId, "", options)));
               Runtime.getRuntime().addShutdownHook(new Thread(() -> close(created)));
               return created;
             });
+    environment = stage.getEnvironment();
+    jobBundleFactory = factory;
     stageBundleFactory = factory.forStage(stage);
   }
 
@@ -142,6 +154,9 @@ final class PythonStageFn extends DoFn<Object, Object> {
       // Waits for the SDK worker to finish the bundle; a Python error fails it here.
       bundle.close();
     } catch (Exception e) {
+      // The shared SDK worker may be the cause (killed, out of memory): the next pipeline starts
+      // a new one. This pipeline's other bundles keep theirs; it is closed when the JVM exits.
+      FACTORIES.remove(environment, jobBundleFactory);
       String message = "The Python stage's bundle failed: " + e;
       String explained = PythonServices.withNotices(message, started, e);
       if (explained.equals(message)) {
