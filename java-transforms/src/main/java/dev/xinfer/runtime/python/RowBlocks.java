@@ -235,6 +235,11 @@ public final class RowBlocks {
     /** Per field of {@link #rest}, its index in the schema. */
     final int[] restFields;
 
+    /** Whole rows' coder (a block without tensors) and the rests' (a block with tensors). */
+    final RowCoder rowCoder;
+
+    final RowCoder restCoder;
+
     RowSplit(Schema schema, List<String> tensorFields) {
       this.schema = schema;
       this.tensors = new ArrayList<>();
@@ -259,6 +264,8 @@ public final class RowBlocks {
       }
       this.rest = rest.build();
       this.restFields = restFields.stream().mapToInt(Integer::intValue).toArray();
+      this.rowCoder = RowCoder.of(schema);
+      this.restCoder = RowCoder.of(this.rest);
     }
 
     /** The row without its tensor fields. */
@@ -276,8 +283,6 @@ public final class RowBlocks {
     private final RowSplit split;
     private final int maxRows;
     private transient @Nullable Map<BoundedWindow, Block> open;
-    private transient @Nullable RowCoder rowCoder;
-    private transient @Nullable RowCoder restCoder;
 
     /** Blocks of {@code schema} rows whose {@code tensorFields}, in order, become tensors. */
     public PackFn(Schema schema, List<String> tensorFields, int maxRows) {
@@ -307,7 +312,7 @@ public final class RowBlocks {
       if (block.count == maxRows) {
         blocks.remove(window);
         // A block's timestamp is its earliest row's, at most this row's: hence the skew.
-        out.outputWithTimestamp(toRow(block), block.earliest);
+        out.outputWithTimestamp(block.toRow(), block.earliest);
       }
     }
 
@@ -316,7 +321,7 @@ public final class RowBlocks {
       Map<BoundedWindow, Block> blocks = openBlocks();
       for (Map.Entry<BoundedWindow, Block> entry : blocks.entrySet()) {
         Block block = entry.getValue();
-        context.output(toRow(block), block.earliest, entry.getKey());
+        context.output(block.toRow(), block.earliest, entry.getKey());
       }
       blocks.clear();
     }
@@ -332,14 +337,6 @@ public final class RowBlocks {
         open = new HashMap<>();
       }
       return open;
-    }
-
-    private Row toRow(Block block) throws IOException {
-      if (rowCoder == null || restCoder == null) {
-        rowCoder = RowCoder.of(split.schema);
-        restCoder = RowCoder.of(split.rest);
-      }
-      return block.toRow(rowCoder, restCoder);
     }
   }
 
@@ -375,7 +372,7 @@ public final class RowBlocks {
     }
 
     /** The block: rows without their tensor fields beside the tensors, else whole rows. */
-    Row toRow(RowCoder rowCoder, RowCoder restCoder) throws IOException {
+    Row toRow() throws IOException {
       List<List<Long>> shapes = new ArrayList<>();
       List<byte[]> tensors = new ArrayList<>();
       ByteArrayOutputStream encoded = new ByteArrayOutputStream();
@@ -385,11 +382,11 @@ public final class RowBlocks {
           tensors.add(packer.bytes());
         }
         for (Row row : rows) {
-          restCoder.encode(split.restOf(row), encoded);
+          split.restCoder.encode(split.restOf(row), encoded);
         }
       } else {
         for (Row row : rows) {
-          rowCoder.encode(row, encoded);
+          split.rowCoder.encode(row, encoded);
         }
       }
       return Row.withSchema(IN)
@@ -544,8 +541,6 @@ public final class RowBlocks {
     private final int inputFields;
     private final List<Tensor> outputs = new ArrayList<>();
     private final int modelIdField;
-    private transient @Nullable RowCoder rowCoder;
-    private transient @Nullable RowCoder restCoder;
 
     /** Output Rows of {@code outputSchema} from blocks of {@code inputSchema} rows. */
     public UnpackFn(Schema inputSchema, List<String> tensorFields, Schema outputSchema) {
@@ -581,11 +576,7 @@ public final class RowBlocks {
           packed
               ? readers(block, INPUT_SHAPES, INPUT_TENSORS, split.tensors, count, "input")
               : List.of();
-      if (rowCoder == null || restCoder == null) {
-        rowCoder = RowCoder.of(split.schema);
-        restCoder = RowCoder.of(split.rest);
-      }
-      RowCoder coder = packed ? restCoder : rowCoder;
+      RowCoder coder = packed ? split.restCoder : split.rowCoder;
       InputStream rows = new ByteArrayInputStream(block.getBytes(ROWS));
       int nextSkipped = skipped.remaining() >= 4 ? skipped.getInt() : -1;
       @Nullable Object[] tensorValues = new Object[inputs.size()];

@@ -251,6 +251,13 @@ public class RowBlocksTest {
         .build();
   }
 
+  /** The output Rows UnpackFn makes of {@code block}, a block as Python returns it. */
+  private PCollection<Row> unpack(Row block) {
+    return p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
+        .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
+        .setRowSchema(OUTPUT);
+  }
+
   @Test
   public void outputTensorsBecomeTheOutputFieldsOfEachRowButTheSkipped() {
     Row block =
@@ -268,10 +275,7 @@ public class RowBlocksTest {
                             .putFloat(0.5f)
                             .putFloat(0.5f)),
                 bytes(32, b -> b.putDouble(1).putDouble(2).putDouble(3).putDouble(4))));
-    PCollection<Row> out =
-        p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
-            .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
-            .setRowSchema(OUTPUT);
+    PCollection<Row> out = unpack(block);
     PAssert.that(out)
         .containsInAnyOrder(
             Row.withSchema(OUTPUT)
@@ -315,10 +319,7 @@ public class RowBlocksTest {
                 in.getArray(RowBlocks.SHAPES),
                 in.getArray(RowBlocks.TENSORS))
             .build();
-    PCollection<Row> out =
-        p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
-            .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
-            .setRowSchema(OUTPUT);
+    PCollection<Row> out = unpack(block);
     PAssert.that(out)
         .containsInAnyOrder(
             Row.withSchema(OUTPUT)
@@ -365,9 +366,7 @@ public class RowBlocksTest {
     Row block =
         outputBlock(
             List.of(List.of(), List.of(2L)), List.of(bytes(24, b -> {}), bytes(24, b -> {})));
-    p.apply(Create.of(block).withRowSchema(RowBlocks.OUT))
-        .apply(ParDo.of(new RowBlocks.UnpackFn(DIGIT, TENSORS, OUTPUT)))
-        .setRowSchema(OUTPUT);
+    unpack(block);
     PipelineExecutionException e =
         assertThrows(PipelineExecutionException.class, () -> p.run().waitUntilFinish());
     assertTrue(
