@@ -1,9 +1,8 @@
 package dev.xinfer.runtime.python;
 
-import java.io.ByteArrayInputStream;
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
 import java.io.Serializable;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
@@ -375,7 +374,7 @@ public final class RowBlocks {
     Row toRow() throws IOException {
       List<List<Long>> shapes = new ArrayList<>();
       List<byte[]> tensors = new ArrayList<>();
-      ByteArrayOutputStream encoded = new ByteArrayOutputStream();
+      BytesOut encoded = new BytesOut(16 * count);
       if (packed) {
         for (Packer packer : packers) {
           shapes.add(packer.shape());
@@ -577,7 +576,7 @@ public final class RowBlocks {
               ? readers(block, INPUT_SHAPES, INPUT_TENSORS, split.tensors, count, "input")
               : List.of();
       RowCoder coder = packed ? split.restCoder : split.rowCoder;
-      InputStream rows = new ByteArrayInputStream(block.getBytes(ROWS));
+      InputStream rows = new BytesIn(block.getBytes(ROWS));
       int nextSkipped = skipped.remaining() >= 4 ? skipped.getInt() : -1;
       @Nullable Object[] tensorValues = new Object[inputs.size()];
       for (int i = 0; i < count; i++) {
@@ -711,9 +710,9 @@ public final class RowBlocks {
       }
       int n = Math.toIntExact(shapes[base + depth]);
       if (depth == tensor.rank - 1) {
-        byte[] values = new byte[n * tensor.bytes()];
-        data.get(values);
-        return new TensorList(tensor.element, values);
+        int offset = data.position();
+        data.position(offset + n * tensor.bytes());
+        return new TensorList(tensor.element, data.array(), offset, n);
       }
       List<Object> values = new ArrayList<>(n);
       for (int k = 0; k < n; k++) {
@@ -724,9 +723,10 @@ public final class RowBlocks {
   }
 
   /**
-   * One row's innermost array of a tensor as a read-only list: its own little-endian bytes, each
-   * number boxed when read. A Row holds it as the value of an array field; equal to any list of the
-   * same numbers, and Java-serialized as an {@link ArrayList}.
+   * One row's innermost array of a tensor as a read-only list over its part of the block's
+   * little-endian bytes (not copied), each number boxed when read. A Row holds it as the value of
+   * an array field; equal to any list of the same numbers, and Java-serialized as an {@link
+   * ArrayList} (its own values, not the block's).
    */
   static final class TensorList extends AbstractList<Object> implements RandomAccess, Serializable {
     private static final long serialVersionUID = 1L;
@@ -738,12 +738,16 @@ public final class RowBlocks {
 
     private final TypeName element;
     private final byte[] data;
+    private final int offset;
     private final int size;
 
-    TensorList(TypeName element, byte[] data) {
+    /** The {@code size} numbers of {@code data} from byte {@code offset}. */
+    TensorList(TypeName element, byte[] data, int offset, int size) {
+      Objects.checkFromIndexSize(offset, size * ELEMENT_BYTES.get(element), data.length);
       this.element = element;
       this.data = data;
-      this.size = data.length / ELEMENT_BYTES.get(element);
+      this.offset = offset;
+      this.size = size;
     }
 
     private static VarHandle view(Class<?> array) {
@@ -755,19 +759,19 @@ public final class RowBlocks {
       Objects.checkIndex(index, size);
       switch (element) {
         case FLOAT:
-          return (float) FLOATS.get(data, index << 2);
+          return (float) FLOATS.get(data, offset + (index << 2));
         case DOUBLE:
-          return (double) DOUBLES.get(data, index << 3);
+          return (double) DOUBLES.get(data, offset + (index << 3));
         case INT32:
-          return (int) INTS.get(data, index << 2);
+          return (int) INTS.get(data, offset + (index << 2));
         case INT64:
-          return (long) LONGS.get(data, index << 3);
+          return (long) LONGS.get(data, offset + (index << 3));
         case INT16:
-          return (short) SHORTS.get(data, index << 1);
+          return (short) SHORTS.get(data, offset + (index << 1));
         case BYTE:
-          return data[index];
+          return data[offset + index];
         default: // BOOLEAN
-          return data[index] != 0;
+          return data[offset + index] != 0;
       }
     }
 
@@ -778,6 +782,76 @@ public final class RowBlocks {
 
     private Object writeReplace() {
       return new ArrayList<>(this);
+    }
+  }
+
+  /**
+   * A growing byte array to encode rows into; unlike {@link java.io.ByteArrayOutputStream}, not
+   * synchronized (a coder writes a varint a byte at a time: a lock per byte).
+   */
+  static final class BytesOut extends OutputStream {
+    private byte[] bytes;
+    private int size;
+
+    BytesOut(int capacity) {
+      bytes = new byte[Math.max(capacity, 16)];
+    }
+
+    @Override
+    public void write(int b) {
+      if (size == bytes.length) {
+        bytes = java.util.Arrays.copyOf(bytes, 2 * bytes.length);
+      }
+      bytes[size++] = (byte) b;
+    }
+
+    @Override
+    public void write(byte[] b, int off, int len) {
+      Objects.checkFromIndexSize(off, len, b.length);
+      if (size + len > bytes.length) {
+        bytes = java.util.Arrays.copyOf(bytes, Math.max(2 * bytes.length, size + len));
+      }
+      System.arraycopy(b, off, bytes, size, len);
+      size += len;
+    }
+
+    byte[] toByteArray() {
+      return java.util.Arrays.copyOf(bytes, size);
+    }
+  }
+
+  /** Reads a byte array; unlike {@link java.io.ByteArrayInputStream}, not synchronized. */
+  static final class BytesIn extends InputStream {
+    private final byte[] bytes;
+    private int position;
+
+    BytesIn(byte[] bytes) {
+      this.bytes = bytes;
+    }
+
+    @Override
+    public int read() {
+      return position < bytes.length ? bytes[position++] & 0xff : -1;
+    }
+
+    @Override
+    public int read(byte[] b, int off, int len) {
+      Objects.checkFromIndexSize(off, len, b.length);
+      if (len == 0) {
+        return 0;
+      }
+      if (position >= bytes.length) {
+        return -1;
+      }
+      int n = Math.min(len, bytes.length - position);
+      System.arraycopy(bytes, position, b, off, n);
+      position += n;
+      return n;
+    }
+
+    @Override
+    public int available() {
+      return bytes.length - position;
     }
   }
 

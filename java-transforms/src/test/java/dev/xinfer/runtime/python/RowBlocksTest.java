@@ -335,22 +335,40 @@ public class RowBlocksTest {
 
   @Test
   public void aTensorListIsAReadOnlyListOfItsNumbers() throws Exception {
-    RowBlocks.TensorList floats =
-        new RowBlocks.TensorList(
-            Schema.TypeName.FLOAT, bytes(8, b -> b.putFloat(1.5f).putFloat(-2f)));
+    // Two rows' floats in one block's bytes: each list sees its own part.
+    byte[] block = bytes(16, b -> b.putFloat(9f).putFloat(1.5f).putFloat(-2f).putFloat(7f));
+    RowBlocks.TensorList floats = new RowBlocks.TensorList(Schema.TypeName.FLOAT, block, 4, 2);
     assertEquals(List.of(1.5f, -2f), floats);
+    assertEquals(List.of(9f), new RowBlocks.TensorList(Schema.TypeName.FLOAT, block, 0, 1));
     assertEquals(List.of(1.5f, -2f), new ArrayList<>(floats));
     assertEquals(List.of(1.5f, -2f).hashCode(), floats.hashCode());
+    assertEquals(List.of(), new RowBlocks.TensorList(Schema.TypeName.FLOAT, block, 16, 0));
     assertEquals(
-        List.of(true, false), new RowBlocks.TensorList(Schema.TypeName.BOOLEAN, new byte[] {1, 0}));
+        List.of(false),
+        new RowBlocks.TensorList(Schema.TypeName.BOOLEAN, new byte[] {1, 0, 1}, 1, 1));
     assertEquals(
-        List.of(3L), new RowBlocks.TensorList(Schema.TypeName.INT64, bytes(8, b -> b.putLong(3))));
+        List.of(3L),
+        new RowBlocks.TensorList(Schema.TypeName.INT64, bytes(8, b -> b.putLong(3)), 0, 1));
     assertEquals(
         List.of((short) -4),
-        new RowBlocks.TensorList(Schema.TypeName.INT16, bytes(2, b -> b.putShort((short) -4))));
+        new RowBlocks.TensorList(
+            Schema.TypeName.INT16,
+            bytes(4, b -> b.putShort((short) 1).putShort((short) -4)),
+            2,
+            1));
+    assertEquals(
+        List.of(2.5),
+        new RowBlocks.TensorList(
+            Schema.TypeName.DOUBLE, bytes(16, b -> b.putDouble(1).putDouble(2.5)), 8, 1));
     assertThrows(UnsupportedOperationException.class, () -> floats.set(0, 1f));
     assertThrows(IndexOutOfBoundsException.class, () -> floats.get(2));
-    // Java serialization (a Row is Serializable) gives a plain list of the same numbers.
+    assertThrows(IndexOutOfBoundsException.class, () -> floats.get(-1));
+    // A list past the block's end is refused when made, not when read.
+    assertThrows(
+        IndexOutOfBoundsException.class,
+        () -> new RowBlocks.TensorList(Schema.TypeName.FLOAT, block, 12, 2));
+    // Java serialization (a Row is Serializable) gives a plain list of the same numbers, not the
+    // block's other rows.
     java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
     try (java.io.ObjectOutputStream out = new java.io.ObjectOutputStream(bytes)) {
       out.writeObject(floats);
@@ -359,6 +377,26 @@ public class RowBlocksTest {
         new java.io.ObjectInputStream(new java.io.ByteArrayInputStream(bytes.toByteArray()))) {
       assertEquals(new ArrayList<>(List.of(1.5f, -2f)), read.readObject());
     }
+  }
+
+  @Test
+  public void rowsEncodedIntoBytesOutDecodeFromBytesIn() throws Exception {
+    Schema schema = Schema.builder().addInt64Field("id").addStringField("name").build();
+    org.apache.beam.sdk.coders.RowCoder coder = org.apache.beam.sdk.coders.RowCoder.of(schema);
+    RowBlocks.BytesOut out = new RowBlocks.BytesOut(1); // grows past its first 16 bytes
+    List<Row> rows = new ArrayList<>();
+    for (long i = 0; i < 100; i++) {
+      rows.add(Row.withSchema(schema).addValues(i * 1_000_003, "row " + i).build());
+      coder.encode(rows.get(rows.size() - 1), out);
+    }
+    RowBlocks.BytesIn in = new RowBlocks.BytesIn(out.toByteArray());
+    for (Row row : rows) {
+      assertEquals(row, coder.decode(in));
+    }
+    assertEquals(0, in.available());
+    assertEquals(-1, in.read());
+    assertEquals(-1, in.read(new byte[4], 0, 4));
+    assertEquals(0, in.read(new byte[4], 0, 0));
   }
 
   @Test
