@@ -26,6 +26,7 @@ DOC = ROOT / 'docs' / 'deploy.md'
 
 NODE_POOL = 'XINFER_NODE_WORKER_POOL'
 NODE_POOL_SECRET_FILE = 'XINFER_NODE_WORKER_POOL_SECRET_FILE'
+NODE_SLOTS = 'XINFER_NODE_SLOTS'
 POOL_COMMAND = 'xinfer-worker-pool'
 LOOPBACK = '127.0.0.1'
 
@@ -94,6 +95,12 @@ def _node_env_problems(env, flags, where):
         f'{env.get(NODE_POOL_SECRET_FILE)!r}, not the pool\'s --secret-file '
         f'{flags.secret_file!r}: the pool starts workers only for requests '
         'that carry its secret')
+  slots = str(env.get(NODE_SLOTS, ''))
+  if not slots.isdigit() or int(slots) < 1:
+    problems.append(
+        f'{where}: {NODE_SLOTS} is {env.get(NODE_SLOTS)!r}, not the node\'s '
+        'task slots (executor cores): without it the node runs one SDK worker '
+        'for all its slots, one core of Python')
   return problems
 
 
@@ -297,6 +304,14 @@ def flink_problems(doc, secret_name, secret_key):
           f'{where}: {role}.resource needs memory and cpu (the operator '
           'sizes the pods from them)')
   template = ((spec.get('taskManager') or {}).get('podTemplate') or {})
+  main = [
+      c for c in ((template.get('spec') or {}).get('containers') or [])
+      if c.get('name') == 'flink-main-container'
+  ]
+  if main and slots.isdigit() and _env(main[0]).get(NODE_SLOTS) != slots:
+    problems.append(
+        f'{where}: {NODE_SLOTS} is {_env(main[0]).get(NODE_SLOTS)!r}, not '
+        f'taskmanager.numberOfTaskSlots {slots!r}: one SDK worker per slot')
   problems += pod_problems(
       template.get('spec') or {}, 'flink-main-container',
       f'{where}: taskManager.podTemplate', secret_name, secret_key)
@@ -428,13 +443,16 @@ def test_the_standalone_pool_and_taskmanager_name_the_same_pool():
 
 
 def test_the_variables_are_the_ones_java_reads():
-  java = (ROOT / 'java-transforms' / 'src' / 'main' / 'java' / 'dev' /
-          'xinfer' / 'runtime' /
-          'BoundedExternalEnvironmentFactory.java').read_text(encoding='utf-8')
-  for name in (NODE_POOL, NODE_POOL_SECRET_FILE):
+  runtime = (ROOT / 'java-transforms' / 'src' / 'main' / 'java' / 'dev' /
+             'xinfer' / 'runtime')
+  for name, reader in ((NODE_POOL, 'BoundedExternalEnvironmentFactory'),
+                       (NODE_POOL_SECRET_FILE,
+                        'BoundedExternalEnvironmentFactory'),
+                       (NODE_SLOTS, 'LoopbackFnServers')):
+    java = (runtime / f'{reader}.java').read_text(encoding='utf-8')
     assert f'"{name}"' in java, (
-        f'BoundedExternalEnvironmentFactory no longer reads {name}: the '
-        'manifests and docs/deploy.md set it on every TaskManager')
+        f'{reader} no longer reads {name}: the manifests and docs/deploy.md '
+        'set it on every TaskManager')
 
 
 def test_the_guide_names_every_manifest_and_the_readme_links_it():
@@ -517,6 +535,19 @@ def _no_slots(doc):
   del doc['spec']['flinkConfiguration']['taskmanager.numberOfTaskSlots']
 
 
+def _slots_not_the_nodes(doc):
+  containers, _ = _taskmanager(doc)
+  for e in containers['flink-main-container']['env']:
+    if e['name'] == NODE_SLOTS:
+      e['value'] = '4'
+
+
+def _no_node_slots(doc):
+  containers, _ = _taskmanager(doc)
+  env = containers['flink-main-container']['env']
+  env[:] = [e for e in env if e['name'] != NODE_SLOTS]
+
+
 def _region_failover(doc):
   doc['spec']['flinkConfiguration'][
       'jobmanager.execution.failover-strategy'] = 'region'
@@ -534,6 +565,8 @@ def _region_failover(doc):
     (_flink_1_18, "flinkVersion is 'v1_18'"),
     (_no_slots, 'taskmanager.numberOfTaskSlots is not set'),
     (_region_failover, "failover-strategy is 'region'"),
+    (_slots_not_the_nodes, "XINFER_NODE_SLOTS is '4', not"),
+    (_no_node_slots, 'XINFER_NODE_SLOTS is None'),
 ])
 def test_a_broken_flink_deployment_is_reported(flink_doc, secret_ref, breaks,
                                                reported):

@@ -172,6 +172,7 @@ flink_taskmanager() {  # DIR CLASSPATH NODE
   # shellcheck disable=SC2086
   start_daemon "taskmanager$sfx" "$dir/taskmanager$sfx.pid" "$dir/taskmanager$sfx.out" \
     env XINFER_NODE_WORKER_POOL="127.0.0.1:$pool" XINFER_NODE_WORKER_POOL_SECRET_FILE="$dir/pool$sfx.secret" \
+    XINFER_NODE_SLOTS="$slots" \
     java ${tm[0]} "@$ROOT/runners-config/java17.args" -Dlog4j.configurationFile="file:$dir/conf/log4j.properties" \
     -Dlog.file="$dir/taskmanager$sfx.log" \
     -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]} \
@@ -304,44 +305,93 @@ spark_auth() (  # a subshell: the umask stays in it
     "$(cat "$auth/secret")" > "$auth/spark.conf"
 )
 
-spark_up() {
+# Spark's nodes: worker k (1..N) with --cores C, its own Python worker pool on port
+# POOL+100*(k-1) and own secret, and XINFER_NODE_WORKER_POOL / XINFER_NODE_SLOTS in its environment
+# (its executors inherit it), so that the executors on each node run their Python stages on that
+# node's pool, one SDK worker per core. Node 1's files are worker.*, worker-pool.*, pool.secret;
+# node k's worker-k.*, worker-pool-k.*, pool-k.secret. $dir/nodes holds "N CORES".
+spark_node_procs() {  # DIR: the pid-file names of every node's processes
+  local k sfx
+  for k in $(seq 1 "$(flink_nodes "$1")"); do
+    sfx=$([ "$k" = 1 ] || echo "-$k")
+    echo "worker$sfx worker-pool$sfx"
+  done
+}
+
+spark_worker() {  # DIR CLASSPATH NODE CORES
+  local dir=$1 cp=$2 k=$3 cores=$4 sfx pool port="${XINFER_SPARK_PORT:-7077}"
+  sfx=$([ "$k" = 1 ] || echo "-$k")
+  pool=$(( ${XINFER_SPARK_POOL_PORT:-50001} + 100 * (k - 1) ))
+  start_worker_pool "$dir" "$pool" "$([ "$k" = 1 ] || echo "$k")"
+  mkdir -p "$dir/work$sfx"
+  start_daemon "worker$sfx" "$dir/worker$sfx.pid" "$dir/worker$sfx.log" \
+    env SPARK_HOME="$dir/home" SPARK_SCALA_VERSION=2.12 SPARK_LOCAL_IP=127.0.0.1 SPARK_NO_DAEMONIZE=1 \
+    XINFER_NODE_WORKER_POOL="127.0.0.1:$pool" XINFER_NODE_WORKER_POOL_SECRET_FILE="$dir/pool$sfx.secret" \
+    XINFER_NODE_SLOTS="$cores" \
+    java -Xmx512m -Dlog4j.configuration="file:$dir/home/conf/log4j.properties" -cp "$dir/home/conf:$cp" \
+    org.apache.spark.deploy.worker.Worker "spark://127.0.0.1:$port" --host 127.0.0.1 \
+    --properties-file "$dir/auth/spark.conf" \
+    --webui-port "$(( ${XINFER_SPARK_WORKER_UI_PORT:-8083} + k - 1 ))" --cores "$cores" --memory 3g \
+    --work-dir "$dir/work$sfx"
+}
+
+spark_up() {  # [--workers N] [--cores C]
   local dir="$CLUSTERS/spark" port="${XINFER_SPARK_PORT:-7077}" pool="${XINFER_SPARK_POOL_PORT:-50001}"
-  if cluster_is_up spark "$dir" "$port" master worker worker-pool; then
-    note "spark already up: spark://127.0.0.1:$port, Python worker pool 127.0.0.1:$pool"; return
+  local nodes="" cores="" k
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --workers) nodes="${2:?--workers needs a number}"; shift 2 ;;
+      --workers=*) nodes="${1#*=}"; shift ;;
+      --cores) cores="${2:?--cores needs a number}"; shift 2 ;;
+      --cores=*) cores="${1#*=}"; shift ;;
+      *) die "unknown flag '$1' for cluster up spark; use --workers N and --cores C." ;;
+    esac
+  done
+  [[ "${nodes:-1}" =~ ^[1-9]$ ]] || die "--workers takes 1 to 9 (one machine), not '$nodes'."
+  [[ "${cores:-2}" =~ ^[1-9][0-9]?$ ]] || die "--cores takes a positive number, not '$cores'."
+  # shellcheck disable=SC2046
+  if cluster_is_up spark "$dir" "$port" master $(spark_node_procs "$dir"); then
+    if [ -n "$nodes$cores" ] && [ "${nodes:-1} ${cores:-2}" != "$(cat "$dir/nodes" 2>/dev/null || echo "1 2")" ]; then
+      die "spark is up with $(flink_nodes "$dir") worker(s) of $(cut -d' ' -f2 "$dir/nodes" 2>/dev/null || echo 2) cores; ./xinfer cluster down spark first to start another shape."
+    fi
+    note "spark already up: spark://127.0.0.1:$port, $(flink_nodes "$dir") worker(s), Python worker pool 127.0.0.1:$pool"; return
   fi
-  cluster_ports_free "XINFER_SPARK_PORT / XINFER_SPARK_POOL_PORT" "$port" "$pool"
-  step "Starting a Spark $(sed -n 's:.*<spark.version>\(.*\)</spark.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (master + worker JVMs) and a Python worker pool beside it"
+  local ports=("$port")
+  for k in $(seq 1 "${nodes:-1}"); do ports+=($((pool + 100 * (k - 1)))); done
+  cluster_ports_free "XINFER_SPARK_PORT / XINFER_SPARK_POOL_PORT" "${ports[@]}"
+  step "Starting a Spark $(sed -n 's:.*<spark.version>\(.*\)</spark.version>.*:\1:p' "$ROOT/pom.xml") standalone cluster (master and ${nodes:-1} worker JVM(s), ${cores:-2} cores each) and a Python worker pool beside each worker"
   local cp; cp=$(cluster_classpath spark) || exit $?
   # The worker starts executors from SPARK_HOME/jars: link the cluster's jars there.
-  rm -rf "$dir/home" && mkdir -p "$dir/home/jars" "$dir/home/conf" "$dir/work"
+  rm -rf "$dir/home" && mkdir -p "$dir/home/jars" "$dir/home/conf"
+  echo "${nodes:-1} ${cores:-2}" > "$dir/nodes"
   local jar
   while IFS= read -r jar; do ln -s "$jar" "$dir/home/jars/"; done < <(tr ':' '\n' <<< "$cp")
   cp "$ROOT/runners-config/clusters/spark/log4j.properties" "$dir/home/conf/"
   spark_auth "$dir" || exit 2
-  local env=(env SPARK_HOME="$dir/home" SPARK_SCALA_VERSION=2.12 SPARK_LOCAL_IP=127.0.0.1 SPARK_NO_DAEMONIZE=1)
-  start_daemon master "$dir/master.pid" "$dir/master.log" "${env[@]}" \
+  local logged=0
+  start_daemon master "$dir/master.pid" "$dir/master.log" \
+    env SPARK_HOME="$dir/home" SPARK_SCALA_VERSION=2.12 SPARK_LOCAL_IP=127.0.0.1 SPARK_NO_DAEMONIZE=1 \
     java -Xmx512m -Dlog4j.configuration="file:$dir/home/conf/log4j.properties" -cp "$dir/home/conf:$cp" \
     org.apache.spark.deploy.master.Master --host 127.0.0.1 --port "$port" --webui-port "${XINFER_SPARK_UI_PORT:-8082}" \
     --properties-file "$dir/auth/spark.conf"
   wait_for_port "$port" 90 "Spark's master" "$dir/master.log"
-  start_daemon worker "$dir/worker.pid" "$dir/worker.log" "${env[@]}" \
-    java -Xmx512m -Dlog4j.configuration="file:$dir/home/conf/log4j.properties" -cp "$dir/home/conf:$cp" \
-    org.apache.spark.deploy.worker.Worker "spark://127.0.0.1:$port" --host 127.0.0.1 \
-    --properties-file "$dir/auth/spark.conf" \
-    --webui-port "${XINFER_SPARK_WORKER_UI_PORT:-8083}" --cores 2 --memory 3g --work-dir "$dir/work"
-  start_worker_pool "$dir" "$pool"
+  logged=$(grep -c "Registering worker" "$dir/master.log" 2>/dev/null || true)
+  for k in $(seq 1 "${nodes:-1}"); do spark_worker "$dir" "$cp" "$k" "${cores:-2}"; done
   local deadline=$((SECONDS + 90))
-  until grep -q "Registered worker\|Registering worker" "$dir/master.log" 2>/dev/null; do
-    [ $SECONDS -ge $deadline ] && die "no Spark worker registered with the master within 90 s; see $dir/worker.log."
+  until [ "$(grep -c "Registering worker" "$dir/master.log" 2>/dev/null || true)" -ge $((logged + ${nodes:-1})) ]; do
+    [ $SECONDS -ge $deadline ] && die "not every Spark worker registered with the master within 90 s; see $dir/worker*.log."
     sleep 1
   done
-  note "spark up: --sparkMaster=spark://127.0.0.1:$port --xinferSparkSecretFile=$dir/auth/secret, worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret"
+  note "spark up: --sparkMaster=spark://127.0.0.1:$port --xinferSparkSecretFile=$dir/auth/secret, worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret${nodes:+ (the executors of each of the $nodes workers run their Python stages on its own pool, from port $pool up by 100)}"
 }
 
 spark_down() {
-  cluster_stop "Python worker pool" "$CLUSTERS/spark/worker-pool.pid"
-  cluster_stop worker "$CLUSTERS/spark/worker.pid"
-  cluster_stop master "$CLUSTERS/spark/master.pid"
+  local dir="$CLUSTERS/spark" proc
+  for proc in $(spark_node_procs "$dir"); do
+    cluster_stop "$proc" "$dir/$proc.pid"
+  done
+  cluster_stop master "$dir/master.pid"
+  rm -f "$dir/nodes"
 }
 
 # Starts Kafka for this command if it is not up, and stops it when the command ends.
@@ -354,27 +404,32 @@ with_kafka() {
   CLEANUP+=('cluster_stop kafka "$CLUSTERS/kafka/kafka.pid"')
 }
 
-# with_cluster NAME PORT WHERE PROC...: starts cluster NAME for this command if it is not up
-# (cluster_is_up), and stops it when the command ends; a cluster already up is used and left up.
+# with_cluster NAME PORT WHERE PROC... -- [SHAPE...]: starts cluster NAME (NAME_up SHAPE...) for
+# this command if it is not up (cluster_is_up), and stops it when the command ends; a cluster
+# already up is used and left up, if it has the SHAPE asked for (NAME_up says so, or stops).
 with_cluster() {
-  local name=$1 port=$2 where=$3; shift 3
-  if cluster_is_up "$name" "$CLUSTERS/$name" "$port" "$@"; then
+  local name=$1 port=$2 where=$3 procs=() ; shift 3
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do procs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  if cluster_is_up "$name" "$CLUSTERS/$name" "$port" "${procs[@]}"; then
+    [ $# -eq 0 ] || "${name}_up" "$@"
     note "using the running $where"
     return
   fi
-  "${name}_up"
+  "${name}_up" "$@"
   CLEANUP+=("${name}_down")
 }
 
-with_spark() {
+with_spark() {  # [--workers N] [--cores C]: the shape this command needs
   local port="${XINFER_SPARK_PORT:-7077}"
-  with_cluster spark "$port" "Spark cluster on spark://127.0.0.1:$port" master worker worker-pool
+  # shellcheck disable=SC2046
+  with_cluster spark "$port" "Spark cluster on spark://127.0.0.1:$port" master $(spark_node_procs "$CLUSTERS/spark") -- "$@"
 }
 
-with_flink() {
+with_flink() {  # [--taskmanagers N] [--slots S]: the shape this command needs
   local port="${XINFER_FLINK_REST_PORT:-8081}"
   # shellcheck disable=SC2046
-  with_cluster flink "$port" "Flink cluster on 127.0.0.1:$port" jobmanager $(flink_node_procs "$CLUSTERS/flink")
+  with_cluster flink "$port" "Flink cluster on 127.0.0.1:$port" jobmanager $(flink_node_procs "$CLUSTERS/flink") -- "$@"
   # A running cluster's jobs load the xinfer just built.
   flink_job_runtime "$CLUSTERS/flink"
 }
@@ -401,7 +456,7 @@ cluster() {
     down:kafka) cluster_stop kafka "$CLUSTERS/kafka/kafka.pid" ;;
     up:flink) check_tools; setup_python; setup_java; flink_up "${@:3}" ;;
     down:flink) flink_down ;;
-    up:spark) check_tools; setup_python; spark_up ;;
+    up:spark) check_tools; setup_python; spark_up "${@:3}" ;;
     down:spark) spark_down ;;
     status:*)
       local pidfile
@@ -410,6 +465,6 @@ cluster() {
         if cluster_pid_alive "$pidfile"; then note "$(basename "$(dirname "$pidfile")")/$(basename "$pidfile" .pid): up (pid $(cat "$pidfile"))"
         else note "$(basename "$(dirname "$pidfile")")/$(basename "$pidfile" .pid): down"; fi
       done ;;
-    *) die "usage: ./xinfer cluster up|down|status kafka|flink|spark (up flink: [--taskmanagers N] [--slots S])" ;;
+    *) die "usage: ./xinfer cluster up|down|status kafka|flink|spark (up flink: [--taskmanagers N] [--slots S]; up spark: [--workers N] [--cores C])" ;;
   esac
 }

@@ -19,11 +19,13 @@ import org.apache.beam.runners.fnexecution.environment.ProcessEnvironmentFactory
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.transforms.SerializableFunction;
 import org.apache.beam.sdk.util.construction.BeamUrns;
 import org.apache.beam.sdk.util.construction.Environments;
 import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
 import org.apache.beam.sdk.util.construction.graph.ExecutableStage;
+import org.apache.beam.vendor.grpc.v1p60p1.com.google.protobuf.Value;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -169,6 +171,58 @@ public final class LoopbackFnServers {
     return new Context(jobInfo);
   }
 
+  /** The variable giving the number of task slots (Spark: cores) of the node this JVM runs on. */
+  static final String NODE_SLOTS = "XINFER_NODE_SLOTS";
+
+  /** The key of {@code --sdkWorkerParallelism} in a job's options. */
+  public static final String SDK_WORKER_PARALLELISM = "beam:option:sdk_worker_parallelism:v1";
+
+  private static volatile boolean nodeWorkersLogged;
+
+  /**
+   * {@code jobInfo} with one Python SDK worker per task slot of this node ({@code
+   * --sdkWorkerParallelism} the node's {@value #NODE_SLOTS}, as {@code ./xinfer cluster up} sets it
+   * for each TaskManager and Spark worker), unless the job names {@code --sdkWorkerParallelism}:
+   * Beam's default, one worker per node, would run every slot's Python work on one process (one
+   * core). Unchanged where the node does not say its slots (an embedded engine).
+   */
+  static JobInfo withNodeSdkWorkers(JobInfo jobInfo, @Nullable String nodeSlots) {
+    if (nodeSlots == null
+        || nodeSlots.isEmpty()
+        || jobInfo.pipelineOptions().containsFields(SDK_WORKER_PARALLELISM)) {
+      return jobInfo;
+    }
+    int slots;
+    try {
+      slots = Integer.parseInt(nodeSlots.trim());
+    } catch (NumberFormatException e) {
+      slots = 0;
+    }
+    if (slots < 1) {
+      throw new IllegalStateException(
+          NODE_SLOTS
+              + "='"
+              + nodeSlots
+              + "' in this node's environment is not a number of task slots: set it to the"
+              + " node's slots (a positive number), or unset it for one Python worker per node");
+    }
+    if (!nodeWorkersLogged) {
+      nodeWorkersLogged = true;
+      LOG.info(
+          "xinfer: {} Python SDK worker(s) per Python environment on this node, one per task slot"
+              + " ({}; --sdkWorkerParallelism sets another number)",
+          slots,
+          NODE_SLOTS);
+    }
+    return JobInfo.create(
+        jobInfo.jobId(),
+        jobInfo.jobName(),
+        jobInfo.retrievalToken(),
+        jobInfo.pipelineOptions().toBuilder()
+            .putFields(SDK_WORKER_PARALLELISM, Value.newBuilder().setNumberValue(slots).build())
+            .build());
+  }
+
   /** A job bundle factory whose EXTERNAL environments serve on loopback (Beam's providers else). */
   public static JobBundleFactory jobBundleFactory(JobInfo jobInfo) {
     PipelineOptions options = PipelineOptionsTranslation.fromProto(jobInfo.pipelineOptions());
@@ -189,20 +243,61 @@ public final class LoopbackFnServers {
   }
 
   /**
-   * A stage context over a job bundle factory, as Beam's default one, that stops handing out a
-   * factory once this JVM's worker pool reports that a worker died (Beam's factory keeps a dead
-   * worker's environment cached, so a retried task, which Spark runs in the same context, would get
-   * the dead worker again). The retired factories close with the context.
+   * The Python SDK workers per environment that a job's stage context runs in this JVM: {@code
+   * --sdkWorkerParallelism} (as the node sets it, {@link #withNodeSdkWorkers}; 0 is Beam's "the
+   * cores but one").
+   */
+  static int sdkWorkers(JobInfo jobInfo) {
+    int workers =
+        PipelineOptionsTranslation.fromProto(jobInfo.pipelineOptions())
+            .as(PortablePipelineOptions.class)
+            .getSdkWorkerParallelism();
+    return workers > 0 ? workers : Math.max(Runtime.getRuntime().availableProcessors() - 1, 1);
+  }
+
+  /** {@code jobInfo} with one SDK worker per environment. */
+  private static JobInfo oneSdkWorker(JobInfo jobInfo) {
+    return JobInfo.create(
+        jobInfo.jobId(),
+        jobInfo.jobName(),
+        jobInfo.retrievalToken(),
+        jobInfo.pipelineOptions().toBuilder()
+            .putFields(SDK_WORKER_PARALLELISM, Value.newBuilder().setNumberValue(1).build())
+            .build());
+  }
+
+  /**
+   * A stage context, as Beam's default one, over one job bundle factory per SDK worker: the tasks
+   * of a stage take the workers in turn, per environment, so that a node's N Python tasks run on
+   * its N workers (Beam's one factory of N workers hands them out in turn over every stage, Java
+   * stages too, so two Python tasks could share a worker while another idles).
+   *
+   * <p>It stops handing out its factories once this JVM's worker pool reports that a worker died
+   * (Beam's factory keeps a dead worker's environment cached, so a retried task, which Spark runs
+   * in the same context, would get the dead worker again). The retired factories close with the
+   * context.
    */
   private static final class Context implements ExecutableStageContext, AutoCloseable {
     private final JobInfo jobInfo;
+    private final int workers;
     private final java.util.List<JobBundleFactory> retired = new java.util.ArrayList<>();
-    private JobBundleFactory jobBundleFactory;
+    private final Map<RunnerApi.Environment, Integer> turns = new java.util.HashMap<>();
+    private java.util.List<JobBundleFactory> factories;
     private long since = System.nanoTime();
 
     Context(JobInfo jobInfo) {
-      this.jobInfo = jobInfo;
-      this.jobBundleFactory = jobBundleFactory(jobInfo);
+      JobInfo onNode = withNodeSdkWorkers(jobInfo, System.getenv(NODE_SLOTS));
+      this.workers = sdkWorkers(onNode);
+      this.jobInfo = oneSdkWorker(onNode);
+      this.factories = newFactories();
+    }
+
+    private java.util.List<JobBundleFactory> newFactories() {
+      java.util.List<JobBundleFactory> made = new java.util.ArrayList<>();
+      for (int i = 0; i < workers; i++) {
+        made.add(jobBundleFactory(jobInfo));
+      }
+      return made;
     }
 
     @Override
@@ -214,19 +309,21 @@ public final class LoopbackFnServers {
               "xinfer: a Python SDK worker of job {} died; its next tasks get new workers ({})",
               jobInfo.jobName(),
               notice);
-          retired.add(jobBundleFactory);
-          jobBundleFactory = jobBundleFactory(jobInfo);
+          retired.addAll(factories);
+          factories = newFactories();
           break;
         }
       }
       since = now;
-      return jobBundleFactory.forStage(executableStage);
+      int turn = turns.merge(executableStage.getEnvironment(), 1, Integer::sum) - 1;
+      return factories.get(turn % factories.size()).forStage(executableStage);
     }
 
     @Override
     public synchronized void close() throws Exception {
       Exception failure = null;
-      retired.add(jobBundleFactory);
+      retired.addAll(factories);
+      factories = java.util.List.of();
       for (JobBundleFactory factory : retired) {
         try {
           factory.close();

@@ -43,6 +43,32 @@ public final class Clusters {
     return pids;
   }
 
+  /** The cluster's nodes (TaskManagers, Spark workers), as {@code ./xinfer cluster up} wrote. */
+  public static int nodes(String name) {
+    Path nodes = dir(name).resolve("nodes");
+    try {
+      return Files.exists(nodes)
+          ? Integer.parseInt(
+              Files.readString(nodes, StandardCharsets.US_ASCII).trim().split(" ")[0])
+          : 1;
+    } catch (IOException e) {
+      throw new UncheckedIOException("cannot read " + nodes, e);
+    }
+  }
+
+  /**
+   * How many SDK workers node {@code node} (1, 2...) of the cluster's Python worker pools has
+   * started so far, from its log.
+   */
+  public static long sdkWorkersStarted(String name, int node) {
+    Path log = dir(name).resolve(node == 1 ? "worker-pool.log" : "worker-pool-" + node + ".log");
+    try (java.util.stream.Stream<String> lines = Files.lines(log, StandardCharsets.UTF_8)) {
+      return lines.filter(line -> line.contains(" INFO Starting SDK worker ")).count();
+    } catch (IOException e) {
+      throw new UncheckedIOException("cannot read node " + node + "'s worker pool log " + log, e);
+    }
+  }
+
   /** The addresses seen in {@code after} and not in {@code before}, over all processes. */
   public static Set<String> opened(Map<Long, Set<String>> before, Map<Long, Set<String>> after) {
     Set<String> opened = new HashSet<>();

@@ -26,6 +26,7 @@ import org.apache.beam.sdk.transforms.Flatten;
 import org.apache.beam.sdk.transforms.MapElements;
 import org.apache.beam.sdk.transforms.PTransform;
 import org.apache.beam.sdk.transforms.ParDo;
+import org.apache.beam.sdk.transforms.Reshuffle;
 import org.apache.beam.sdk.transforms.Values;
 import org.apache.beam.sdk.transforms.WithFailures;
 import org.apache.beam.sdk.values.KV;
@@ -109,6 +110,9 @@ public final class DigitsPipeline {
       pipeline
           .apply("ReadExamples", TextIO.read().from(options.getInput()))
           .apply("ParseExamples", new ParseExamples())
+          // One task reads a small file; spread its examples over the job's parallel tasks, so
+          // that every slot of every node runs inference.
+          .apply("Spread", Reshuffle.viaRandomKey())
           .apply("Predict", predict(options))
           .apply("Format", MapElements.into(TypeDescriptors.strings()).via(DigitsPipeline::format))
           .apply("WritePredictions", TextIO.write().to(options.getOutput()).withSuffix(".csv"));

@@ -20,7 +20,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.KeyStore;
 import java.util.HashSet;
+import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 import javax.net.ssl.HttpsURLConnection;
 import javax.net.ssl.KeyManager;
 import javax.net.ssl.KeyManagerFactory;
@@ -49,6 +51,10 @@ public class FlinkClusterIT {
   @Rule public final TemporaryFolder tmp = new TemporaryFolder();
 
   private static String[] clusterFlags(String... more) {
+    return clusterFlags(2, more);
+  }
+
+  private static String[] clusterFlags(int parallelism, String... more) {
     String master = System.getProperty("xinfer.flink.master", "127.0.0.1:8081");
     String pool = System.getProperty("xinfer.flink.pool", "127.0.0.1:50000");
     String secret = Clusters.poolSecret("flink");
@@ -57,7 +63,7 @@ public class FlinkClusterIT {
     flags[1] = "--flinkConfDir=" + Clusters.dir("flink").resolve("client-conf");
     flags[2] = "--xinferWorkerPool=" + pool;
     flags[3] = "--xinferWorkerPoolSecretFile=" + secret;
-    flags[4] = "--parallelism=2";
+    flags[4] = "--parallelism=" + parallelism;
     // The cluster provides xinfer, Beam and KafkaIO: the job ships its own classes only.
     flags[5] = Launcher.filesToStageFlag();
     System.arraycopy(more, 0, flags, 6, more.length);
@@ -70,6 +76,63 @@ public class FlinkClusterIT {
         DemoRuns.batch(
             tmp.getRoot().toPath().resolve("predictions"), "FlinkRunner", clusterFlags());
     assertThat(summary.toString(), containsString("records=1797 failed=0"));
+  }
+
+  @Test
+  public void aJobOnTwoTaskManagersRunsItsPythonStagesOnEachNodesOwnPool() throws Exception {
+    assertEquals(
+        "./xinfer test starts the Flink cluster with 2 TaskManagers of 2 slots; this one has "
+            + Clusters.nodes("flink")
+            + " (./xinfer cluster down flink, then run the tests again)",
+        2,
+        Clusters.nodes("flink"));
+    long[] started = {
+      Clusters.sdkWorkersStarted("flink", 1), Clusters.sdkWorkersStarted("flink", 2)
+    };
+    Set<String> before = jobIds();
+    // Parallelism 4 = 2 TaskManagers x 2 slots. The job names node 1's pool; node 2's tasks run
+    // their Python stages on node 2's pool (XINFER_NODE_WORKER_POOL), a worker per slot.
+    Launcher.Summary summary =
+        DemoRuns.batch(
+            tmp.getRoot().toPath().resolve("predictions"), "FlinkRunner", clusterFlags(4));
+    assertThat(summary.toString(), containsString("records=1797 failed=0"));
+    Set<String> jobs = jobIds();
+    jobs.removeAll(before);
+    assertEquals("the run's one job on the cluster: " + jobs, 1, jobs.size());
+    // Flink's own count: the Python stage's tasks on each node took input (blocks of records).
+    Map<String, Long> blocks = pythonStageInputsByNode(jobs.iterator().next());
+    assertEquals(blocks.toString(), Set.of("node-1", "node-2"), blocks.keySet());
+    for (Map.Entry<String, Long> node : blocks.entrySet()) {
+      assertTrue(blocks.toString(), node.getValue() > 0);
+    }
+    // Each node's pool started the node's workers: one per slot.
+    for (int node = 1; node <= 2; node++) {
+      assertEquals(
+          "SDK workers node " + node + "'s pool started for the job",
+          2,
+          Clusters.sdkWorkersStarted("flink", node) - started[node - 1]);
+    }
+  }
+
+  /**
+   * The elements (blocks of records) that the job's Python stage (RunInference's) read on each
+   * TaskManager (its resource id, {@code node-K}), from the JobManager's per-subtask counts.
+   */
+  private static Map<String, Long> pythonStageInputsByNode(String job) throws Exception {
+    Map<String, Long> records = new TreeMap<>();
+    for (JsonNode vertex : rest("/jobs/" + job).path("vertices")) {
+      if (!vertex.path("name").asText().contains("RowInference/Inference")) {
+        continue;
+      }
+      for (JsonNode subtask :
+          rest("/jobs/" + job + "/vertices/" + vertex.path("id").asText()).path("subtasks")) {
+        records.merge(
+            subtask.path("taskmanager-id").asText(),
+            subtask.path("metrics").path("read-records").asLong(),
+            Long::sum);
+      }
+    }
+    return records;
   }
 
   @Test

@@ -13,7 +13,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.Rule;
 import org.junit.Test;
@@ -55,6 +57,58 @@ public class SparkClusterIT {
             "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
             "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"));
     assertThat(summary.toString(), containsString("records=1797 failed=0"));
+  }
+
+  @Test
+  public void aJobOnTwoWorkersRunsItsPythonStagesOnEachNodesOwnPool() throws Exception {
+    assertEquals(
+        "./xinfer test starts the Spark cluster with 2 workers of 2 cores; this one has "
+            + Clusters.nodes("spark")
+            + " (./xinfer cluster down spark, then run the tests again)",
+        2,
+        Clusters.nodes("spark"));
+    long[] before = {
+      Clusters.sdkWorkersStarted("spark", 1), Clusters.sdkWorkersStarted("spark", 2)
+    };
+    // A job on both nodes: it starts once both executors (4 cores) have registered, its shuffle
+    // makes 4 partitions, and tasks go to any free core (the cores of one machine are all "local"
+    // to its data). The job names node 1's pool; node 2's executor runs its Python stages on node
+    // 2's pool (XINFER_NODE_WORKER_POOL in the worker's environment, which executors inherit).
+    Map<String, String> conf =
+        Map.of(
+            "spark.cores.max", "4",
+            "spark.scheduler.minRegisteredResourcesRatio", "1.0",
+            "spark.default.parallelism", "4",
+            "spark.locality.wait", "0");
+    Map<String, String> prior = new HashMap<>();
+    conf.forEach((key, value) -> prior.put(key, System.setProperty(key, value)));
+    try {
+      Launcher.Summary summary =
+          DemoRuns.batch(
+              tmp.getRoot().toPath().resolve("predictions"),
+              "SparkRunner",
+              "--sparkMaster=" + master(),
+              "--xinferWorkerPool=" + pool(),
+              "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
+              "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"));
+      assertThat(summary.toString(), containsString("records=1797 failed=0"));
+    } finally {
+      prior.forEach(
+          (key, value) -> {
+            if (value == null) {
+              System.clearProperty(key);
+            } else {
+              System.setProperty(key, value);
+            }
+          });
+    }
+    // Spark starts a stage's SDK worker only for a task with input: a pool that started one ran
+    // part of the job's inference.
+    for (int node = 1; node <= 2; node++) {
+      long started = Clusters.sdkWorkersStarted("spark", node) - before[node - 1];
+      assertTrue(
+          "node " + node + "'s pool started " + started + " SDK workers for the job", started >= 1);
+    }
   }
 
   @Test

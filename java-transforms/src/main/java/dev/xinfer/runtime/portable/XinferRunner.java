@@ -25,6 +25,7 @@ import org.apache.beam.sdk.util.construction.Environments;
 import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
 import org.apache.beam.sdk.util.construction.PipelineTranslation;
 import org.apache.beam.sdk.util.construction.SdkComponents;
+import org.apache.beam.vendor.grpc.v1p60p1.com.google.protobuf.Struct;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -77,6 +78,8 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
   public XinferPipelineResult run(Pipeline pipeline) {
     // A second Pipeline.run() with these options comes here again.
     options.setRunner(XinferRunner.class);
+    // A job that does not name --sdkWorkerParallelism runs a Python worker per slot of each node.
+    boolean sdkWorkersNamed = Engine.isSet(options, "sdkWorkerParallelism");
     long startNanos = System.nanoTime();
     Engine engine = Engine.forRunner(requestedRunner(options), options);
 
@@ -105,7 +108,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
                 : LoopbackFnServers.CLUSTER_JOB_ID,
             jobName,
             "",
-            PipelineOptionsTranslation.toProto(options));
+            jobOptions(options, sdkWorkersNamed));
 
     PortablePipelineRunner runner = engine.runner(jobInfo);
     LOG.info(
@@ -139,6 +142,18 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
         });
     return new XinferPipelineResult(
         engine.runnerName(), job, engine::cancel, engine::liveMetrics, startNanos);
+  }
+
+  /**
+   * The job's options, without {@code --sdkWorkerParallelism} unless the user named it (read, its
+   * default would be there): each node then runs a worker per task slot ({@link
+   * LoopbackFnServers#withNodeSdkWorkers}).
+   */
+  static Struct jobOptions(PipelineOptions options, boolean sdkWorkersNamed) {
+    Struct proto = PipelineOptionsTranslation.toProto(options);
+    return sdkWorkersNamed
+        ? proto
+        : proto.toBuilder().removeFields(LoopbackFnServers.SDK_WORKER_PARALLELISM).build();
   }
 
   /**
