@@ -15,6 +15,7 @@ import pytest
 from apache_beam.coders import RowCoder
 from apache_beam.coders.coder_impl import create_InputStream
 from apache_beam.coders.coder_impl import create_OutputStream
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
@@ -27,6 +28,7 @@ from xinfer_digits import shaped
 from xinfer import blocks
 from xinfer import convert
 from xinfer import handlers
+from xinfer import metrics
 from xinfer import transforms
 
 
@@ -244,13 +246,25 @@ def test_packed_row_inference_in_a_pipeline(tmp_path):
     ids = [impl.decode_from_stream(stream, True).id for _ in range(out.count)]
     return list(zip(ids, scores(out), [out.model_id] * out.count))
 
-  with TestPipeline() as p:
-    out = (p
-           | beam.Create([block]).with_output_types(blocks.IN_TYPE)
-           | inference
-           | beam.FlatMap(decode))
-    assert_that(
-        out, equal_to([(i, x[i].tolist(), 'identity.onnx') for i in range(5)]))
+  p = TestPipeline()
+  out = (p
+         | beam.Create([block]).with_output_types(blocks.IN_TYPE)
+         | inference
+         | beam.FlatMap(decode))
+  assert_that(out,
+              equal_to([(i, x[i].tolist(), 'identity.onnx') for i in range(5)]))
+  result = p.run()
+  result.wait_until_finish()
+  # The model id of the block's predictions, counted under it.
+  counters = result.metrics().query(MetricsFilter().with_namespace(
+      metrics.NAMESPACE))['counters']
+  assert {
+      c.key.metric.name: c.committed
+      for c in counters
+      if c.key.metric.name.startswith(metrics.PREDICTIONS_BY_MODEL_PREFIX)
+  } == {
+      metrics.predictions_by_model('identity.onnx'): 5
+  }
 
 
 def test_packed_needs_a_schema_and_no_hooks(tmp_path):

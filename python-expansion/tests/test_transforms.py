@@ -8,10 +8,11 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that
 
 import xinfer_digits as digits
-from xinfer import transforms
+from xinfer import metrics, transforms
 
 
 def labelled_rows(n):
@@ -175,6 +176,41 @@ def test_keyed_inference_with_two_models(digits_dir, model_dir):
                                      max_models_in_memory=1))
     assert_that(out['predictions'], check, label='predictions')
     assert_that(out['failures'], check_failures, label='failures')
+
+
+def test_predictions_are_counted_by_the_id_of_the_model_that_made_them(
+    digits_dir, model_dir):
+  rows = labelled_rows(20)
+  models = [
+      {
+          'keys': ['tf'],
+          'model_uri': model_dir
+      },
+      {
+          'keys': ['sk'],
+          'model_uri': os.path.join(digits_dir, 'digits-sklearn.joblib')
+      },
+  ]
+  p = TestPipeline()
+  _ = (p
+       | beam.Create([('tf' if i < 15 else 'sk', r) for i, r in enumerate(rows)
+                      ]).with_output_types(typing.Tuple[str, typing.Any])
+       | beam.Map(lambda kv: kv).with_output_types(
+           typing.Tuple[str, transforms_row_type()])
+       | transforms.RowInference(models=json.dumps(models), keyed=True))
+  result = p.run()
+  result.wait_until_finish()
+  counters = result.metrics().query(MetricsFilter().with_namespace(
+      metrics.NAMESPACE))['counters']
+  by_model = {
+      c.key.metric.name: c.committed
+      for c in counters
+      if c.key.metric.name.startswith(metrics.PREDICTIONS_BY_MODEL_PREFIX)
+  }
+  assert by_model == {
+      metrics.predictions_by_model('digits-mlp'): 15,
+      metrics.predictions_by_model('digits-sklearn.joblib'): 5,
+  }
 
 
 def transforms_row_type(features_type=typing.Sequence[np.float32]):

@@ -256,6 +256,7 @@ class BlockInference(beam.DoFn):
     self._packed = Metrics.counter(ns, metrics.PACKED_RECORDS)
     self._predictions = Metrics.counter(ns, metrics.PREDICTIONS)
     self._failures = Metrics.counter(ns, metrics.FAILURES)
+    self._by_model = metrics.ModelCounters()
     self._batch_size = Metrics.distribution(ns, metrics.BATCH_SIZE)
     self._batch_bytes = Metrics.distribution(ns, metrics.BATCH_BYTE_SIZE)
     self._latency = Metrics.distribution(ns, metrics.BATCH_LATENCY_MICROS)
@@ -301,6 +302,8 @@ class BlockInference(beam.DoFn):
         sum(len(t) for t in block.tensors) or len(block.rows))
     self._latency.update(int((time.monotonic() - started) * 1e6))
     self._predictions.inc(count - len(failed))
+    if count > len(failed):
+      self._by_model.inc(model_id or '', count - len(failed))
     for failure in failed:
       self._failures.inc()
       yield beam.pvalue.TaggedOutput(self._failures_tag, failure[1])

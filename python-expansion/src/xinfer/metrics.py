@@ -5,10 +5,13 @@ Records that cross in blocks (``xinfer.blocks``) skip Beam's ``RunInference``,
 so the block path reports Beam's RunInference metrics itself, under Beam's
 names (``BEAM_*`` below; ``xinfer.beam_compat`` checks them against the Beam
 version installed). ``python -m xinfer.metrics`` prints the names as JSON:
-``{"namespace": ..., "counters": [...], "distributions": [...]}``.
+``{"namespace": ..., "counters": [...], "distributions": [...],
+"counter_prefixes": [...]}`` (a prefix names a counter per stage or model id).
 """
 
 import json
+
+from apache_beam.metrics import Metrics
 
 NAMESPACE = 'xinfer'
 
@@ -32,6 +35,13 @@ FAILURES = 'failures'
 PACKED_RECORDS = 'packed_records'
 FAILED_PREFIX = 'failed_'  # + the stage: failed_conversion, ...
 MODEL_REFRESHES = 'model_refreshes'
+# Predictions per model id (the ``model_id`` each prediction carries): which
+# models serve, and how much each, while a job runs. A counter per id, so that
+# it reaches every runner's metrics and Flink's metric system (which takes
+# Beam's counters and distributions, not its string sets); after a model
+# refresh the new id's counter grows and the old one's stops. '/' because
+# Flink's REST API shows ':', '.', ',' and ' ' of a metric's name as '_'.
+PREDICTIONS_BY_MODEL_PREFIX = 'predictions_by_model/'
 MODEL_EVICTIONS = 'model_evictions'
 KEYED_LOAD_MODEL_LATENCY_MILLIS = 'keyed_load_model_latency_milli_secs'
 REFRESH_LOAD_LATENCY_MILLIS = 'refresh_load_latency_milli_secs'
@@ -47,6 +57,24 @@ def failed(stage: str) -> str:
   return FAILED_PREFIX + stage
 
 
+def predictions_by_model(model_id: str) -> str:
+  """The counter of predictions made by the model ``model_id``."""
+  return PREDICTIONS_BY_MODEL_PREFIX + model_id
+
+
+class ModelCounters:
+  """The ``predictions_by_model/<id>`` counters, made once per model id."""
+  def __init__(self):
+    self._counters = {}
+
+  def inc(self, model_id: str, n: int = 1):
+    counter = self._counters.get(model_id)
+    if counter is None:
+      counter = Metrics.counter(NAMESPACE, predictions_by_model(model_id))
+      self._counters[model_id] = counter
+    counter.inc(n)
+
+
 COUNTERS = BEAM_COUNTERS + (PREDICTIONS, FAILURES, PACKED_RECORDS,
                             MODEL_REFRESHES, MODEL_EVICTIONS) + tuple(
                                 failed(s) for s in STAGES + (ROUTING, ))
@@ -59,6 +87,7 @@ def names() -> dict:
       'namespace': NAMESPACE,
       'counters': list(COUNTERS),
       'distributions': list(DISTRIBUTIONS),
+      'counter_prefixes': [FAILED_PREFIX, PREDICTIONS_BY_MODEL_PREFIX],
   }
 
 

@@ -343,6 +343,7 @@ class _Route(beam.DoFn):
     self._dead_letter = dead_letter
     self._predictions = Metrics.counter(metrics.NAMESPACE, metrics.PREDICTIONS)
     self._failures = Metrics.counter(metrics.NAMESPACE, metrics.FAILURES)
+    self._by_model = metrics.ModelCounters()
 
   def process(self, element):
     key, result = element if self._keyed else (None, element)
@@ -358,6 +359,7 @@ class _Route(beam.DoFn):
                                  result.model_id, key))
       return
     self._predictions.inc()
+    self._by_model.inc(result.model_id or '')
     row = convert.to_output_row(result, self._field_names)
     yield (key, row) if self._keyed else row
 
