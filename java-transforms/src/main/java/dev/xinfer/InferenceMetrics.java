@@ -22,6 +22,10 @@ import org.apache.beam.sdk.metrics.MetricsFilter;
  * System.out.println(metrics);  // inferences=1797 predictions=1797 failures=0 batches=15 ...
  * }</pre>
  *
+ * <p>While a streaming job runs, {@code of(result)} reads what the runner reports so far: Spark's
+ * driver accumulator, and on Flink (embedded or a cluster) Flink's own metric system through its
+ * REST API, at most a few seconds old; see {@link PipelineResult#metrics()} of the runner.
+ *
  * <p>Counts reconcile: every record that reached RunInference is in {@link #predictions()} or
  * {@link #failures()}. Values are the runner's attempted metrics: on a retried bundle they count
  * the retry too.
@@ -37,6 +41,7 @@ public final class InferenceMetrics {
   static final String FAILURES = "failures";
   static final String FAILED_PREFIX = "failed_";
   static final String FAILED_BATCHES = "failed_batches_counter";
+  static final String PREDICTIONS_BY_MODEL_PREFIX = "predictions_by_model/";
   static final String MODEL_REFRESHES = "model_refreshes";
   static final String BATCH_SIZE = "inference_request_batch_size";
   static final String BATCH_LATENCY_MICROS = "inference_batch_latency_micro_secs";
@@ -139,6 +144,22 @@ public final class InferenceMetrics {
             distribution(KEYED_LOAD_MODEL_LATENCY_MILLIS).getMax()));
   }
 
+  /**
+   * Predictions by the id of the model that made them (the {@code model_id} each prediction
+   * carries; counters {@code predictions_by_model/<id>}): the models in use, and how much each
+   * served. After a model refresh the new id's count grows and the old one's stops.
+   */
+  public Map<String, Long> predictionsByModel() {
+    Map<String, Long> byModel = new TreeMap<>();
+    counters.forEach(
+        (name, value) -> {
+          if (name.startsWith(PREDICTIONS_BY_MODEL_PREFIX) && value > 0) {
+            byModel.put(name.substring(PREDICTIONS_BY_MODEL_PREFIX.length()), value);
+          }
+        });
+    return byModel;
+  }
+
   /** New model versions loaded by model refresh. */
   public long modelRefreshes() {
     return counter(MODEL_REFRESHES);
@@ -192,6 +213,10 @@ public final class InferenceMetrics {
         .append(maxModelLoadMillis());
     if (modelRefreshes() > 0) {
       line.append(" model_refreshes=").append(modelRefreshes());
+    }
+    Map<String, Long> byModel = predictionsByModel();
+    if (!byModel.isEmpty()) {
+      line.append(" models=").append(byModel);
     }
     return line.toString();
   }

@@ -32,6 +32,11 @@ public class MetricNamesIT {
           name + " is not among Python's distributions " + distributions,
           distributions.contains(name));
     }
+    // predictionsByModel() reads every predictions_by_model/<id> counter.
+    assertTrue(
+        "Python names no counter prefix " + InferenceMetrics.PREDICTIONS_BY_MODEL_PREFIX,
+        strings(names.get("counter_prefixes"))
+            .contains(InferenceMetrics.PREDICTIONS_BY_MODEL_PREFIX));
     // failuresByStage() reads every failed_<stage> counter.
     assertTrue(
         "Python reports no " + InferenceMetrics.FAILED_PREFIX + "<stage> counters: " + counters,
