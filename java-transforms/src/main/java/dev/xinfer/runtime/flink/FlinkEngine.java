@@ -7,11 +7,14 @@ import dev.xinfer.runtime.portable.Engine;
 import dev.xinfer.runtime.python.PythonServices;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
@@ -58,6 +61,21 @@ public final class FlinkEngine implements Engine {
   private final @Nullable String userConfDir;
   private final @Nullable List<String> filesToStage;
   private final CompletableFuture<JobClient> jobClient = new CompletableFuture<>();
+  private volatile @Nullable URI restAddress;
+  private @Nullable FlinkRestMetrics restMetrics;
+
+  /** Flink job id to the REST address of the Flink it runs on, for the jobs running now. */
+  private static final Map<String, URI> RUNNING = new ConcurrentHashMap<>();
+
+  /**
+   * How often the embedded Flink's REST server refreshes its copy of the jobs' metrics, in ms
+   * ({@code metrics.fetcher.update-interval}; Flink's default is 10 s): what its web UI and {@link
+   * #liveMetrics} show is at most this old.
+   */
+  static final long EMBEDDED_METRICS_REFRESH_MILLIS = 1000;
+
+  /** How long {@link #liveMetrics} waits for each answer of Flink's REST API. */
+  static final long REST_TIMEOUT_MILLIS = 5000;
 
   /**
    * The key, in the client configuration ({@code --flinkConfDir}), of the file that lists xinfer's
@@ -241,6 +259,7 @@ public final class FlinkEngine implements Engine {
             (client, error) -> {
               if (client != null) {
                 jobClient.complete(client);
+                announceRestAddress(client, jobInfo.jobName());
                 watchRestarts(client, jobInfo.jobName());
                 Path checkpoints = checkpointDir();
                 if (checkpoints != null) {
@@ -326,17 +345,113 @@ public final class FlinkEngine implements Engine {
   }
 
   /**
-   * None: while a portable streaming job runs, Flink's {@code JobClient.getAccumulators()} holds no
-   * Beam metrics accumulator (checked on the embedded Flink 1.19 with the Beam of {@link
-   * dev.xinfer.runtime.BeamHooks#BEAM_VERSION}); a finished batch job's result has them.
+   * xinfer's metrics (RunInference's, namespace {@code xinfer}, and its Kafka write's) of the job
+   * so far, from Flink's metric system through its REST API ({@link FlinkRestMetrics}), embedded or
+   * on a cluster; null before the job runs, once it has ended, or when the REST API does not answer
+   * within {@value #REST_TIMEOUT_MILLIS} ms. Other namespaces' metrics are in the job's result once
+   * it has ended: Flink's REST API does not tell where a metric's namespace ends. Flink's {@code
+   * JobClient.getAccumulators()} holds no Beam metrics while a portable job runs: Beam's runner
+   * adds its accumulator when the job ends.
    */
   @Override
   public @Nullable MetricResults liveMetrics() {
-    return null;
+    JobClient client = jobClient.getNow(null);
+    URI rest = restAddress;
+    if (client == null || rest == null) {
+      return null;
+    }
+    try {
+      return restMetrics(client, rest).read();
+    } catch (Exception e) {
+      LOG.debug("xinfer: no metrics from Flink's REST API at {}", rest, e);
+      return null;
+    }
+  }
+
+  private synchronized FlinkRestMetrics restMetrics(JobClient client, URI rest) {
+    if (restMetrics == null) {
+      String confDir = flink.getFlinkConfDir();
+      restMetrics =
+          FlinkRestMetrics.connect(
+              confDir == null
+                  ? new org.apache.flink.configuration.Configuration()
+                  : GlobalConfiguration.loadConfiguration(confDir),
+              rest,
+              client.getJobID(),
+              REST_TIMEOUT_MILLIS);
+    }
+    return restMetrics;
+  }
+
+  /**
+   * The running Flink jobs started from this JVM: Flink job id to the address of the web UI and
+   * REST API that shows their metrics (for tools and tests; the log names it too).
+   */
+  public static Map<String, URI> runningJobs() {
+    return Map.copyOf(RUNNING);
+  }
+
+  /** Finds the job's REST address and logs it: where its metrics are while it runs. */
+  private void announceRestAddress(JobClient client, String jobName) {
+    URI rest = embedded() ? embeddedRestAddress(client) : clusterRestAddress(flink);
+    if (rest == null) {
+      return;
+    }
+    restAddress = rest;
+    RUNNING.put(client.getJobID().toString(), rest);
+    LOG.info(
+        "xinfer: Flink job {} ({}): its metrics (RunInference's under {}.*) in Flink's web UI and"
+            + " REST API at {}",
+        jobName,
+        client.getJobID(),
+        dev.xinfer.InferenceMetrics.NAMESPACE,
+        rest);
+  }
+
+  /**
+   * The REST address of the embedded Flink that runs the job of {@code client}, or null when it
+   * cannot be found: Flink picks a free port for it and tells it only to its {@code MiniCluster},
+   * which the job client holds.
+   */
+  static @Nullable URI embeddedRestAddress(JobClient client) {
+    try {
+      java.lang.reflect.Field field = client.getClass().getDeclaredField("miniCluster");
+      field.setAccessible(true);
+      org.apache.flink.runtime.minicluster.MiniCluster cluster =
+          (org.apache.flink.runtime.minicluster.MiniCluster) field.get(client);
+      return cluster.getRestAddress().get(REST_TIMEOUT_MILLIS, TimeUnit.MILLISECONDS);
+    } catch (Exception e) {
+      LOG.warn(
+          "xinfer: the embedded Flink's REST address is not known ({}): its job reports no "
+              + "metrics while it runs",
+          e.toString());
+      return null;
+    }
+  }
+
+  /** The REST address of {@code --flinkMaster} (host:port, 8081 by default). */
+  static URI clusterRestAddress(FlinkPipelineOptions flink) {
+    String master = flink.getFlinkMaster();
+    boolean https = master.startsWith("https://");
+    String hostPort = master.replaceFirst("^https?://", "");
+    if (!hostPort.contains(":")) {
+      hostPort = hostPort + ":8081";
+    }
+    return URI.create((https ? "https://" : "http://") + hostPort);
   }
 
   @Override
   public void release(JobInfo jobInfo) {
+    synchronized (this) {
+      if (restMetrics != null) {
+        restMetrics.close();
+        restMetrics = null;
+      }
+    }
+    JobClient ended = jobClient.getNow(null);
+    if (ended != null) {
+      RUNNING.remove(ended.getJobID().toString());
+    }
     if (embedded()) {
       LoopbackFnServers.Runner.FLINK.unregister(jobInfo.jobId());
     }
@@ -510,6 +625,13 @@ public final class FlinkEngine implements Engine {
                 "# Uploads and the web UI's files in this run's private folder, not /tmp.",
                 "web.tmpdir: " + dir,
                 ""));
+      }
+      if (embedded && !config.toString().contains("metrics.fetcher.update-interval")) {
+        config
+            .append("# Added by xinfer: the web UI's and live metrics' refresh, in ms.\n")
+            .append("metrics.fetcher.update-interval: ")
+            .append(EMBEDDED_METRICS_REFRESH_MILLIS)
+            .append('\n');
       }
       config.append(recoveryDefaults(config.toString(), streaming, checkpointDir));
       if (restoreFrom != null) {
