@@ -166,6 +166,13 @@ public final class Launcher {
     /** What RunInference reported ({@link InferenceMetrics}), when the runner gave metrics. */
     public final @Nullable String inference;
 
+    /**
+     * Streaming: what RunInference had reported while the job still ran, read through {@link
+     * PipelineResult#metrics()} once every record was back and before the job was stopped; null
+     * where the runner tells nothing while a job runs.
+     */
+    public final @Nullable String liveInference;
+
     /** Streaming: end-to-end latency percentiles, produce to prediction read back. */
     public final @Nullable Latency latency;
 
@@ -188,7 +195,19 @@ public final class Launcher {
         String model,
         @Nullable String inference,
         @Nullable Latency latency) {
-      this(records, predictions, correct, seconds, runner, mode, model, inference, latency, 0, -1);
+      this(
+          records,
+          predictions,
+          correct,
+          seconds,
+          runner,
+          mode,
+          model,
+          inference,
+          null,
+          latency,
+          0,
+          -1);
     }
 
     Summary(
@@ -200,10 +219,12 @@ public final class Launcher {
         String mode,
         String model,
         @Nullable String inference,
+        @Nullable String liveInference,
         @Nullable Latency latency,
         long deadLetters,
         long duplicates) {
       this.inference = inference;
+      this.liveInference = liveInference;
       this.latency = latency;
       this.deadLetters = deadLetters;
       this.duplicates = duplicates;
@@ -226,6 +247,7 @@ public final class Launcher {
           mode,
           model,
           metrics,
+          liveInference,
           latency,
           deadLetters,
           duplicates);
@@ -241,6 +263,23 @@ public final class Launcher {
           mode,
           model,
           inference,
+          liveInference,
+          latency,
+          deadLetters,
+          duplicates);
+    }
+
+    Summary withLiveInference(@Nullable String metrics) {
+      return new Summary(
+          records,
+          predictions,
+          correct,
+          seconds,
+          runner,
+          mode,
+          model,
+          inference,
+          metrics,
           latency,
           deadLetters,
           duplicates);
@@ -256,6 +295,7 @@ public final class Launcher {
           mode,
           model,
           inference,
+          liveInference,
           latency,
           deadLetters,
           duplicates);
@@ -393,17 +433,75 @@ public final class Launcher {
   }
 
   /**
-   * Waits for a batch job to end, with a progress line every {@code progressSeconds}; returns the
-   * runner's name as the summary shows it.
+   * Waits for a batch job to end, with a progress line every {@code progressSeconds}: the seconds
+   * so far and, where the runner reports RunInference's metrics while a job runs, the records done
+   * (those RunInference has given a prediction or a failure). Runners count a bundle's records when
+   * it ends: Spark when a task ends, Flink when a bundle ends (in batch a task's whole input is one
+   * bundle); the DirectRunner runs the whole job before {@code run()} returns, so it shows none.
+   * Returns the runner's name as the summary shows it.
    */
   static String waitWithProgress(
       PipelineResult result, XinferOptions options, int progressSeconds) {
     long start = System.nanoTime();
     String runner = runnerName(options);
     while (result.waitUntilFinish(Duration.standardSeconds(progressSeconds)) == null) {
-      progress("batch job running on %s for %.0f s", runner, (System.nanoTime() - start) / 1e9);
+      progress(
+          "batch job running on %s for %.0f s%s",
+          runner, (System.nanoTime() - start) / 1e9, recordsDone(liveMetrics(result)));
     }
     return runner;
+  }
+
+  /**
+   * {@code : records done N (predictions P, failures F)} of RunInference's metrics so far, or what
+   * the runner could not tell.
+   */
+  static String recordsDone(@Nullable InferenceMetrics metrics) {
+    if (metrics == null) {
+      return " (no record counts from the runner yet)";
+    }
+    return String.format(
+        Locale.ROOT,
+        ": records done %d (predictions %d, failures %d)",
+        metrics.predictions() + metrics.failures(),
+        metrics.predictions(),
+        metrics.failures());
+  }
+
+  /**
+   * RunInference's metrics of a job while it runs, or null when the runner reports none yet (it
+   * never waits for the job).
+   */
+  static @Nullable InferenceMetrics liveMetrics(PipelineResult result) {
+    try {
+      return InferenceMetrics.of(result);
+    } catch (RuntimeException e) {
+      return null; // UnsupportedOperationException: none while it runs
+    }
+  }
+
+  /**
+   * RunInference's metrics of a running streaming job once they account for the {@code done}
+   * records that came back (a runner's metrics can trail its output by a moment: Flink's REST
+   * server refreshes them every second on the embedded Flink), or the last seen after {@code
+   * patience}; null when the runner reports none while a job runs.
+   */
+  static @Nullable String awaitLiveMetrics(
+      PipelineResult result, long done, java.time.Duration patience) {
+    long deadline = System.nanoTime() + patience.toNanos();
+    InferenceMetrics metrics = liveMetrics(result);
+    while (metrics != null
+        && metrics.predictions() + metrics.failures() < done
+        && System.nanoTime() < deadline) {
+      try {
+        Thread.sleep(250);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        break;
+      }
+      metrics = liveMetrics(result);
+    }
+    return metrics == null ? null : metrics.toString();
   }
 
   private static <T extends Options> Summary runBatch(
@@ -455,6 +553,7 @@ public final class Launcher {
     long firstArrival = 0;
     long lastArrival;
     @Nullable String inference;
+    @Nullable String liveInference = null;
     try (KafkaDriver kafka = new KafkaDriver(options.getBootstrapServers())) {
       kafka.createTopics(
           1, options.getInputTopic(), options.getOutputTopic(), options.getDeadLetterTopic());
@@ -516,17 +615,24 @@ public final class Launcher {
           }
           if (System.nanoTime() >= nextProgress) {
             double elapsed = (System.nanoTime() - start) / 1e9;
+            InferenceMetrics live = liveMetrics(result);
             progress(
-                "streaming on %s: in=%d out=%d dead_letters=%d duplicates=%d (%.0f/s) after %.0f s",
+                "streaming on %s: in=%d out=%d dead_letters=%d duplicates=%d (%.0f/s) after %.0f s"
+                    + "%s",
                 runner,
                 kafka.produced(),
                 deliveries.predictions.size(),
                 deliveries.deadLetters(),
                 deliveries.duplicates,
                 deliveries.predictions.size() / elapsed,
-                elapsed);
+                elapsed,
+                live == null ? "" : " | " + live);
             nextProgress += TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
           }
+        }
+        if (!result.getState().isTerminal()) {
+          liveInference =
+              awaitLiveMetrics(result, deliveries.accountedFor(), java.time.Duration.ofSeconds(5));
         }
       } finally {
         stop(result);
@@ -547,6 +653,7 @@ public final class Launcher {
                 "streaming",
                 model(options))
             .withInference(inference)
+            .withLiveInference(liveInference)
             .withLatency(Latency.of(latencies))
             .withDeliveries(deliveries.deadLetters(), deliveries.duplicates);
     if (latencies.isEmpty() && options.getWarmupSeconds() > 0) {
