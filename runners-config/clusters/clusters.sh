@@ -200,22 +200,29 @@ flink_node() {  # DIR CLASSPATH NODE
   fi
 }
 
-flink_job_runtime() {  # DIR
-  local dir=$1 flink runtime jar copy
-  flink=$(cluster_classpath flink) || exit $?
-  runtime=$(cluster_classpath flink job-runtime) || exit $?
+# The cluster's job runtime: xinfer's jar (a copy per build under DIR/lib/<hash>/, so that a
+# rebuild changes what new jobs load, not what running jobs read) and the jars of NAME's
+# job-runtime profile beyond the cluster's own, listed one per line in LIST for the launcher.
+cluster_job_runtime() {  # NAME DIR LIST
+  local name=$1 dir=$2 list=$3 own runtime jar copy
+  own=$(cluster_classpath "$name") || exit $?
+  runtime=$(cluster_classpath "$name" job-runtime) || exit $?
   jar=$(tr ':' '\n' <<< "$runtime" | grep '/xinfer-java-transforms-[^/]*\.jar$' | head -1)
-  [ -n "$jar" ] && [ -f "$jar" ] || die "xinfer's jar is not in the Flink job runtime (Maven resolves it from ~/.m2: run ./xinfer setup)."
+  [ -n "$jar" ] && [ -f "$jar" ] || die "xinfer's jar is not in the $name job runtime (Maven resolves it from ~/.m2: run ./xinfer setup)."
   copy="$dir/lib/$(sha256sum "$jar" | cut -c1-16)/$(basename "$jar")"
   if [ ! -f "$copy" ]; then
     mkdir -p "$(dirname "$copy")" && cp "$jar" "$copy.tmp" && mv "$copy.tmp" "$copy"
   fi
-  mkdir -p "$dir/client-conf"
+  mkdir -p "$(dirname "$list")"
   { echo "$copy"
     tr ':' '\n' <<< "$runtime" | grep -v '/xinfer-java-transforms-[^/]*\.jar$' \
-      | grep -vxF -f <(tr ':' '\n' <<< "$flink")
-  } > "$dir/client-conf/runtime-jars.txt.tmp"
-  mv "$dir/client-conf/runtime-jars.txt.tmp" "$dir/client-conf/runtime-jars.txt"
+      | grep -vxF -f <(tr ':' '\n' <<< "$own")
+  } > "$list.tmp"
+  mv "$list.tmp" "$list"
+}
+
+flink_job_runtime() {  # DIR
+  cluster_job_runtime flink "$1" "$1/client-conf/runtime-jars.txt"
 }
 
 flink_up() {  # [--taskmanagers N] [--slots S]
@@ -354,6 +361,7 @@ spark_up() {  # [--workers N] [--cores C]
     if [ -n "$nodes$cores" ] && [ "${nodes:-1} ${cores:-2}" != "$(cat "$dir/nodes" 2>/dev/null || echo "1 2")" ]; then
       die "spark is up with $(flink_nodes "$dir") worker(s) of $(cut -d' ' -f2 "$dir/nodes" 2>/dev/null || echo 2) cores; ./xinfer cluster down spark first to start another shape."
     fi
+    cluster_job_runtime spark "$dir" "$dir/runtime-jars.txt"
     note "spark already up: spark://127.0.0.1:$port, $(flink_nodes "$dir") worker(s), Python worker pool 127.0.0.1:$pool"; return
   fi
   local ports=("$port")
@@ -368,6 +376,7 @@ spark_up() {  # [--workers N] [--cores C]
   while IFS= read -r jar; do ln -s "$jar" "$dir/home/jars/"; done < <(tr ':' '\n' <<< "$cp")
   cp "$ROOT/runners-config/clusters/spark/log4j.properties" "$dir/home/conf/"
   spark_auth "$dir" || exit 2
+  cluster_job_runtime spark "$dir" "$dir/runtime-jars.txt"
   local logged=0
   start_daemon master "$dir/master.pid" "$dir/master.log" \
     env SPARK_HOME="$dir/home" SPARK_SCALA_VERSION=2.12 SPARK_LOCAL_IP=127.0.0.1 SPARK_NO_DAEMONIZE=1 \
@@ -382,7 +391,7 @@ spark_up() {  # [--workers N] [--cores C]
     [ $SECONDS -ge $deadline ] && die "not every Spark worker registered with the master within 90 s; see $dir/worker*.log."
     sleep 1
   done
-  note "spark up: --sparkMaster=spark://127.0.0.1:$port --xinferSparkSecretFile=$dir/auth/secret, worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret${nodes:+ (the executors of each of the $nodes workers run their Python stages on its own pool, from port $pool up by 100)}"
+  note "spark up: --sparkMaster=spark://127.0.0.1:$port --xinferSparkSecretFile=$dir/auth/secret --xinferSparkRuntimeJars=$dir/runtime-jars.txt, worker pool --xinferWorkerPool=127.0.0.1:$pool --xinferWorkerPoolSecretFile=$dir/pool.secret${nodes:+ (the executors of each of the $nodes workers run their Python stages on its own pool, from port $pool up by 100)}"
 }
 
 spark_down() {
@@ -424,6 +433,8 @@ with_spark() {  # [--workers N] [--cores C]: the shape this command needs
   local port="${XINFER_SPARK_PORT:-7077}"
   # shellcheck disable=SC2046
   with_cluster spark "$port" "Spark cluster on spark://127.0.0.1:$port" master $(spark_node_procs "$CLUSTERS/spark") -- "$@"
+  # A running cluster's jobs load the xinfer just built.
+  cluster_job_runtime spark "$CLUSTERS/spark" "$CLUSTERS/spark/runtime-jars.txt"
 }
 
 with_flink() {  # [--taskmanagers N] [--slots S]: the shape this command needs

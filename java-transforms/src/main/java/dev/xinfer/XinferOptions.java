@@ -43,6 +43,17 @@ public interface XinferOptions extends PipelineOptions {
   void setXinferSparkSecretFile(@Nullable String value);
 
   @Description(
+      "For a Spark standalone cluster whose nodes hold xinfer's job runtime (xinfer, Beam's Spark"
+          + " runner, KafkaIO): the file listing those jars, one path (as on the nodes) per line"
+          + " (.xinfer/clusters/spark/runtime-jars.txt, written by ./xinfer cluster up spark). The"
+          + " job then ships only its own jars (--filesToStage, or else this JVM's classpath"
+          + " without the runtime's jars) and loads the runtime from the nodes' disks. Unset, every"
+          + " jar of this JVM's classpath ships with each job.")
+  @Nullable String getXinferSparkRuntimeJars();
+
+  void setXinferSparkRuntimeJars(@Nullable String value);
+
+  @Description(
       "Python modules (comma-separated, e.g. my_hooks,my_models.nets) that hooks "
           + "(withPreprocess, withPostprocess) and PyTorch model classes (Model.withModelClass) may "
           + "come from, besides xinfer.examples. They run code in every Python worker, so only the "

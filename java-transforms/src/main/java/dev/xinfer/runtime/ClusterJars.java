@@ -30,11 +30,6 @@ public final class ClusterJars {
 
   private ClusterJars() {}
 
-  /** This JVM's classpath, with class directories packed into jars. */
-  public static List<String> ofThisJvm(PipelineOptions options) {
-    return forJob(null, List.of(), options);
-  }
-
   /**
    * What a job ships to a cluster: the files the user asked for ({@code --filesToStage}), or else
    * this JVM's classpath, with class directories packed into jars. When the cluster's nodes hold a
@@ -127,7 +122,7 @@ public final class ClusterJars {
       throw new IllegalStateException(
           String.format(
               "%s names %s, the list of the cluster's job-runtime jars, which cannot be read"
-                  + " (%s). `./xinfer cluster up flink` writes it; for a cluster of yours, list"
+                  + " (%s). `./xinfer cluster up flink` (or spark) writes it; for a cluster of yours, list"
                   + " the jar paths its nodes hold (one per line), or remove the setting to ship"
                   + " every jar with each job.",
               source, list, e.getMessage()),

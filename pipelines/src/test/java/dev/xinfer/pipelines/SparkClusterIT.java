@@ -55,7 +55,9 @@ public class SparkClusterIT {
             "--sparkMaster=" + master(),
             "--xinferWorkerPool=" + pool(),
             "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
-            "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"));
+            "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
+            "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
+            Launcher.filesToStageFlag());
     assertThat(summary.toString(), containsString("records=1797 failed=0"));
   }
 
@@ -90,7 +92,9 @@ public class SparkClusterIT {
               "--sparkMaster=" + master(),
               "--xinferWorkerPool=" + pool(),
               "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
-              "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"));
+              "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
+              "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
+              Launcher.filesToStageFlag());
       assertThat(summary.toString(), containsString("records=1797 failed=0"));
     } finally {
       prior.forEach(
@@ -123,7 +127,9 @@ public class SparkClusterIT {
                 "--sparkMaster=" + master(),
                 "--xinferWorkerPool=" + pool(),
                 "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
-                "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret")));
+                "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
+                "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
+                Launcher.filesToStageFlag()));
   }
 
   @Test

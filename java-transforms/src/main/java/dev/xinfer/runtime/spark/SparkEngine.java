@@ -20,6 +20,7 @@ import org.apache.beam.runners.spark.metrics.MetricsAccumulator;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.metrics.MetricResults;
+import org.apache.beam.sdk.options.FileStagingOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.util.construction.SplittableParDo;
@@ -55,11 +56,16 @@ public final class SparkEngine implements Engine {
 
   private final SparkPipelineOptions spark;
 
+  /** The jars the user asked to ship ({@code --filesToStage}), before xinfer clears it. */
+  private final @Nullable List<String> filesToStage;
+
   /** A streaming job's recovery from the checkpoint of a run before it, with --checkpointDir. */
   private @Nullable SparkRecovery recovery;
 
   public SparkEngine(PipelineOptions options) {
     this.spark = options.as(SparkPipelineOptions.class);
+    List<String> requested = options.as(FileStagingOptions.class).getFilesToStage();
+    this.filesToStage = requested == null ? null : List.copyOf(requested);
   }
 
   @Override
@@ -140,8 +146,9 @@ public final class SparkEngine implements Engine {
   /**
    * What a standalone cluster needs of the driver: its secret, when the cluster authenticates
    * applications ({@code --xinferSparkSecretFile}); and for the executors to run the job's Java
-   * stages: this JVM's jars (shipped with the job), the Java 17 flags, and Beam's Guava ahead of
-   * the Guava that Spark's own jars bring (Beam's dependencies call methods that old Guava lacks).
+   * stages: the job's jars ({@link ClusterJars#forJob}: only its own when the nodes hold the job
+   * runtime, {@code --xinferSparkRuntimeJars}), the Java 17 flags, and Beam's Guava ahead of the
+   * Guava that Spark's own jars bring (Beam's dependencies call methods that old Guava lacks).
    */
   private void prepareForCluster() {
     String secretFile = spark.as(XinferOptions.class).getXinferSparkSecretFile();
@@ -152,7 +159,13 @@ public final class SparkEngine implements Engine {
       setIfAbsent(
           "spark.authenticate.secret", ServiceSecret.read(secretFile, "--xinferSparkSecretFile"));
     }
-    List<String> jars = ClusterJars.ofThisJvm(spark);
+    XinferOptions xinfer = spark.as(XinferOptions.class);
+    List<String> runtime =
+        xinfer.getXinferSparkRuntimeJars() == null
+            ? List.of()
+            : ClusterJars.runtimeListedIn(
+                Paths.get(xinfer.getXinferSparkRuntimeJars()), "--xinferSparkRuntimeJars");
+    List<String> jars = ClusterJars.forJob(filesToStage, runtime, spark);
     spark.setFilesToStage(jars);
     StringBuilder opens = new StringBuilder();
     for (String module : JAVA17_OPENS) {
@@ -164,7 +177,7 @@ public final class SparkEngine implements Engine {
     }
     setIfAbsent("spark.executor.extraJavaOptions", opens.toString());
     List<String> guava = new ArrayList<>();
-    for (String jar : jars) {
+    for (String jar : runtime.isEmpty() ? jars : runtime) {
       String name = new java.io.File(jar).getName();
       if (name.matches("guava-3\\d.*\\.jar") || name.matches("failureaccess-.*\\.jar")) {
         guava.add(jar);
