@@ -22,9 +22,12 @@ import org.apache.beam.sdk.metrics.MetricsFilter;
  * System.out.println(metrics);  // inferences=1797 predictions=1797 failures=0 batches=15 ...
  * }</pre>
  *
- * <p>While a streaming job runs, {@code of(result)} reads what the runner reports so far: Spark's
- * driver accumulator, and on Flink (embedded or a cluster) Flink's own metric system through its
- * REST API, at most a few seconds old; see {@link PipelineResult#metrics()} of the runner.
+ * <p>While a job runs, {@code of(result)} reads what the runner has so far (a bundle's work counts
+ * when the bundle ends): on Spark the driver's accumulator; on Flink, embedded or a cluster,
+ * Flink's own metric system through its REST API, at most {@code metrics.fetcher.update-interval}
+ * old (1 s on the embedded Flink). There a model id reads with {@code .}, {@code :}, {@code ,} and
+ * spaces as {@code _}, as Flink's REST API shows it. The DirectRunner runs the job inside {@code
+ * run()}.
  *
  * <p>Counts reconcile: every record that reached RunInference is in {@link #predictions()} or
  * {@link #failures()}. Values are the runner's attempted metrics: on a retried bundle they count
