@@ -142,4 +142,39 @@ public class FlinkEngineTest {
         !Files.readString(Path.of(none, "config.yaml"), StandardCharsets.UTF_8)
             .contains("savepoint"));
   }
+
+  @Test
+  public void theEmbeddedFlinkRefreshesItsRestMetricsEverySecondUnlessTheUserSaysOtherwise()
+      throws Exception {
+    String dir = FlinkEngine.xinferConfDir(null, true, true, null);
+    assertTrue(
+        Files.readString(Path.of(dir, "config.yaml"), StandardCharsets.UTF_8)
+            .contains("metrics.fetcher.update-interval: 1000\n"));
+    Path userConf = tmp.newFolder("fetcher").toPath();
+    Files.writeString(userConf.resolve("config.yaml"), "metrics.fetcher.update-interval: 5000\n");
+    String user =
+        Files.readString(
+            Path.of(
+                FlinkEngine.xinferConfDir(userConf.toString(), true, true, null), "config.yaml"),
+            StandardCharsets.UTF_8);
+    assertTrue(user, user.contains("metrics.fetcher.update-interval: 5000"));
+    assertTrue(user, !user.contains("update-interval: 1000"));
+    // A cluster's own configuration says how often its REST server refreshes.
+    assertTrue(
+        !Files.readString(
+                Path.of(FlinkEngine.xinferConfDir(null, false, true, null), "config.yaml"),
+                StandardCharsets.UTF_8)
+            .contains("metrics.fetcher"));
+  }
+
+  @Test
+  public void aClustersRestAddressIsItsFlinkMaster() {
+    FlinkPipelineOptions flink = PipelineOptionsFactory.as(FlinkPipelineOptions.class);
+    flink.setFlinkMaster("127.0.0.1:8081");
+    assertEquals("http://127.0.0.1:8081", FlinkEngine.clusterRestAddress(flink).toString());
+    flink.setFlinkMaster("https://flink.example:443");
+    assertEquals("https://flink.example:443", FlinkEngine.clusterRestAddress(flink).toString());
+    flink.setFlinkMaster("jobmanager");
+    assertEquals("http://jobmanager:8081", FlinkEngine.clusterRestAddress(flink).toString());
+  }
 }
