@@ -57,6 +57,25 @@ public final class Clusters {
   }
 
   /**
+   * Fails, saying how to get the right cluster, unless the cluster has {@code nodes} nodes ({@code
+   * ./xinfer test} starts Flink with 2 TaskManagers and Spark with 2 workers).
+   */
+  public static void requireNodes(String name, int nodes) {
+    if (nodes(name) != nodes) {
+      throw new AssertionError(
+          "the "
+              + name
+              + " cluster has "
+              + nodes(name)
+              + " node(s), not the "
+              + nodes
+              + " ./xinfer test starts it with: ./xinfer cluster down "
+              + name
+              + ", then run the tests again");
+    }
+  }
+
+  /**
    * How many SDK workers node {@code node} (1, 2...) of the cluster's Python worker pools has
    * started so far, from its log.
    */

@@ -445,6 +445,16 @@ public final class Launcher {
     long start = System.nanoTime();
     String runner = runnerName(options);
     while (result.waitUntilFinish(Duration.standardSeconds(progressSeconds)) == null) {
+      if (Thread.currentThread().isInterrupted()) {
+        // waitUntilFinish returns at once in an interrupted thread: stop the job and the wait.
+        try {
+          result.cancel();
+        } catch (IOException | RuntimeException e) {
+          progress("the interrupted batch job on %s could not be cancelled: %s", runner, e);
+        }
+        throw new IllegalStateException(
+            "interrupted while waiting for the batch job on " + runner + " to end; cancelled it");
+      }
       progress(
           "batch job running on %s for %.0f s%s",
           runner, (System.nanoTime() - start) / 1e9, recordsDone(liveMetrics(result)));

@@ -80,12 +80,7 @@ public class FlinkClusterIT {
 
   @Test
   public void aJobOnTwoTaskManagersRunsItsPythonStagesOnEachNodesOwnPool() throws Exception {
-    assertEquals(
-        "./xinfer test starts the Flink cluster with 2 TaskManagers of 2 slots; this one has "
-            + Clusters.nodes("flink")
-            + " (./xinfer cluster down flink, then run the tests again)",
-        2,
-        Clusters.nodes("flink"));
+    Clusters.requireNodes("flink", 2);
     long[] started = {
       Clusters.sdkWorkersStarted("flink", 1), Clusters.sdkWorkersStarted("flink", 2)
     };

@@ -85,4 +85,65 @@ public class LauncherTest {
     assertEquals(3, d.accountedFor());
     assertEquals("{dead}", d.firstDeadLetter);
   }
+
+  @Test(timeout = 10_000)
+  public void anInterruptedWaitForABatchJobStopsInsteadOfSpinning() throws Exception {
+    // A job that never ends: waitUntilFinish(duration) gives null at once in an interrupted
+    // thread, as XinferPipelineResult's does.
+    java.util.concurrent.atomic.AtomicBoolean cancelled =
+        new java.util.concurrent.atomic.AtomicBoolean();
+    org.apache.beam.sdk.PipelineResult never =
+        new org.apache.beam.sdk.PipelineResult() {
+          @Override
+          public State getState() {
+            return State.RUNNING;
+          }
+
+          @Override
+          public State cancel() {
+            cancelled.set(true);
+            return State.CANCELLED;
+          }
+
+          @Override
+          public State waitUntilFinish(org.joda.time.Duration duration) {
+            try {
+              Thread.sleep(duration.getMillis());
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+            }
+            return null;
+          }
+
+          @Override
+          public State waitUntilFinish() {
+            throw new UnsupportedOperationException();
+          }
+
+          @Override
+          public org.apache.beam.sdk.metrics.MetricResults metrics() {
+            throw new UnsupportedOperationException("no metrics while it runs");
+          }
+        };
+    dev.xinfer.XinferOptions options =
+        PipelineOptionsFactory.fromArgs("--runner=FlinkRunner").as(dev.xinfer.XinferOptions.class);
+    java.util.concurrent.atomic.AtomicReference<Throwable> thrown =
+        new java.util.concurrent.atomic.AtomicReference<>();
+    Thread waiter =
+        new Thread(
+            () -> {
+              try {
+                Launcher.waitWithProgress(never, options, 1);
+              } catch (Throwable t) {
+                thrown.set(t);
+              }
+            });
+    waiter.start();
+    Thread.sleep(300);
+    waiter.interrupt();
+    waiter.join(5_000);
+    assertTrue("the wait is still going after its thread was interrupted", !waiter.isAlive());
+    assertTrue(String.valueOf(thrown.get()), thrown.get() instanceof IllegalStateException);
+    assertTrue("the job was not cancelled", cancelled.get());
+  }
 }

@@ -46,55 +46,46 @@ public class SparkClusterIT {
     return System.getProperty("xinfer.spark.pool", "127.0.0.1:50001");
   }
 
+  /**
+   * A job on the cluster: its master, pool and secrets, and the job runtime on the nodes (the job
+   * ships its own classes only).
+   */
+  private static String[] clusterFlags() {
+    return new String[] {
+      "--sparkMaster=" + master(),
+      "--xinferWorkerPool=" + pool(),
+      "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
+      "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
+      "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
+      Launcher.filesToStageFlag()
+    };
+  }
+
   @Test
   public void batchOnTheClusterPredictsEveryRecordAsPlainPython() throws Exception {
     Launcher.Summary summary =
         DemoRuns.batch(
-            tmp.getRoot().toPath().resolve("predictions"),
-            "SparkRunner",
-            "--sparkMaster=" + master(),
-            "--xinferWorkerPool=" + pool(),
-            "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
-            "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
-            "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
-            Launcher.filesToStageFlag());
+            tmp.getRoot().toPath().resolve("predictions"), "SparkRunner", clusterFlags());
     assertThat(summary.toString(), containsString("records=1797 failed=0"));
   }
 
   @Test
   public void aJobOnTwoWorkersRunsItsPythonStagesOnEachNodesOwnPool() throws Exception {
-    assertEquals(
-        "./xinfer test starts the Spark cluster with 2 workers of 2 cores; this one has "
-            + Clusters.nodes("spark")
-            + " (./xinfer cluster down spark, then run the tests again)",
-        2,
-        Clusters.nodes("spark"));
+    Clusters.requireNodes("spark", 2);
     long[] before = {
       Clusters.sdkWorkersStarted("spark", 1), Clusters.sdkWorkersStarted("spark", 2)
     };
-    // A job on both nodes: it starts once both executors (4 cores) have registered, its shuffle
-    // makes 4 partitions, and tasks go to any free core (the cores of one machine are all "local"
-    // to its data). The job names node 1's pool; node 2's executor runs its Python stages on node
-    // 2's pool (XINFER_NODE_WORKER_POOL in the worker's environment, which executors inherit).
-    Map<String, String> conf =
-        Map.of(
-            "spark.cores.max", "4",
-            "spark.scheduler.minRegisteredResourcesRatio", "1.0",
-            "spark.default.parallelism", "4",
-            "spark.locality.wait", "0");
+    // A job on both nodes: its shuffle makes 4 partitions, and tasks go to any free core (the cores
+    // of one machine are all "local" to its data). The job names node 1's pool; node 2's executor
+    // runs its Python stages on node 2's pool (XINFER_NODE_WORKER_POOL in the worker's
+    // environment, which executors inherit).
+    Map<String, String> conf = Map.of("spark.default.parallelism", "4", "spark.locality.wait", "0");
     Map<String, String> prior = new HashMap<>();
     conf.forEach((key, value) -> prior.put(key, System.setProperty(key, value)));
     try {
       Launcher.Summary summary =
           DemoRuns.batch(
-              tmp.getRoot().toPath().resolve("predictions"),
-              "SparkRunner",
-              "--sparkMaster=" + master(),
-              "--xinferWorkerPool=" + pool(),
-              "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
-              "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
-              "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
-              Launcher.filesToStageFlag());
+              tmp.getRoot().toPath().resolve("predictions"), "SparkRunner", clusterFlags());
       assertThat(summary.toString(), containsString("records=1797 failed=0"));
     } finally {
       prior.forEach(
@@ -121,15 +112,7 @@ public class SparkClusterIT {
         "spark",
         () ->
             DemoRuns.streaming(
-                tmp.getRoot().toPath().resolve("streaming"),
-                "SparkRunner",
-                600,
-                "--sparkMaster=" + master(),
-                "--xinferWorkerPool=" + pool(),
-                "--xinferWorkerPoolSecretFile=" + Clusters.poolSecret("spark"),
-                "--xinferSparkSecretFile=" + Clusters.dir("spark").resolve("auth/secret"),
-                "--xinferSparkRuntimeJars=" + Clusters.dir("spark").resolve("runtime-jars.txt"),
-                Launcher.filesToStageFlag()));
+                tmp.getRoot().toPath().resolve("streaming"), "SparkRunner", 600, clusterFlags()));
   }
 
   @Test

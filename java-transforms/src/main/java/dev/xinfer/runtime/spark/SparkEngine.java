@@ -207,16 +207,23 @@ public final class SparkEngine implements Engine {
   }
 
   /**
-   * Stops the active streaming context (Beam's portable Spark runner holds it until it ends, so
-   * Spark's registry is the way to it). A batch job runs to its end.
+   * Stops the active streaming context, or cancels the active batch job's Spark jobs, which ends it
+   * with a failure (Beam's portable Spark runner holds both until they end, so Spark's registries
+   * are the way to them).
    */
   @Override
   public boolean cancel() {
     scala.Option<StreamingContext> active = StreamingContext.getActive();
-    if (active.isEmpty()) {
+    if (!active.isEmpty()) {
+      active.get().stop(true, false);
+      return true;
+    }
+    scala.Option<org.apache.spark.SparkContext> batch =
+        org.apache.spark.SparkContext$.MODULE$.getActive();
+    if (batch.isEmpty()) {
       return false;
     }
-    active.get().stop(true, false);
+    batch.get().cancelAllJobs();
     return true;
   }
 
