@@ -159,6 +159,12 @@ flink_node_procs() {  # DIR: the pid-file names of every node's processes
   done
 }
 
+# Every job brings its own Beam and gRPC (child-first): with Netty's pooled allocator each job's
+# gRPC keeps its own arenas of direct memory until its class loader is collected, which is a
+# while after the job ends; back-to-back jobs ran the TaskManager out of direct memory (its 7th
+# job, ./xinfer soak). Unpooled, a buffer's memory goes back when the buffer is released.
+GRPC_UNPOOLED="org.apache.beam.vendor.grpc.v1p60p1.io.netty.allocator.type=unpooled"
+
 # TaskManager NODE for the cluster in DIR (its conf made by flink_up), and the wait until the
 # JobManager has registered it.
 flink_taskmanager() {  # DIR CLASSPATH NODE
@@ -174,7 +180,7 @@ flink_taskmanager() {  # DIR CLASSPATH NODE
     env XINFER_NODE_WORKER_POOL="127.0.0.1:$pool" XINFER_NODE_WORKER_POOL_SECRET_FILE="$dir/pool$sfx.secret" \
     XINFER_NODE_SLOTS="$slots" \
     java ${tm[0]} "@$ROOT/runners-config/java17.args" -Dlog4j.configurationFile="file:$dir/conf/log4j.properties" \
-    -Dlog.file="$dir/taskmanager$sfx.log" \
+    -Dlog.file="$dir/taskmanager$sfx.log" "-D$GRPC_UNPOOLED" \
     -cp "$cp" org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$dir/conf" ${tm[1]} \
     -D "taskmanager.numberOfTaskSlots=$slots" -D "taskmanager.resource-id=node-$k"
   local deadline=$((SECONDS + 90))

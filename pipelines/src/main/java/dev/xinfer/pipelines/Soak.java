@@ -176,13 +176,14 @@ public final class Soak {
         java.nio.file.StandardOpenOption.APPEND);
   }
 
-  /** The pids the Flink cluster's pid files matching {@code glob} name, in file-name order. */
+  /** The pids the Flink cluster's pid files matching {@code glob} name, by node. */
   private List<Long> pids(String glob) throws IOException {
     List<Path> files = new ArrayList<>();
     try (DirectoryStream<Path> found = Files.newDirectoryStream(clusters.resolve("flink"), glob)) {
       found.forEach(files::add);
     }
-    files.sort(null);
+    // By node: NAME.pid is node 1's, NAME-K.pid node K's.
+    files.sort(java.util.Comparator.comparingInt(Soak::node));
     List<Long> pids = new ArrayList<>();
     for (Path file : files) {
       pids.add(Long.parseLong(Files.readString(file, StandardCharsets.US_ASCII).trim()));
@@ -196,6 +197,13 @@ public final class Soak {
               + ": start the cluster with ./xinfer cluster up flink");
     }
     return pids;
+  }
+
+  /** The node a pid file is of: 1 for NAME.pid, K for NAME-K.pid. */
+  static int node(Path pidFile) {
+    String name = pidFile.getFileName().toString().replaceFirst("\\.pid$", "");
+    java.util.regex.Matcher m = java.util.regex.Pattern.compile("-(\\d+)$").matcher(name);
+    return m.find() ? Integer.parseInt(m.group(1)) : 1;
   }
 
   /** Metaspace used and committed, MB ({@code jcmd VM.metaspace}'s "Both" line). */
