@@ -477,17 +477,27 @@ def _taskmanager(doc):
   return {c['name']: c for c in spec['containers']}, spec
 
 
-def _drop_node_pool(doc):
-  containers, _ = _taskmanager(doc)
-  env = containers['flink-main-container']['env']
-  env[:] = [e for e in env if e['name'] != NODE_POOL]
+def _without_env(name):
+  """Breaks a FlinkDeployment: the TaskManager's environment lacks `name`."""
+  def breaks(doc):
+    containers, _ = _taskmanager(doc)
+    env = containers['flink-main-container']['env']
+    env[:] = [e for e in env if e['name'] != name]
+
+  breaks.__name__ = f'without_{name}'
+  return breaks
 
 
-def _other_port(doc):
-  containers, _ = _taskmanager(doc)
-  for e in containers['flink-main-container']['env']:
-    if e['name'] == NODE_POOL:
-      e['value'] = '127.0.0.1:50100'
+def _with_env(name, value):
+  """Breaks a FlinkDeployment: the TaskManager's `name` is `value`."""
+  def breaks(doc):
+    containers, _ = _taskmanager(doc)
+    for e in containers['flink-main-container']['env']:
+      if e['name'] == name:
+        e['value'] = value
+
+  breaks.__name__ = f'{name}_{value}'
+  return breaks
 
 
 def _pool_on_all_interfaces(doc):
@@ -535,27 +545,14 @@ def _no_slots(doc):
   del doc['spec']['flinkConfiguration']['taskmanager.numberOfTaskSlots']
 
 
-def _slots_not_the_nodes(doc):
-  containers, _ = _taskmanager(doc)
-  for e in containers['flink-main-container']['env']:
-    if e['name'] == NODE_SLOTS:
-      e['value'] = '4'
-
-
-def _no_node_slots(doc):
-  containers, _ = _taskmanager(doc)
-  env = containers['flink-main-container']['env']
-  env[:] = [e for e in env if e['name'] != NODE_SLOTS]
-
-
 def _region_failover(doc):
   doc['spec']['flinkConfiguration'][
       'jobmanager.execution.failover-strategy'] = 'region'
 
 
 @pytest.mark.parametrize('breaks, reported', [
-    (_drop_node_pool, f'{NODE_POOL} is None'),
-    (_other_port, "not '127.0.0.1:50000'"),
+    (_without_env(NODE_POOL), f'{NODE_POOL} is None'),
+    (_with_env(NODE_POOL, '127.0.0.1:50100'), "not '127.0.0.1:50000'"),
     (_pool_on_all_interfaces, 'binds --host 0.0.0.0'),
     (_unknown_pool_flag, 'would not start with'),
     (_secret_not_in_the_pool, 'is not mounted in container xinfer-worker-pool'),
@@ -565,8 +562,8 @@ def _region_failover(doc):
     (_flink_1_18, "flinkVersion is 'v1_18'"),
     (_no_slots, 'taskmanager.numberOfTaskSlots is not set'),
     (_region_failover, "failover-strategy is 'region'"),
-    (_slots_not_the_nodes, "XINFER_NODE_SLOTS is '4', not"),
-    (_no_node_slots, 'XINFER_NODE_SLOTS is None'),
+    (_with_env(NODE_SLOTS, '4'), "XINFER_NODE_SLOTS is '4', not"),
+    (_without_env(NODE_SLOTS), 'XINFER_NODE_SLOTS is None'),
 ])
 def test_a_broken_flink_deployment_is_reported(flink_doc, secret_ref, breaks,
                                                reported):
