@@ -287,6 +287,9 @@ public final class LoopbackFnServers {
    * in the same context, would get the dead worker again). The retired factories close with the
    * context.
    */
+  /** How long after a job's stages close its harnesses' executors are interrupted. */
+  static final long HARNESS_EXECUTOR_GRACE_SECONDS = 10;
+
   private static final class Context implements ExecutableStageContext, AutoCloseable {
     private final JobInfo jobInfo;
     private final int workers;
@@ -300,7 +303,8 @@ public final class LoopbackFnServers {
      * {@code shutdown()}, which leaves its bundle-finalization task ({@code FinalizeBundleHandler},
      * an endless loop that only an interrupt ends) running: on a TaskManager that thread held each
      * finished job's class loader (Beam, gRPC and their classes, about 40 MB of metaspace) for the
-     * JVM's life (found with a heap dump, {@code ./xinfer soak}). {@link #close} interrupts them.
+     * JVM's life (found with a heap dump, {@code ./xinfer soak}). {@link #close} interrupts them,
+     * {@value #HARNESS_EXECUTOR_GRACE_SECONDS} s later.
      */
     private final java.util.List<java.util.concurrent.ExecutorService> harnessExecutors =
         new java.util.ArrayList<>();
@@ -358,10 +362,13 @@ public final class LoopbackFnServers {
         }
       }
       retired.clear();
-      for (java.util.concurrent.ExecutorService executor : harnessExecutors) {
-        executor.shutdownNow();
-      }
+      // After the harnesses' own shutdown (their logging stream drains on these executors too).
+      java.util.List<java.util.concurrent.ExecutorService> executors =
+          new java.util.ArrayList<>(harnessExecutors);
       harnessExecutors.clear();
+      java.util.concurrent.CompletableFuture.delayedExecutor(
+              HARNESS_EXECUTOR_GRACE_SECONDS, java.util.concurrent.TimeUnit.SECONDS)
+          .execute(() -> executors.forEach(java.util.concurrent.ExecutorService::shutdownNow));
       if (failure != null) {
         throw failure;
       }
