@@ -12,6 +12,7 @@ import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
 import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.annotations.Internal;
+import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
 
 /**
  * Where xinfer's Java side reaches into Beam internals: the one class to read on a Beam upgrade
@@ -39,6 +40,10 @@ import org.apache.beam.sdk.annotations.Internal;
  *   <li>Spark's {@code DStreamGraph.inputStreams} (a private field, Spark 3.2), from which {@code
  *       SparkStreamingRunner} takes the queue streams Beam's translator leaves behind each read, so
  *       that a streaming job can be restored from its checkpoint.
+ *   <li>{@link #shutdownChannel}: vendored gRPC's {@code ManagedChannelImpl$RealChannel.this$0},
+ *       {@code ManagedChannelOrphanWrapper.refs} and {@code ForwardingManagedChannel.delegate},
+ *       through which {@link EmbeddedEnvironments} shuts down the channels of Beam's embedded Java
+ *       harness (which never does, and so keeps a job's class loader for the JVM's life).
  *   <li>{@link #withDaemonThreads}: the thread pool of a {@code DefaultJobBundleFactory}, whose
  *       threads would keep a DirectRunner JVM alive for a minute after its last pipeline.
  *   <li>{@link #PATCHED_CLASSES}: Beam classes xinfer ships a corrected copy of, which must come
@@ -139,6 +144,67 @@ public final class BeamHooks {
     }
   }
 
+  private static final String GRPC = "org.apache.beam.vendor.grpc.v1p60p1.io.grpc.";
+
+  /** The private fields {@link #shutdownChannel} reads, by class (vendored gRPC 1.60.1). */
+  static final Map<String, String> CHANNEL_FIELDS =
+      Map.of(
+          GRPC + "internal.ManagedChannelImpl$RealChannel", "this$0",
+          GRPC + "internal.ManagedChannelOrphanWrapper", "refs",
+          GRPC + "internal.ForwardingManagedChannel", "delegate");
+
+  /**
+   * Shuts down (now) the managed channel that {@code channel} belongs to: {@code channel} is what a
+   * channel's first client interceptor sees as the next channel, gRPC's {@code RealChannel} inside
+   * a {@code ManagedChannelImpl}. The channel is shut through the orphan wrapper that its builder
+   * returned, as its owner would, so that gRPC does not report it as garbage collected without
+   * shutdown. Returns false, doing nothing, when {@code channel} is none of these.
+   */
+  static boolean shutdownChannel(org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Channel channel) {
+    try {
+      ManagedChannel managed;
+      if (channel instanceof ManagedChannel) {
+        managed = (ManagedChannel) channel;
+      } else if (channel
+          .getClass()
+          .getName()
+          .equals(GRPC + "internal.ManagedChannelImpl$RealChannel")) {
+        managed = (ManagedChannel) field(channel.getClass(), "this$0").get(channel);
+      } else {
+        return false;
+      }
+      ManagedChannel owner = managed;
+      Class<?> wrapper =
+          Class.forName(
+              GRPC + "internal.ManagedChannelOrphanWrapper",
+              false,
+              managed.getClass().getClassLoader());
+      Field delegate = field(wrapper.getSuperclass(), "delegate");
+      for (Object reference : ((Map<?, ?>) field(wrapper, "refs").get(null)).keySet()) {
+        Object wrapping = ((java.lang.ref.Reference<?>) reference).get();
+        if (wrapping != null && delegate.get(wrapping) == managed) {
+          owner = (ManagedChannel) wrapping;
+          break;
+        }
+      }
+      owner.shutdownNow();
+      return true;
+    } catch (ReflectiveOperationException | ClassCastException e) {
+      throw new IllegalStateException(
+          "xinfer cannot reach vendored gRPC's channel internals to shut the embedded Java"
+              + " harness's channels; this xinfer version is built for Beam "
+              + BEAM_VERSION
+              + ".",
+          e);
+    }
+  }
+
+  private static Field field(Class<?> type, String name) throws NoSuchFieldException {
+    Field field = type.getDeclaredField(name);
+    field.setAccessible(true);
+    return field;
+  }
+
   /** What no longer matches in the Beam on the classpath, one line per hook. */
   public static List<String> problems() {
     List<String> found = new ArrayList<>();
@@ -167,6 +233,18 @@ public final class BeamHooks {
       }
     } catch (NoSuchFieldException e) {
       found.add("DefaultJobBundleFactory has no executor field (withDaemonThreads)");
+    }
+    for (Map.Entry<String, String> hook : CHANNEL_FIELDS.entrySet()) {
+      try {
+        Class.forName(hook.getKey(), false, BeamHooks.class.getClassLoader())
+            .getDeclaredField(hook.getValue());
+      } catch (ClassNotFoundException | NoSuchFieldException e) {
+        found.add(
+            hook.getKey()
+                + "."
+                + hook.getValue()
+                + " is gone: the embedded harness's channels can no longer be shut down");
+      }
     }
     try {
       // By name: a Flink TaskManager has no Spark classes.

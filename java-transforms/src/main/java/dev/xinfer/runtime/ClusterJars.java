@@ -38,9 +38,12 @@ public final class ClusterJars {
    * Class-Path} names the runtime's jars, so that the job's own class loader loads them from the
    * node's disk (each job still gets its own copy of Beam's classes and their static state, as with
    * shipped jars). Logs what is shipped, and how much.
+   *
+   * @param into the folder to write the jars it packs into (the caller removes it when the job has
+   *     ended)
    */
   public static List<String> forJob(
-      @Nullable List<String> requested, List<String> runtime, PipelineOptions options) {
+      @Nullable List<String> requested, List<String> runtime, PipelineOptions options, Path into) {
     boolean asked = requested != null && !requested.isEmpty();
     List<String> candidates =
         asked
@@ -61,7 +64,7 @@ public final class ClusterJars {
         own.add(candidate);
       }
     }
-    Path tmp = PrivateTempDirs.create("xinfer-job-jars-");
+    Path tmp = into;
     List<String> staged = new ArrayList<>();
     if (!runtime.isEmpty()) {
       staged.add(runtimeJar(tmp.resolve(RUNTIME_JAR), runtime).toString());

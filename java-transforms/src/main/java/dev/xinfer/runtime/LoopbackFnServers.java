@@ -13,7 +13,6 @@ import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.ReferenceCountingExecutableStageContextFactory;
 import org.apache.beam.runners.fnexecution.control.StageBundleFactory;
 import org.apache.beam.runners.fnexecution.environment.DockerEnvironmentFactory;
-import org.apache.beam.runners.fnexecution.environment.EmbeddedEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.EnvironmentFactory;
 import org.apache.beam.runners.fnexecution.environment.ProcessEnvironmentFactory;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
@@ -248,7 +247,7 @@ public final class LoopbackFnServers {
                 Duration.ofSeconds(
                     options.as(XinferOptions.class).getXinferServiceStartTimeoutSeconds())),
             Environments.ENVIRONMENT_EMBEDDED,
-            new EmbeddedEnvironmentFactory.Provider(options));
+            new EmbeddedEnvironments.Provider(options));
     return DefaultJobBundleFactory.create(jobInfo, providers);
   }
 
@@ -287,9 +286,6 @@ public final class LoopbackFnServers {
    * in the same context, would get the dead worker again). The retired factories close with the
    * context.
    */
-  /** How long after a job's stages close its harnesses' executors are interrupted. */
-  static final long HARNESS_EXECUTOR_GRACE_SECONDS = 10;
-
   private static final class Context implements ExecutableStageContext, AutoCloseable {
     private final JobInfo jobInfo;
     private final int workers;
@@ -303,8 +299,10 @@ public final class LoopbackFnServers {
      * {@code shutdown()}, which leaves its bundle-finalization task ({@code FinalizeBundleHandler},
      * an endless loop that only an interrupt ends) running: on a TaskManager that thread held each
      * finished job's class loader (Beam, gRPC and their classes, about 40 MB of metaspace) for the
-     * JVM's life (found with a heap dump, {@code ./xinfer soak}). {@link #close} interrupts them,
-     * {@value #HARNESS_EXECUTOR_GRACE_SECONDS} s later.
+     * JVM's life (found with a heap dump, {@code ./xinfer soak}). {@link #close} interrupts them
+     * once the factories have closed: {@link EmbeddedEnvironments} waits, at an environment's
+     * close, for its harness to return (the harness drains its logging stream on this executor
+     * before it returns; interrupted earlier, that drain printed a stack trace).
      */
     private final java.util.List<java.util.concurrent.ExecutorService> harnessExecutors =
         new java.util.ArrayList<>();
@@ -362,13 +360,9 @@ public final class LoopbackFnServers {
         }
       }
       retired.clear();
-      // After the harnesses' own shutdown (their logging stream drains on these executors too).
-      java.util.List<java.util.concurrent.ExecutorService> executors =
-          new java.util.ArrayList<>(harnessExecutors);
+      // After the harnesses have returned (EmbeddedEnvironments' close waits for them).
+      harnessExecutors.forEach(java.util.concurrent.ExecutorService::shutdownNow);
       harnessExecutors.clear();
-      java.util.concurrent.CompletableFuture.delayedExecutor(
-              HARNESS_EXECUTOR_GRACE_SECONDS, java.util.concurrent.TimeUnit.SECONDS)
-          .execute(() -> executors.forEach(java.util.concurrent.ExecutorService::shutdownNow));
       if (failure != null) {
         throw failure;
       }

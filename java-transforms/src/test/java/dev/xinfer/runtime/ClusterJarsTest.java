@@ -53,7 +53,8 @@ public class ClusterJarsTest {
         ClusterJars.forJob(
             List.of(clientBeam.toString(), userJar.toString()),
             List.of(runtimeXinfer.toString(), runtimeBeam.toString()),
-            PipelineOptionsFactory.create());
+            PipelineOptionsFactory.create(),
+            tmp.newFolder("packed").toPath());
 
     assertEquals(2, staged.size());
     assertEquals(ClusterJars.RUNTIME_JAR, new File(staged.get(0)).getName());

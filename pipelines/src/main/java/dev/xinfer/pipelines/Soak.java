@@ -96,6 +96,13 @@ public final class Soak {
     }
     header.addAll(List.of("sdk_workers_alive", "tmp_entries"));
     Files.write(csv, List.of(String.join(",", header)), StandardCharsets.UTF_8);
+    for (int node = 1; node <= taskManagers.size(); node++) {
+      System.out.printf(
+          Locale.ROOT,
+          "xinfer soak: TaskManager %d's metaspace limit: %.0f MB (MaxMetaspaceSize)%n",
+          node,
+          metaspaceLimit(taskManagers.get(node - 1)));
+    }
     long start = System.nanoTime();
     sample(0, start);
     for (int job = 1; job <= jobs; job++) {
@@ -204,6 +211,18 @@ public final class Soak {
     String name = pidFile.getFileName().toString().replaceFirst("\\.pid$", "");
     java.util.regex.Matcher m = java.util.regex.Pattern.compile("-(\\d+)$").matcher(name);
     return m.find() ? Integer.parseInt(m.group(1)) : 1;
+  }
+
+  /** The JVM's metaspace limit, MB ({@code -XX:MaxMetaspaceSize} in {@code jcmd VM.flags}). */
+  static double metaspaceLimit(long pid) throws Exception {
+    for (String line : jcmd(pid, "VM.flags")) {
+      java.util.regex.Matcher m =
+          java.util.regex.Pattern.compile("-XX:MaxMetaspaceSize=(\\d+)").matcher(line);
+      if (m.find()) {
+        return Long.parseLong(m.group(1)) / (1024.0 * 1024.0);
+      }
+    }
+    throw new IllegalStateException("jcmd " + pid + " VM.flags names no MaxMetaspaceSize");
   }
 
   /** Metaspace used and committed, MB ({@code jcmd VM.metaspace}'s "Both" line). */

@@ -64,6 +64,9 @@ public final class FlinkEngine implements Engine {
   private volatile @Nullable URI restAddress;
   private @Nullable FlinkRestMetrics restMetrics;
 
+  /** The job's temporary folders (its Flink configuration, its packed jars), gone at release. */
+  private final List<Path> jobDirs = new java.util.concurrent.CopyOnWriteArrayList<>();
+
   /** Flink job id to the REST address of the Flink it runs on, for the jobs running now. */
   private static final Map<String, URI> RUNNING = new ConcurrentHashMap<>();
 
@@ -164,14 +167,17 @@ public final class FlinkEngine implements Engine {
     // Beam's FlinkPipelineRunner prefers --flinkConfDir to the directory it is given; xinfer's
     // holds the user's configuration too.
     flink.setFlinkConfDir(confDir);
+    jobDirs.add(Path.of(confDir));
     // A cluster's TaskManagers run the Java stages with the jars the job ships and their own.
     if (!embedded()) {
       checkJobManager(flink.getFlinkMaster());
     }
-    List<String> jars =
-        embedded()
-            ? List.of()
-            : ClusterJars.forJob(filesToStage, runtimeJars(userConfDir), options);
+    List<String> jars = List.of();
+    if (!embedded()) {
+      Path packed = PrivateTempDirs.create("xinfer-job-jars-");
+      jobDirs.add(packed);
+      jars = ClusterJars.forJob(filesToStage, runtimeJars(userConfDir), options, packed);
+    }
     return new FlinkPipelineRunner(flink, confDir, jars);
   }
 
@@ -460,6 +466,8 @@ public final class FlinkEngine implements Engine {
     if (checkpoints != null && client != null) {
       removeIfEmpty(checkpoints.resolve(client.getJobID().toString()));
     }
+    jobDirs.forEach(PrivateTempDirs::delete);
+    jobDirs.clear();
   }
 
   /**

@@ -577,7 +577,7 @@ public final class PythonServices implements AutoCloseable {
       closed = true;
     }
     destroy(process);
-    PrivateTempDirs.deleteRecursively(logFile.getParent());
+    PrivateTempDirs.delete(logFile.getParent());
   }
 
   /** The modules named by {@code --xinferAllowedModules}, each a dotted Python module name. */

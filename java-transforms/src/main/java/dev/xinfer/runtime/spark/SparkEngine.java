@@ -62,6 +62,10 @@ public final class SparkEngine implements Engine {
   /** A streaming job's recovery from the checkpoint of a run before it, with --checkpointDir. */
   private @Nullable SparkRecovery recovery;
 
+  /** The job's temporary folders (its packed jars, its own checkpoints), gone at release. */
+  private final List<java.nio.file.Path> jobDirs =
+      new java.util.concurrent.CopyOnWriteArrayList<>();
+
   public SparkEngine(PipelineOptions options) {
     this.spark = options.as(SparkPipelineOptions.class);
     List<String> requested = options.as(FileStagingOptions.class).getFilesToStage();
@@ -120,7 +124,9 @@ public final class SparkEngine implements Engine {
       }
     } else if (spark.isStreaming()) {
       // Beam's default is /tmp/JOBNAME, readable by every user; this run's own folder instead.
-      spark.setCheckpointDir(PrivateTempDirs.create("xinfer-spark-checkpoint-").toString());
+      java.nio.file.Path checkpoints = PrivateTempDirs.create("xinfer-spark-checkpoint-");
+      jobDirs.add(checkpoints);
+      spark.setCheckpointDir(checkpoints.toString());
     }
     if (!embedded()) {
       prepareForCluster();
@@ -165,7 +171,9 @@ public final class SparkEngine implements Engine {
             ? List.of()
             : ClusterJars.runtimeListedIn(
                 Paths.get(xinfer.getXinferSparkRuntimeJars()), "--xinferSparkRuntimeJars");
-    List<String> jars = ClusterJars.forJob(filesToStage, runtime, spark);
+    java.nio.file.Path packed = PrivateTempDirs.create("xinfer-job-jars-");
+    jobDirs.add(packed);
+    List<String> jars = ClusterJars.forJob(filesToStage, runtime, spark, packed);
     spark.setFilesToStage(jars);
     StringBuilder opens = new StringBuilder();
     for (String module : JAVA17_OPENS) {
@@ -246,6 +254,8 @@ public final class SparkEngine implements Engine {
     if (recovery != null) {
       recovery.release();
     }
+    jobDirs.forEach(PrivateTempDirs::delete);
+    jobDirs.clear();
   }
 
   /** Fails with the flags to add when this JVM lacks what Spark needs on Java 17. */
