@@ -9,6 +9,7 @@ manifest on purpose to show that the checks see it.
 import copy
 import os
 import pathlib
+import re
 import secrets
 import shlex
 
@@ -29,6 +30,17 @@ NODE_POOL_SECRET_FILE = 'XINFER_NODE_WORKER_POOL_SECRET_FILE'
 NODE_SLOTS = 'XINFER_NODE_SLOTS'
 POOL_COMMAND = 'xinfer-worker-pool'
 LOOPBACK = '127.0.0.1'
+
+
+def _grpc_unpooled():
+  """The TaskManagers' -D flag, as `./xinfer cluster up flink` passes it."""
+  script = (ROOT / 'runners-config' / 'clusters' / 'clusters.sh').read_text()
+  match = re.search(r'^GRPC_UNPOOLED="([^"]+)"$', script, re.MULTILINE)
+  assert match, 'clusters.sh no longer sets GRPC_UNPOOLED'
+  return '-D' + match.group(1)
+
+
+GRPC_UNPOOLED = _grpc_unpooled()
 
 
 def _load(path: pathlib.Path):
@@ -292,6 +304,12 @@ def flink_problems(doc, secret_name, secret_key):
       problems.append(
           f'{where}: flinkConfiguration {key} is {conf.get(key)!r}, not '
           f'{value}: {why}')
+  if GRPC_UNPOOLED not in str(conf.get('env.java.opts.taskmanager',
+                                       '')).split():
+    problems.append(
+        f'{where}: env.java.opts.taskmanager lacks {GRPC_UNPOOLED}: each job\'s '
+        'gRPC pools Netty direct memory until its class loader goes, and '
+        'back-to-back jobs ran a TaskManager out of direct memory')
   opts = str(conf.get('env.java.opts.all', '')).split()
   missing = [o for o in _java17_opens() if o not in opts]
   if missing:
@@ -545,6 +563,10 @@ def _no_slots(doc):
   del doc['spec']['flinkConfiguration']['taskmanager.numberOfTaskSlots']
 
 
+def _pooled_grpc(doc):
+  del doc['spec']['flinkConfiguration']['env.java.opts.taskmanager']
+
+
 def _region_failover(doc):
   doc['spec']['flinkConfiguration'][
       'jobmanager.execution.failover-strategy'] = 'region'
@@ -562,6 +584,7 @@ def _region_failover(doc):
     (_flink_1_18, "flinkVersion is 'v1_18'"),
     (_no_slots, 'taskmanager.numberOfTaskSlots is not set'),
     (_region_failover, "failover-strategy is 'region'"),
+    (_pooled_grpc, 'env.java.opts.taskmanager lacks'),
     (_with_env(NODE_SLOTS, '4'), "XINFER_NODE_SLOTS is '4', not"),
     (_without_env(NODE_SLOTS), 'XINFER_NODE_SLOTS is None'),
 ])
