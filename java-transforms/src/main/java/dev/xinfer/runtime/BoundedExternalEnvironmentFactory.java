@@ -198,9 +198,7 @@ final class BoundedExternalEnvironmentFactory implements EnvironmentFactory {
   }
 
   /** A worker of the pool, stopped through the pool when the runner lets it go. */
-  private static final class Remote implements RemoteEnvironment {
-    private final Environment environment;
-    private final InstructionRequestHandler handler;
+  private static final class Remote extends ConnectedEnvironment {
     private final ManagedChannel channel;
     private final String workerId;
 
@@ -209,26 +207,15 @@ final class BoundedExternalEnvironmentFactory implements EnvironmentFactory {
         InstructionRequestHandler handler,
         ManagedChannel channel,
         String workerId) {
-      this.environment = environment;
-      this.handler = handler;
+      super(environment, handler);
       this.channel = channel;
       this.workerId = workerId;
     }
 
     @Override
-    public Environment getEnvironment() {
-      return environment;
-    }
-
-    @Override
-    public InstructionRequestHandler getInstructionRequestHandler() {
-      return handler;
-    }
-
-    @Override
     public void close() throws Exception {
       try {
-        handler.close();
+        getInstructionRequestHandler().close();
         BeamFnApi.StopWorkerResponse response =
             BeamFnExternalWorkerPoolGrpc.newBlockingStub(channel)
                 .stopWorker(BeamFnApi.StopWorkerRequest.newBuilder().setWorkerId(workerId).build());

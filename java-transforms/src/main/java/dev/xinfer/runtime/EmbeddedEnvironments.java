@@ -7,7 +7,6 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -77,12 +76,7 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
       throws Exception {
     Channels channels = new Channels();
     ExecutorService thread =
-        Executors.newSingleThreadExecutor(
-            runnable -> {
-              Thread harness = new Thread(runnable, "xinfer-embedded-harness-" + workerId);
-              harness.setDaemon(true);
-              return harness;
-            });
+        DaemonThreads.singleThreadExecutor("xinfer-embedded-harness-" + workerId);
     Future<?> harness =
         thread.submit(
             () -> {
@@ -127,17 +121,7 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
       }
     }
     InstructionRequestHandler connected = handler;
-    return new RemoteEnvironment() {
-      @Override
-      public Environment getEnvironment() {
-        return environment;
-      }
-
-      @Override
-      public InstructionRequestHandler getInstructionRequestHandler() {
-        return connected;
-      }
-
+    return new ConnectedEnvironment(environment, connected) {
       @Override
       public void close() throws Exception {
         try {

@@ -2,6 +2,7 @@ package dev.xinfer.runtime.portable;
 
 import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.BeamHooks;
+import dev.xinfer.runtime.DaemonThreads;
 import dev.xinfer.runtime.HarnessTeardownNoise;
 import dev.xinfer.runtime.LoopbackFnServers;
 import dev.xinfer.runtime.RunnerBootstrap;
@@ -9,7 +10,6 @@ import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
 import org.apache.beam.runners.jobsubmission.PortablePipelineResult;
@@ -117,13 +117,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
         engine.runnerName().replace("Runner", ""),
         engine.target(),
         options.as(org.apache.beam.sdk.options.StreamingOptions.class).isStreaming());
-    ExecutorService executor =
-        Executors.newSingleThreadExecutor(
-            r -> {
-              Thread t = new Thread(r, "xinfer-job-" + jobName);
-              t.setDaemon(true);
-              return t;
-            });
+    ExecutorService executor = DaemonThreads.singleThreadExecutor("xinfer-job-" + jobName);
     engine.prepare(jobInfo);
     CompletableFuture<PortablePipelineResult> job =
         CompletableFuture.supplyAsync(
