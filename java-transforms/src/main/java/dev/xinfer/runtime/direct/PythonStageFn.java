@@ -154,9 +154,12 @@ final class PythonStageFn extends DoFn<Object, Object> {
       // Waits for the SDK worker to finish the bundle; a Python error fails it here.
       bundle.close();
     } catch (Exception e) {
-      // The shared SDK worker may be the cause (killed, out of memory): the next pipeline starts
-      // a new one. This pipeline's other bundles keep theirs; it is closed when the JVM exits.
-      FACTORIES.remove(environment, jobBundleFactory);
+      if (!reportedByALiveWorker(e, PythonServices.noticesSince(started))) {
+        // The shared SDK worker may be the cause (killed, out of memory): the next pipeline
+        // starts a new one. This pipeline's other bundles keep theirs; it is closed when the JVM
+        // exits.
+        FACTORIES.remove(environment, jobBundleFactory);
+      }
       String message = "The Python stage's bundle failed: " + e;
       String explained = PythonServices.withNotices(message, started, e);
       if (explained.equals(message)) {
@@ -179,6 +182,26 @@ final class PythonStageFn extends DoFn<Object, Object> {
     if (done != null) {
       reportMetrics(done.getMonitoringInfosList());
     }
+  }
+
+  /**
+   * Whether a bundle's failure is a Python error that the SDK worker reported itself (Beam's "Error
+   * received from SDK harness"), with no sign that the worker was lost (its connection cancelled or
+   * closed, or its pool telling that it died): such a worker serves the next bundles as before
+   * (Beam's Python harness drops the failed bundle's processor), so a test class whose one test
+   * expects a Python error does not start a new worker for the next test.
+   */
+  static boolean reportedByALiveWorker(Throwable failure, List<String> notices) {
+    if (PythonServices.looksLikeALostWorker(failure)
+        || notices.stream().anyMatch(notice -> notice.contains(" died"))) {
+      return false;
+    }
+    for (Throwable t = failure; t != null; t = t.getCause() == t ? null : t.getCause()) {
+      if (String.valueOf(t.getMessage()).contains("Error received from SDK harness")) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /**

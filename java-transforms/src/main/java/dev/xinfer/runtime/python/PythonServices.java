@@ -443,7 +443,8 @@ public final class PythonServices implements AutoCloseable {
 
   static final long NOTICE_WAIT_MILLIS = 2000;
 
-  static boolean looksLikeALostWorker(Throwable failure) {
+  /** Whether {@code failure} looks like a lost worker: its connection cancelled or closed. */
+  public static boolean looksLikeALostWorker(Throwable failure) {
     for (Throwable t = failure; t != null; t = t.getCause() == t ? null : t.getCause()) {
       String text = String.valueOf(t.getMessage());
       if (text.contains("CANCELLED") || text.contains("closed") || text.contains("UNAVAILABLE")) {
