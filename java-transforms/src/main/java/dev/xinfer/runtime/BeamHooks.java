@@ -154,11 +154,13 @@ public final class BeamHooks {
           GRPC + "internal.ForwardingManagedChannel", "delegate");
 
   /**
-   * Shuts down (now) the managed channel that {@code channel} belongs to: {@code channel} is what a
-   * channel's first client interceptor sees as the next channel, gRPC's {@code RealChannel} inside
-   * a {@code ManagedChannelImpl}. The channel is shut through the orphan wrapper that its builder
-   * returned, as its owner would, so that gRPC does not report it as garbage collected without
-   * shutdown. Returns false, doing nothing, when {@code channel} is none of these.
+   * Shuts down the managed channel that {@code channel} belongs to: no new calls, and the channel
+   * ends once its calls have (a stream still open ends when its server shuts down; cancelling it
+   * instead raced the server's own close and printed "call already closed"). {@code channel} is
+   * what a channel's first client interceptor sees as the next channel, gRPC's {@code RealChannel}
+   * inside a {@code ManagedChannelImpl}. The channel is shut through the orphan wrapper that its
+   * builder returned, as its owner would, so that gRPC does not report it as garbage collected
+   * without shutdown. Returns false, doing nothing, when {@code channel} is none of these.
    */
   static boolean shutdownChannel(org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Channel channel) {
     try {
@@ -187,7 +189,7 @@ public final class BeamHooks {
           break;
         }
       }
-      owner.shutdownNow();
+      owner.shutdown();
       return true;
     } catch (ReflectiveOperationException | ClassCastException e) {
       throw new IllegalStateException(

@@ -99,7 +99,7 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
     InstructionRequestHandler handler = null;
     while (handler == null) {
       if (harness.isDone()) {
-        channels.shutdownNow();
+        channels.shutdown();
         throw new IllegalStateException(
             "the embedded Java SDK harness "
                 + workerId
@@ -116,7 +116,7 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
         harness.cancel(true);
-        channels.shutdownNow();
+        channels.shutdown();
         throw e;
       }
     }
@@ -136,7 +136,7 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
         } catch (ExecutionException e) {
           LOG.debug("the embedded Java SDK harness {} ended with {}", workerId, e.getCause());
         } finally {
-          channels.shutdownNow();
+          channels.shutdown();
         }
       }
     };
@@ -169,7 +169,7 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
     }
 
     /** Shuts down every channel seen; returns how many. */
-    int shutdownNow() {
+    int shutdown() {
       int shut = 0;
       for (Channel channel : seen) {
         if (BeamHooks.shutdownChannel(channel)) {

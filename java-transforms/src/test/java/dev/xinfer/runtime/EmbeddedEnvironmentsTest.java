@@ -26,26 +26,27 @@ import org.junit.runners.JUnit4;
 public class EmbeddedEnvironmentsTest {
   @Test
   public void theChannelsAHarnessCallsOnAreShutDown() throws Exception {
+    ManagedChannel channel;
     try (GrpcFnServer<GrpcLoggingService> server =
         GrpcFnServer.allocatePortAndCreateFor(
             GrpcLoggingService.forWriter((entry) -> {}), InProcessServerFactory.create())) {
       EmbeddedEnvironments.Channels channels = new EmbeddedEnvironments.Channels();
-      ManagedChannel channel =
+      channel =
           ManagedChannelFactory.createInProcess()
               .withInterceptors(List.of(channels))
               .forDescriptor(server.getApiServiceDescriptor());
       StreamObserver<BeamFnApi.LogEntry.List> stream =
           BeamFnLoggingGrpc.newStub(channel).logging(new Ignoring());
       stream.onNext(BeamFnApi.LogEntry.List.getDefaultInstance());
-      stream.onCompleted();
       assertFalse(channel.isShutdown());
 
-      assertEquals("channels shut down", 1, channels.shutdownNow());
+      assertEquals("channels shut down", 1, channels.shutdown());
 
       assertTrue("the channel the factory returned is shut down", channel.isShutdown());
-      assertTrue(channel.awaitTermination(10, TimeUnit.SECONDS));
-      assertEquals("nothing left to shut", 0, channels.shutdownNow());
+      assertEquals("nothing left to shut", 0, channels.shutdown());
     }
+    // The open logging stream ends with its server; then the channel has terminated.
+    assertTrue(channel.awaitTermination(10, TimeUnit.SECONDS));
   }
 
   @Test
