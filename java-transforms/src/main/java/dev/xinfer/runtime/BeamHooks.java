@@ -44,6 +44,8 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       {@code ManagedChannelOrphanWrapper.refs} and {@code ForwardingManagedChannel.delegate},
  *       through which {@link EmbeddedEnvironments} shuts down the channels of Beam's embedded Java
  *       harness (which never does, and so keeps a job's class loader for the JVM's life).
+ *   <li>{@link #forgetRequests}: {@code FnApiControlClient.outstandingRequests}, from which {@link
+ *       EmbeddedEnvironments} drops the readiness requests whose answer Beam's harness dropped.
  *   <li>{@link #withDaemonThreads}: the thread pool of a {@code DefaultJobBundleFactory}, whose
  *       threads would keep a DirectRunner JVM alive for a minute after its last pipeline.
  *   <li>{@link #PATCHED_CLASSES}: Beam classes xinfer ships a corrected copy of, which must come
@@ -201,6 +203,36 @@ public final class BeamHooks {
     }
   }
 
+  /**
+   * Drops the requests {@code ids} from what {@code handler} (Beam's {@code FnApiControlClient})
+   * waits an answer for: requests whose answer the harness dropped ({@link EmbeddedEnvironments}),
+   * which Beam would otherwise report as an error, and fail, when the environment closes.
+   */
+  static void forgetRequests(
+      org.apache.beam.runners.fnexecution.control.InstructionRequestHandler handler,
+      java.util.Collection<String> ids) {
+    if (ids.isEmpty()
+        || !(handler instanceof org.apache.beam.runners.fnexecution.control.FnApiControlClient)) {
+      return;
+    }
+    try {
+      Map<?, ?> outstanding =
+          (Map<?, ?>)
+              field(
+                      org.apache.beam.runners.fnexecution.control.FnApiControlClient.class,
+                      "outstandingRequests")
+                  .get(handler);
+      ids.forEach(outstanding::remove);
+    } catch (ReflectiveOperationException | ClassCastException e) {
+      throw new IllegalStateException(
+          "xinfer cannot reach FnApiControlClient.outstandingRequests; this xinfer version is built"
+              + " for Beam "
+              + BEAM_VERSION
+              + ".",
+          e);
+    }
+  }
+
   private static Field field(Class<?> type, String name) throws NoSuchFieldException {
     Field field = type.getDeclaredField(name);
     field.setAccessible(true);
@@ -235,6 +267,16 @@ public final class BeamHooks {
       }
     } catch (NoSuchFieldException e) {
       found.add("DefaultJobBundleFactory has no executor field (withDaemonThreads)");
+    }
+    try {
+      if (!Map.class.isAssignableFrom(
+          org.apache.beam.runners.fnexecution.control.FnApiControlClient.class
+              .getDeclaredField("outstandingRequests")
+              .getType())) {
+        found.add("FnApiControlClient.outstandingRequests is no longer a Map (forgetRequests)");
+      }
+    } catch (NoSuchFieldException e) {
+      found.add("FnApiControlClient has no outstandingRequests field (forgetRequests)");
     }
     for (Map.Entry<String, String> hook : CHANNEL_FIELDS.entrySet()) {
       try {

@@ -121,6 +121,13 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
       }
     }
     InstructionRequestHandler connected = handler;
+    try {
+      awaitAnswering(connected, workerId, harness);
+    } catch (RuntimeException | InterruptedException e) {
+      connected.close();
+      channels.shutdown();
+      throw e;
+    }
     return new ConnectedEnvironment(environment, connected) {
       @Override
       public void close() throws Exception {
@@ -140,6 +147,64 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
         }
       }
     };
+  }
+
+  /** How long a harness may take to answer its first request before its start is a failure. */
+  static final Duration ANSWER_WAIT = Duration.ofSeconds(60);
+
+  /**
+   * Returns once the harness answers a request: until then, the runner must send it nothing.
+   *
+   * <p>Beam's harness can answer only once its {@code BeamFnControlClient} constructor has returned
+   * (it sets the outbound stream there), but the control stream opens inside that constructor, the
+   * runner sends its first bundles as soon as it opens, and the in-process stream hands them to the
+   * harness at once: a bundle that finished before the constructor returned was processed, but its
+   * answer was dropped (a null outbound stream, in a task whose exception nobody reads), and the
+   * runner waited for it for ever. That was the "embedded-harness stall" (about one job in ten in a
+   * JVM running job after job; seen with Beam's own embedded environment too). A no-op request
+   * (harness monitoring infos), sent again until one is answered, holds the runner's first bundle
+   * until the harness can answer it.
+   */
+  static void awaitAnswering(InstructionRequestHandler handler, String workerId, Future<?> harness)
+      throws InterruptedException {
+    long deadline = System.nanoTime() + ANSWER_WAIT.toNanos();
+    List<String> unanswered = new java.util.ArrayList<>();
+    for (int attempt = 1; ; attempt++) {
+      String id = "xinfer-ready-" + attempt;
+      java.util.concurrent.CompletableFuture<?> answer =
+          handler
+              .handle(
+                  org.apache.beam.model.fnexecution.v1.BeamFnApi.InstructionRequest.newBuilder()
+                      .setInstructionId(id)
+                      .setHarnessMonitoringInfos(
+                          org.apache.beam.model.fnexecution.v1.BeamFnApi
+                              .HarnessMonitoringInfosRequest.getDefaultInstance())
+                      .build())
+              .toCompletableFuture();
+      try {
+        answer.get(Math.min(20L * attempt, 500L), TimeUnit.MILLISECONDS);
+        // Requests whose answer was dropped would stay outstanding, and Beam reports those as an
+        // error when the environment closes.
+        BeamHooks.forgetRequests(handler, unanswered);
+        return;
+      } catch (ExecutionException e) {
+        // An answer, if an error: the harness can answer.
+        BeamHooks.forgetRequests(handler, unanswered);
+        return;
+      } catch (TimeoutException e) {
+        unanswered.add(id);
+        if (harness.isDone() || System.nanoTime() - deadline > 0) {
+          throw new IllegalStateException(
+              "the embedded Java SDK harness "
+                  + workerId
+                  + " connected but answered no request in "
+                  + ANSWER_WAIT.toSeconds()
+                  + " s"
+                  + (harness.isDone() ? ": it ended (" + failure(harness) + ")" : ""),
+              e);
+        }
+      }
+    }
   }
 
   private static String failure(Future<?> harness) {

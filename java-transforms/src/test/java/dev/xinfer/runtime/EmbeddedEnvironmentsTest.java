@@ -38,6 +38,7 @@ public class EmbeddedEnvironmentsTest {
       StreamObserver<BeamFnApi.LogEntry.List> stream =
           BeamFnLoggingGrpc.newStub(channel).logging(new Ignoring());
       stream.onNext(BeamFnApi.LogEntry.List.getDefaultInstance());
+      stream.onCompleted();
       assertFalse(channel.isShutdown());
 
       assertEquals("channels shut down", 1, channels.shutdown());
@@ -45,7 +46,7 @@ public class EmbeddedEnvironmentsTest {
       assertTrue("the channel the factory returned is shut down", channel.isShutdown());
       assertEquals("nothing left to shut", 0, channels.shutdown());
     }
-    // The open logging stream ends with its server; then the channel has terminated.
+    // Its streams ended, the channel terminates.
     assertTrue(channel.awaitTermination(10, TimeUnit.SECONDS));
   }
 
@@ -67,6 +68,88 @@ public class EmbeddedEnvironmentsTest {
           }
         };
     assertFalse(BeamHooks.shutdownChannel(other));
+  }
+
+  /**
+   * The harness drops its first answers (as Beam's does for requests that arrive while its control
+   * client is being built): the environment waits until one is answered, and the dropped requests
+   * are forgotten, so that closing the control client reports nothing outstanding.
+   */
+  @Test
+  public void theRunnerWaitsUntilTheHarnessAnswersAndForgetsWhatWasDropped() throws Exception {
+    java.util.List<String> asked = new java.util.ArrayList<>();
+    java.util.concurrent.atomic.AtomicReference<String> ended =
+        new java.util.concurrent.atomic.AtomicReference<>();
+    java.util.concurrent.atomic.AtomicReference<
+            org.apache.beam.runners.fnexecution.control.FnApiControlClient>
+        client = new java.util.concurrent.atomic.AtomicReference<>();
+    StreamObserver<BeamFnApi.InstructionRequest> harness =
+        new StreamObserver<BeamFnApi.InstructionRequest>() {
+          @Override
+          public void onNext(BeamFnApi.InstructionRequest request) {
+            asked.add(request.getInstructionId());
+            if (asked.size() >= 3) {
+              client
+                  .get()
+                  .asResponseObserver()
+                  .onNext(
+                      BeamFnApi.InstructionResponse.newBuilder()
+                          .setInstructionId(request.getInstructionId())
+                          .build());
+            }
+          }
+
+          @Override
+          public void onError(Throwable t) {
+            ended.set("error: " + t);
+          }
+
+          @Override
+          public void onCompleted() {
+            ended.set("completed");
+          }
+        };
+    client.set(
+        org.apache.beam.runners.fnexecution.control.FnApiControlClient.forRequestObserver(
+            "worker-1", harness, new java.util.concurrent.ConcurrentHashMap<>()));
+
+    EmbeddedEnvironments.awaitAnswering(
+        client.get(), "worker-1", new java.util.concurrent.CompletableFuture<>());
+
+    assertEquals(List.of("xinfer-ready-1", "xinfer-ready-2", "xinfer-ready-3"), asked);
+    client.get().close();
+    assertEquals("nothing left outstanding at close", "completed", ended.get());
+  }
+
+  @Test
+  public void aHarnessThatEndedWithoutAnsweringFailsTheEnvironment() {
+    java.util.concurrent.CompletableFuture<Object> ended =
+        new java.util.concurrent.CompletableFuture<>();
+    ended.completeExceptionally(new IllegalStateException("no classes"));
+    IllegalStateException e =
+        org.junit.Assert.assertThrows(
+            IllegalStateException.class,
+            () ->
+                EmbeddedEnvironments.awaitAnswering(
+                    org.apache.beam.runners.fnexecution.control.FnApiControlClient
+                        .forRequestObserver(
+                            "worker-2",
+                            new StreamObserver<BeamFnApi.InstructionRequest>() {
+                              @Override
+                              public void onNext(BeamFnApi.InstructionRequest value) {}
+
+                              @Override
+                              public void onError(Throwable t) {}
+
+                              @Override
+                              public void onCompleted() {}
+                            },
+                            new java.util.concurrent.ConcurrentHashMap<>()),
+                    "worker-2",
+                    ended));
+    assertTrue(
+        e.getMessage(), e.getMessage().contains("worker-2 connected but answered no request"));
+    assertTrue(e.getMessage(), e.getMessage().contains("no classes"));
   }
 
   private static final class Ignoring implements StreamObserver<BeamFnApi.LogControl> {

@@ -26,8 +26,11 @@ import org.junit.runners.model.TestTimedOutException;
  * 11, 32, 60 of 80), also without xinfer's loopback Fn API registration, and also with a pipeline
  * that has no Python transform at all ({@code Create}, {@code Filter}, {@code PAssert}: stalled at
  * run 51): the stall is in Beam's portable Flink runner with its EMBEDDED Java harness, not in
- * xinfer's Python path. Root cause not found yet. A stall shows as a timeout with the stuck threads
- * named, and as a printed rerun: it is not hidden.
+ * xinfer's Python path. Cause found (2026-12-06): the harness dropped the answer of a bundle that
+ * finished while its control client was still being built; {@code
+ * EmbeddedEnvironments.awaitAnswering} holds the runner until the harness answers. The bound and
+ * the single rerun stay as a net. A stall shows as a timeout with the stuck threads named, and as a
+ * printed rerun: it is not hidden.
  */
 public final class Stalls {
   /** Where each rerun is recorded (the project's root is the ITs' working directory). */
