@@ -40,8 +40,10 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The EMBEDDED environment (Java stages run by an in-process Java SDK harness), as Beam's {@code
- * EmbeddedEnvironmentFactory}, but an environment's close also shuts down the gRPC channels its
- * harness opened.
+ * EmbeddedEnvironmentFactory}, with two workarounds: the runner gets the harness only once it
+ * answers ({@link #awaitAnswering}: Beam's harness could drop its first answers, and the runner
+ * then waited for ever), and an environment's close also shuts down the gRPC channels its harness
+ * opened.
  *
  * <p>Beam's harness never shuts its control, data and state channels down, and each open channel
  * holds gRPC's shared timer, whose thread then lives for the JVM's life. On a TaskManager, where
