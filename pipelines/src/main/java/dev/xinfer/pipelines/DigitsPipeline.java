@@ -379,45 +379,54 @@ public final class DigitsPipeline {
     return out.append('"').toString();
   }
 
-  /** One CSV line to a Row; fails naming the line, the field and the bad value. */
+  /**
+   * One CSV line to a Row; fails naming the line, the field and the bad value. The line is read in
+   * one pass, each pixel parsed where it stands (no cell strings, no trimmed copies): at 18,000
+   * records/s splitting and trimming the cells was 12% of the streaming job's CPU (JFR).
+   */
   public static Row parse(String line) {
-    List<String> cells = cells(line);
-    if (cells.size() < 3) {
+    int commas = 0;
+    for (int comma = line.indexOf(','); comma >= 0; comma = line.indexOf(',', comma + 1)) {
+      commas++;
+    }
+    if (commas < 2) {
       throw new IllegalArgumentException(
           String.format(
               "Input line '%s' has %d cells; expected id,label,p0,...",
-              abbreviate(line), cells.size()));
+              abbreviate(line), commas + 1));
     }
-    long id = parseLong(cells.get(0), "id", line);
-    long label = parseLong(cells.get(1), "label", line);
-    List<Float> features = new ArrayList<>(cells.size() - 2);
-    for (int i = 2; i < cells.size(); i++) {
-      String cell = cells.get(i).trim();
+    int idEnd = line.indexOf(',');
+    int labelEnd = line.indexOf(',', idEnd + 1);
+    long id = parseLong(line.substring(0, idEnd), "id", line);
+    long label = parseLong(line.substring(idEnd + 1, labelEnd), "label", line);
+    List<Float> features = new ArrayList<>(commas - 1);
+    int start = labelEnd + 1;
+    for (int column = 3; column <= commas + 1; column++) {
+      int comma = line.indexOf(',', start);
+      int end = comma < 0 ? line.length() : comma;
+      // As String.trim: whitespace and control characters at either end are not the value's.
+      int from = start;
+      int to = end;
+      while (from < to && line.charAt(from) <= ' ') {
+        from++;
+      }
+      while (to > from && line.charAt(to - 1) <= ' ') {
+        to--;
+      }
       try {
-        features.add(parseFloat(cell));
+        features.add(parseFloat(line, from, to));
       } catch (NumberFormatException e) {
         throw new IllegalArgumentException(
             String.format(
                 "Record id=%d: field 'features' value %d ('%s', column %d) is not a number; "
                     + "every pixel must be numeric",
-                id, i - 2, cell, i + 1),
+                id, column - 3, line.substring(from, to), column),
             e);
       }
+      start = end + 1;
     }
     // Values of the schema's types, made here: no need for Row's check of each one.
     return Row.withSchema(EXAMPLE_SCHEMA).attachValues(id, label, features);
-  }
-
-  /** The line's comma-separated cells, empty ones included (as {@code split(",", -1)}). */
-  static List<String> cells(String line) {
-    List<String> cells = new ArrayList<>(80);
-    int start = 0;
-    for (int comma = line.indexOf(','); comma >= 0; comma = line.indexOf(',', start)) {
-      cells.add(line.substring(start, comma));
-      start = comma + 1;
-    }
-    cells.add(line.substring(start));
-    return cells;
   }
 
   private static final float[] POWERS_OF_TEN = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f};
@@ -429,15 +438,19 @@ public final class DigitsPipeline {
    * the largest part of parsing (JFR).
    */
   static float parseFloat(String cell) {
-    int n = cell.length();
+    return parseFloat(cell, 0, cell.length());
+  }
+
+  /** {@link #parseFloat(String)} of {@code line}'s characters {@code from} to {@code to}. */
+  static float parseFloat(String line, int from, int to) {
     int digits = 0;
     int decimals = -1; // digits after the point, once one is seen
     int mantissa = 0;
-    for (int i = 0; i < n; i++) {
-      char c = cell.charAt(i);
+    for (int i = from; i < to; i++) {
+      char c = line.charAt(i);
       if (c >= '0' && c <= '9') {
         if (++digits > 7) {
-          return Float.parseFloat(cell);
+          return Float.parseFloat(line.substring(from, to));
         }
         mantissa = mantissa * 10 + (c - '0');
         if (decimals >= 0) {
@@ -446,11 +459,12 @@ public final class DigitsPipeline {
       } else if (c == '.' && decimals < 0) {
         decimals = 0;
       } else {
-        return Float.parseFloat(cell); // a sign, an exponent, NaN, or not a number
+        // A sign, an exponent, NaN, or not a number.
+        return Float.parseFloat(line.substring(from, to));
       }
     }
     if (digits == 0) {
-      return Float.parseFloat(cell); // "", ".": parseFloat's error
+      return Float.parseFloat(line.substring(from, to)); // "", ".": parseFloat's error
     }
     return decimals <= 0 ? (float) mantissa : mantissa / POWERS_OF_TEN[decimals];
   }

@@ -45,8 +45,31 @@ public class DigitsPipelineTest {
     for (String bad : List.of("", ".", "x", "1.2.3")) {
       assertThrows(NumberFormatException.class, () -> DigitsPipeline.parseFloat(bad));
     }
-    for (String line : List.of("a,b", "a,,b,", ",", "")) {
-      assertEquals(List.of(line.split(",", -1)), DigitsPipeline.cells(line));
+  }
+
+  @Test
+  public void theOnePassParseReadsEachCellAsSplitAndTrimDo() {
+    java.util.Random random = new java.util.Random(11);
+    String[] values = {"0", "16.0", ".5", "1.", "-3.5", "1e3", "NaN", "12345678", "0.30000001"};
+    String[] blanks = {"", " ", "\t", "  "};
+    for (int n = 0; n < 2_000; n++) {
+      StringBuilder line = new StringBuilder(" 4 ,").append(n).append('\t');
+      int pixels = 1 + random.nextInt(6);
+      for (int i = 0; i < pixels; i++) {
+        line.append(',')
+            .append(blanks[random.nextInt(blanks.length)])
+            .append(values[random.nextInt(values.length)])
+            .append(blanks[random.nextInt(blanks.length)]);
+      }
+      String[] cells = line.toString().split(",", -1);
+      List<Float> expected = new java.util.ArrayList<>();
+      for (int i = 2; i < cells.length; i++) {
+        expected.add(Float.parseFloat(cells[i].trim()));
+      }
+      Row row = DigitsPipeline.parse(line.toString());
+      assertEquals(line.toString(), 4L, (long) row.getInt64("id"));
+      assertEquals(line.toString(), (long) n, (long) row.getInt64("label"));
+      assertEquals(line.toString(), expected, row.getArray("features"));
     }
   }
 
@@ -63,6 +86,18 @@ public class DigitsPipelineTest {
     assertThat(
         assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5")).getMessage(),
         containsString("has 1 cells; expected id,label,p0,..."));
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1"))
+            .getMessage(),
+        containsString("has 2 cells; expected id,label,p0,..."));
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,1.0, x "))
+            .getMessage(),
+        containsString("value 1 ('x', column 4) is not a number"));
+    assertThat(
+        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,2,"))
+            .getMessage(),
+        containsString("value 1 ('', column 4) is not a number"));
   }
 
   @Test
