@@ -7,6 +7,7 @@ import static org.junit.Assert.assertThrows;
 
 import java.util.Collections;
 import java.util.List;
+import java.util.Map;
 import org.apache.beam.sdk.values.Row;
 import org.junit.Test;
 import org.junit.runner.RunWith;
@@ -75,29 +76,21 @@ public class DigitsPipelineTest {
 
   @Test
   public void badCellsNameTheRecordFieldAndValue() {
-    assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,1.0,,2.0"))
-            .getMessage(),
-        containsString("Record id=5: field 'features' value 1 ('', column 4) is not a number"));
-    assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("x,1,1.0"))
-            .getMessage(),
-        containsString("field 'id' is 'x', not a whole number"));
-    assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5")).getMessage(),
-        containsString("has 1 cells; expected id,label,p0,..."));
-    assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1"))
-            .getMessage(),
-        containsString("has 2 cells; expected id,label,p0,..."));
-    assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,1.0, x "))
-            .getMessage(),
-        containsString("value 1 ('x', column 4) is not a number"));
-    assertThat(
-        assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse("5,1,2,"))
-            .getMessage(),
-        containsString("value 1 ('', column 4) is not a number"));
+    Map<String, String> messages = new java.util.LinkedHashMap<>();
+    messages.put(
+        "5,1,1.0,,2.0", "Record id=5: field 'features' value 1 ('', column 4) is not a number");
+    messages.put("x,1,1.0", "field 'id' is 'x', not a whole number");
+    messages.put("5", "has 1 cells; expected id,label,p0,...");
+    messages.put("5,1", "has 2 cells; expected id,label,p0,...");
+    messages.put("5,1,1.0, x ", "value 1 ('x', column 4) is not a number");
+    messages.put("5,1,2,", "value 1 ('', column 4) is not a number");
+    messages.forEach(
+        (line, message) ->
+            assertThat(
+                line,
+                assertThrows(IllegalArgumentException.class, () -> DigitsPipeline.parse(line))
+                    .getMessage(),
+                containsString(message)));
   }
 
   @Test
