@@ -36,7 +36,7 @@ public class EmbeddedEnvironmentsTest {
               .withInterceptors(List.of(channels))
               .forDescriptor(server.getApiServiceDescriptor());
       StreamObserver<BeamFnApi.LogEntry.List> stream =
-          BeamFnLoggingGrpc.newStub(channel).logging(new Ignoring());
+          BeamFnLoggingGrpc.newStub(channel).logging(new Ignoring<>());
       stream.onNext(BeamFnApi.LogEntry.List.getDefaultInstance());
       stream.onCompleted();
       assertFalse(channel.isShutdown());
@@ -134,16 +134,7 @@ public class EmbeddedEnvironmentsTest {
                     org.apache.beam.runners.fnexecution.control.FnApiControlClient
                         .forRequestObserver(
                             "worker-2",
-                            new StreamObserver<BeamFnApi.InstructionRequest>() {
-                              @Override
-                              public void onNext(BeamFnApi.InstructionRequest value) {}
-
-                              @Override
-                              public void onError(Throwable t) {}
-
-                              @Override
-                              public void onCompleted() {}
-                            },
+                            new Ignoring<BeamFnApi.InstructionRequest>(),
                             new java.util.concurrent.ConcurrentHashMap<>()),
                     "worker-2",
                     ended));
@@ -152,9 +143,10 @@ public class EmbeddedEnvironmentsTest {
     assertTrue(e.getMessage(), e.getMessage().contains("no classes"));
   }
 
-  private static final class Ignoring implements StreamObserver<BeamFnApi.LogControl> {
+  /** A stream's other end that takes everything and does nothing. */
+  private static final class Ignoring<T> implements StreamObserver<T> {
     @Override
-    public void onNext(BeamFnApi.LogControl value) {}
+    public void onNext(T value) {}
 
     @Override
     public void onError(Throwable t) {}
