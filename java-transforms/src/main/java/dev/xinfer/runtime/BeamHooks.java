@@ -48,6 +48,10 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       EmbeddedEnvironments} drops the readiness requests whose answer Beam's harness dropped.
  *   <li>{@link #withDaemonThreads}: the thread pool of a {@code DefaultJobBundleFactory}, whose
  *       threads would keep a DirectRunner JVM alive for a minute after its last pipeline.
+ *   <li>Workarounds of Beam's Fn API servers, each with a test that fails once Beam no longer needs
+ *       it: {@link CancelledCallsUnblock} (a writer waits forever on a stream whose peer died) and
+ *       {@link CloseOnce} ({@code GrpcStateService} closes a state stream a second time at a job's
+ *       end).
  *   <li>{@link #PATCHED_CLASSES}: Beam classes xinfer ships a corrected copy of, which must come
  *       before Beam's on the classpath: {@code BufferingDoFnRunner} (Flink's buffer for
  *       {@code @RequiresStableInput}), whose Beam version deadlocks a portable job at its first

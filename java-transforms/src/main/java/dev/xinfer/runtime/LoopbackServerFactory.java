@@ -20,7 +20,8 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
  * Beam's default gRPC server factory ({@code ServerFactory.createDefault()}), bound to 127.0.0.1
  * instead of all interfaces: for the Fn API servers of xinfer's jobs ({@link LoopbackFnServers}),
  * and for any job server that runs them. A writer waiting for room on a stream whose peer has gone
- * fails instead of waiting forever ({@link CancelledCallsUnblock}).
+ * fails instead of waiting forever ({@link CancelledCallsUnblock}), and a stream that both ends
+ * close is closed once ({@link CloseOnce}).
  */
 @Internal
 public final class LoopbackServerFactory extends ServerFactory {
@@ -61,7 +62,9 @@ public final class LoopbackServerFactory extends ServerFactory {
               service,
               GrpcContextHeaderAccessorProvider.interceptor(),
               // A stream whose peer died must not hold a writer waiting for room forever.
-              new CancelledCallsUnblock()));
+              new CancelledCallsUnblock(),
+              // The runner and the SDK worker both end a state stream at a job's end.
+              new CloseOnce()));
     }
     return builder.build().start();
   }

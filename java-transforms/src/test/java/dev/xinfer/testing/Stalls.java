@@ -65,8 +65,8 @@ public final class Stalls {
               }
               String line =
                   String.format(
-                      "%s%s ran out of its bound of %d %s (the embedded-harness stall, see "
-                          + "dev.xinfer.testing.Stalls; %s); running it once more",
+                      "%s%s timed out (the test's bound is %d %s; a step may have a bound of its"
+                          + " own; see dev.xinfer.testing.Stalls; %s); running it once more",
                       RERUN_PREFIX,
                       description.getDisplayName(),
                       amount,

@@ -22,11 +22,13 @@ import org.junit.rules.TemporaryFolder;
 import org.junit.rules.TestRule;
 import org.junit.runner.RunWith;
 import org.junit.runners.JUnit4;
+import org.junit.runners.model.TestTimedOutException;
 
 /**
  * What a user sees when the demo runs: the pipeline in a JVM of its own, as {@code ./xinfer demo}
  * starts it. A run that succeeds prints its summary and no stack trace (Beam's harness teardown
- * reports are kept off the console); a run that fails still says why.
+ * reports are kept off the console); a run that fails still says why. A launcher that hangs has its
+ * threads printed and counts as a stall ({@link Stalls}).
  */
 @RunWith(JUnit4.class)
 public class CleanOutputIT {
@@ -52,8 +54,13 @@ public class CleanOutputIT {
                           || l.startsWith("SEVERE")
                           || l.contains("not shutdown properly"))
               .collect(Collectors.toList());
+      // The offending lines lead the message: Maven's summary shows a failure's first line only.
       assertTrue(
-          runner + " printed a stack trace or an error on a clean run:\n" + run.output,
+          runner
+              + " printed a stack trace or an error on a clean run: "
+              + String.join(" | ", traces.subList(0, Math.min(traces.size(), 5)))
+              + "\nits whole output:\n"
+              + run.output,
           traces.isEmpty());
     }
   }
@@ -79,8 +86,27 @@ public class CleanOutputIT {
     }
   }
 
+  /** The JVM's thread dump by {@code jcmd}, so that a hung run shows where it waits. */
+  private static String threadDump(long pid) {
+    Path jcmd = Paths.get(System.getProperty("java.home"), "bin", "jcmd");
+    try {
+      Process dump =
+          new ProcessBuilder(jcmd.toString(), Long.toString(pid), "Thread.print")
+              .redirectErrorStream(true)
+              .start();
+      byte[] out = dump.getInputStream().readAllBytes();
+      dump.waitFor(30, TimeUnit.SECONDS);
+      return new String(out, StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      return "(no thread dump: " + jcmd + " failed: " + e + ")";
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return "(no thread dump: interrupted)";
+    }
+  }
+
   /** The demo pipeline's main in a new JVM with this JVM's classpath and the project's flags. */
-  private Run launch(String runner, Path input) throws IOException, InterruptedException {
+  private Run launch(String runner, Path input) throws Exception {
     Path root = Paths.get("").toAbsolutePath();
     Path log = tmp.newFile(runner + ".log").toPath();
     String profile =
@@ -108,13 +134,21 @@ public class CleanOutputIT {
             .redirectOutput(log.toFile())
             .start();
     if (!process.waitFor(RUN_BOUND_SECONDS, TimeUnit.SECONDS)) {
+      // A hung launcher is a stall: its threads and output are printed, and the test fails as a
+      // timed-out one, which the stall guard runs once more and reports (see Stalls).
+      String threads = threadDump(process.pid());
+      process.descendants().forEach(ProcessHandle::destroyForcibly);
       process.destroyForcibly().waitFor(30, TimeUnit.SECONDS);
-      throw new AssertionError(
-          runner
-              + " did not finish within "
+      System.out.println(
+          "xinfer: the "
+              + runner
+              + " launcher did not finish within "
               + RUN_BOUND_SECONDS
-              + " s; its output:\n"
+              + " s; its threads:\n"
+              + threads
+              + "\nits output:\n"
               + Files.readString(log));
+      throw new TestTimedOutException(RUN_BOUND_SECONDS, TimeUnit.SECONDS);
     }
     return new Run(process.exitValue(), Files.readString(log));
   }
