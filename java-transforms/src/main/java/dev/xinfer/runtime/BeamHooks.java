@@ -25,12 +25,12 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       {@code ExecutableStageContextFactory}, where {@link LoopbackFnServers} registers a job's
  *       stage-context factory so that its Fn API servers bind to 127.0.0.1 (Beam's default binds
  *       all interfaces and the runners take no other).
- *   <li>{@link HarnessTeardownNoise}: the reports Beam's embedded Java harness prints at the end of
- *       every job, recognized by their text.
+ *   <li>{@link TeardownNoise}: the reports Beam's embedded Java harness prints at the end of every
+ *       job, recognized by their text.
  *   <li>Vendored gRPC ({@code org.apache.beam.vendor.grpc.v1p60p1}), whose version is in the
  *       package name: {@code LoopbackServerFactory}, {@code PythonExpansion}, {@code
- *       PythonStageFn}, {@code CombineLifting}, {@code HarnessTeardownNoise} (a logger name) and
- *       the {@code simplelogger.properties} of both modules.
+ *       PythonStageFn}, {@code CombineLifting}, {@code TeardownNoise} (a logger name) and the
+ *       {@code simplelogger.properties} of both modules.
  *   <li>{@link LoopbackFnServers.Runner}: the Flink and Spark stage-context factories by class name
  *       (a TaskManager or executor may lack one runner's classes).
  *   <li>{@link #classicRunner}: the classic runner classes that Beam's IOs recognize by name when
@@ -339,13 +339,12 @@ public final class BeamHooks {
         found.add(name + " is gone from Beam: drop xinfer's copy");
       }
     }
-    for (String name : HarnessTeardownNoise.SOURCES) {
+    for (String name : TeardownNoise.SOURCES) {
       try {
         Class.forName(name, false, BeamHooks.class.getClassLoader());
       } catch (ClassNotFoundException e) {
         found.add(
-            name
-                + " is gone: HarnessTeardownNoise filters reports of a class that no longer exists");
+            name + " is gone: TeardownNoise filters reports of a class that no longer exists");
       }
     }
     return found;

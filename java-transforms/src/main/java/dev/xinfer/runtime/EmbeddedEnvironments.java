@@ -1,8 +1,11 @@
 package dev.xinfer.runtime;
 
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
@@ -155,7 +158,14 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
   static final Duration ANSWER_WAIT = Duration.ofSeconds(60);
 
   /**
+   * How long, once one request is answered, the runner waits for the answers of the requests before
+   * it, which a harness that was only slow sends late.
+   */
+  static final Duration LATE_ANSWER_WAIT = Duration.ofMillis(250);
+
+  /**
    * Returns once the harness answers a request: until then, the runner must send it nothing.
+   * Returns the ids of the requests whose answer was dropped.
    *
    * <p>Beam's harness can answer only once its {@code BeamFnControlClient} constructor has returned
    * (it sets the outbound stream there), but the control stream opens inside that constructor, the
@@ -165,12 +175,15 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
    * runner waited for it for ever. That was the "embedded-harness stall" (about one job in ten in a
    * JVM running job after job; seen with Beam's own embedded environment too). A no-op request
    * (harness monitoring infos), sent again until one is answered, holds the runner's first bundle
-   * until the harness can answer it.
+   * until the harness can answer it. A request not answered in time may only be late (a harness
+   * starting on a busy machine): its answer is awaited a little longer ({@link #LATE_ANSWER_WAIT})
+   * before it is counted as dropped, so that Beam does not log a late answer as unknown.
    */
-  static void awaitAnswering(InstructionRequestHandler handler, String workerId, Future<?> harness)
+  static List<String> awaitAnswering(
+      InstructionRequestHandler handler, String workerId, Future<?> harness)
       throws InterruptedException {
     long deadline = System.nanoTime() + ANSWER_WAIT.toNanos();
-    List<String> unanswered = new java.util.ArrayList<>();
+    Map<String, Future<?>> unanswered = new LinkedHashMap<>();
     for (int attempt = 1; ; attempt++) {
       String id = "xinfer-ready-" + attempt;
       java.util.concurrent.CompletableFuture<?> answer =
@@ -185,16 +198,12 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
               .toCompletableFuture();
       try {
         answer.get(Math.min(20L * attempt, 500L), TimeUnit.MILLISECONDS);
-        // Requests whose answer was dropped would stay outstanding, and Beam reports those as an
-        // error when the environment closes.
-        BeamHooks.forgetRequests(handler, unanswered);
-        return;
+        return forgetDropped(handler, unanswered);
       } catch (ExecutionException e) {
         // An answer, if an error: the harness can answer.
-        BeamHooks.forgetRequests(handler, unanswered);
-        return;
+        return forgetDropped(handler, unanswered);
       } catch (TimeoutException e) {
-        unanswered.add(id);
+        unanswered.put(id, answer);
         if (harness.isDone() || System.nanoTime() - deadline > 0) {
           throw new IllegalStateException(
               "the embedded Java SDK harness "
@@ -207,6 +216,29 @@ final class EmbeddedEnvironments implements EnvironmentFactory {
         }
       }
     }
+  }
+
+  /**
+   * Forgets the requests of {@code unanswered} whose answer has not come within {@link
+   * #LATE_ANSWER_WAIT}: they would stay outstanding, and Beam reports those as an error when the
+   * environment closes. Returns their ids.
+   */
+  private static List<String> forgetDropped(
+      InstructionRequestHandler handler, Map<String, Future<?>> unanswered)
+      throws InterruptedException {
+    long deadline = System.nanoTime() + LATE_ANSWER_WAIT.toNanos();
+    List<String> dropped = new ArrayList<>();
+    for (Map.Entry<String, Future<?>> request : unanswered.entrySet()) {
+      try {
+        request.getValue().get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+      } catch (ExecutionException e) {
+        // Answered, with an error.
+      } catch (TimeoutException e) {
+        dropped.add(request.getKey());
+      }
+    }
+    BeamHooks.forgetRequests(handler, dropped);
+    return dropped;
   }
 
   private static String failure(Future<?> harness) {

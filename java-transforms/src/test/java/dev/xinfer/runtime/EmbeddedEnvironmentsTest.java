@@ -113,12 +113,61 @@ public class EmbeddedEnvironmentsTest {
         org.apache.beam.runners.fnexecution.control.FnApiControlClient.forRequestObserver(
             "worker-1", harness, new java.util.concurrent.ConcurrentHashMap<>()));
 
-    EmbeddedEnvironments.awaitAnswering(
-        client.get(), "worker-1", new java.util.concurrent.CompletableFuture<>());
+    List<String> dropped =
+        EmbeddedEnvironments.awaitAnswering(
+            client.get(), "worker-1", new java.util.concurrent.CompletableFuture<>());
 
     assertEquals(List.of("xinfer-ready-1", "xinfer-ready-2", "xinfer-ready-3"), asked);
+    assertEquals(List.of("xinfer-ready-1", "xinfer-ready-2"), dropped);
     client.get().close();
     assertEquals("nothing left outstanding at close", "completed", ended.get());
+  }
+
+  /**
+   * A harness that was only slow (starting on a busy machine) answers the first request after the
+   * runner has sent the second: that answer is taken, not forgotten (Beam logged a forgotten
+   * request's late answer as an unknown response, proto and all, on the user's console).
+   */
+  @Test
+  public void aLateAnswerIsTakenNotForgotten() throws Exception {
+    java.util.List<String> asked = new java.util.concurrent.CopyOnWriteArrayList<>();
+    java.util.concurrent.atomic.AtomicReference<
+            org.apache.beam.runners.fnexecution.control.FnApiControlClient>
+        client = new java.util.concurrent.atomic.AtomicReference<>();
+    java.util.concurrent.ScheduledExecutorService late =
+        java.util.concurrent.Executors.newSingleThreadScheduledExecutor();
+    java.util.function.Consumer<String> answer =
+        id ->
+            client
+                .get()
+                .asResponseObserver()
+                .onNext(BeamFnApi.InstructionResponse.newBuilder().setInstructionId(id).build());
+    StreamObserver<BeamFnApi.InstructionRequest> harness =
+        new Ignoring<BeamFnApi.InstructionRequest>() {
+          @Override
+          public void onNext(BeamFnApi.InstructionRequest request) {
+            asked.add(request.getInstructionId());
+            if (asked.size() == 2) {
+              answer.accept(request.getInstructionId());
+              late.schedule(
+                  () -> answer.accept("xinfer-ready-1"),
+                  50,
+                  java.util.concurrent.TimeUnit.MILLISECONDS);
+            }
+          }
+        };
+    client.set(
+        org.apache.beam.runners.fnexecution.control.FnApiControlClient.forRequestObserver(
+            "worker-3", harness, new java.util.concurrent.ConcurrentHashMap<>()));
+    try {
+      List<String> dropped =
+          EmbeddedEnvironments.awaitAnswering(
+              client.get(), "worker-3", new java.util.concurrent.CompletableFuture<>());
+      assertEquals(List.of("xinfer-ready-1", "xinfer-ready-2"), asked);
+      assertEquals("the late answer was taken", List.of(), dropped);
+    } finally {
+      late.shutdownNow();
+    }
   }
 
   @Test
@@ -144,7 +193,7 @@ public class EmbeddedEnvironmentsTest {
   }
 
   /** A stream's other end that takes everything and does nothing. */
-  private static final class Ignoring<T> implements StreamObserver<T> {
+  private static class Ignoring<T> implements StreamObserver<T> {
     @Override
     public void onNext(T value) {}
 

@@ -3,9 +3,9 @@ package dev.xinfer.runtime.portable;
 import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.BeamHooks;
 import dev.xinfer.runtime.DaemonThreads;
-import dev.xinfer.runtime.HarnessTeardownNoise;
 import dev.xinfer.runtime.LoopbackFnServers;
 import dev.xinfer.runtime.RunnerBootstrap;
+import dev.xinfer.runtime.TeardownNoise;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
@@ -85,7 +85,7 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
 
     raiseDataBufferLimit(options);
     // The EMBEDDED Java harness's end-of-job reports are not the user's failures.
-    HarnessTeardownNoise.install();
+    TeardownNoise.install();
     PortablePipelineOptions portable = options.as(PortablePipelineOptions.class);
     portable.setDefaultEnvironmentType(Environments.ENVIRONMENT_EMBEDDED);
     // The Java harness shares this JVM's classpath (embedded) or the jars the engine ships.

@@ -16,8 +16,8 @@ import java.util.logging.Logger;
 import org.apache.beam.sdk.annotations.Internal;
 
 /**
- * Keeps the two reports that Beam's embedded Java SDK harness prints at the end of every job, when
- * nothing failed, off the user's console; everything else, failures included, is printed as before.
+ * Keeps the reports that Beam's embedded Java SDK harness and Spark print at the end of a job that
+ * succeeded off the user's console; everything else, failures included, is printed as before.
  *
  * <ul>
  *   <li>{@code FnHarness.main} prints, with {@code printStackTrace}, the {@code
@@ -34,12 +34,21 @@ import org.apache.beam.sdk.annotations.Internal;
  *       filters those records only; log configuration is re-read by the harness, so a level set in
  *       code would not last. A JUL configuration the user names ({@code
  *       -Djava.util.logging.config.file} or {@code .class}) is left alone.
+ *   <li>Spark 3.2's {@code ContextCleaner.stop()}, when Beam stops the job's Spark context, can
+ *       interrupt the cleaning thread after it took a garbage-collected broadcast or RDD off its
+ *       queue and before it cleans it; the cleaning's request to the block manager then fails with
+ *       an {@code InterruptedException}, which the cleaner logs as an ERROR ({@code Error cleaning
+ *       broadcast 3}, about one Spark batch run in 20 here). Spark means the stop's interrupt to be
+ *       quiet (SPARK-6132) but catches it one level too deep. That report, an {@code Error
+ *       cleaning} line of {@code ContextCleaner} followed by a bare {@code
+ *       java.lang.InterruptedException} and its frames, is dropped from {@code System.err} (where
+ *       slf4j-simple writes); a cleaning that failed for any other reason is printed.
  * </ul>
  *
- * <p>Both are Beam-version specific: see {@link BeamHooks}.
+ * <p>The Beam reports are Beam-version specific: see {@link BeamHooks}.
  */
 @Internal
-public final class HarnessTeardownNoise {
+public final class TeardownNoise {
   static final String LOGGING_STREAM_ENDED =
       "java.lang.RuntimeException: java.lang.IllegalStateException: Logging stream terminated "
           + "unexpectedly with success before it was closed by the client.";
@@ -47,6 +56,13 @@ public final class HarnessTeardownNoise {
       "Caused by: java.lang.IllegalStateException: Logging stream terminated unexpectedly with "
           + "success before it was closed by the client.";
   private static final String ORPHAN_LOGGER = "io.grpc.internal.ManagedChannelOrphanWrapper";
+
+  /** The first line of Spark's ContextCleaner report of a failed cleaning, as slf4j prints it. */
+  private static final java.util.regex.Pattern CLEANING_FAILED =
+      java.util.regex.Pattern.compile(".*\\bContextCleaner:? -? ?Error cleaning [A-Za-z]+ \\d+");
+
+  /** The exception a cleaning interrupted by the cleaner's stop reports. */
+  static final String INTERRUPTED = "java.lang.InterruptedException";
 
   /** The classes whose reports are filtered: checked on a Beam upgrade by {@link BeamHooks}. */
   static final List<String> SOURCES =
@@ -57,7 +73,7 @@ public final class HarnessTeardownNoise {
 
   private static boolean installed;
 
-  private HarnessTeardownNoise() {}
+  private TeardownNoise() {}
 
   /** Installs both filters in this JVM, once. */
   public static synchronized void install() {
@@ -112,12 +128,14 @@ public final class HarnessTeardownNoise {
   }
 
   /**
-   * Passes lines through, except the logging-stream teardown report: its first line, the frames and
-   * the cause that follow it. A line is held until its end (or a flush) so that the decision is
-   * made on whole lines.
+   * Passes lines through, except the teardown reports: the logging-stream report (its first line,
+   * the frames and the cause that follow it) and the cleaner's interrupted cleaning (its line, held
+   * until the next shows whether an {@code InterruptedException} follows, and its frames). A line
+   * is held until its end (or a flush) so that the decision is made on whole lines.
    */
   static final class TeardownReportFilter extends FilterOutputStream {
     private final ByteArrayOutputStream line = new ByteArrayOutputStream();
+    private byte[] heldCleaningLine;
     private boolean dropping;
 
     TeardownReportFilter(OutputStream out) {
@@ -147,7 +165,8 @@ public final class HarnessTeardownNoise {
 
     @Override
     public synchronized void flush() throws IOException {
-      if (line.size() > 0 && !dropping) {
+      // A held cleaner line waits for the line after it, which its logger prints next.
+      if (line.size() > 0 && !dropping && heldCleaningLine == null) {
         line.writeTo(out);
         line.reset();
       }
@@ -156,13 +175,25 @@ public final class HarnessTeardownNoise {
 
     private void endLine() throws IOException {
       String text = line.toString(Charset.defaultCharset()).stripTrailing();
+      if (heldCleaningLine != null) {
+        byte[] held = heldCleaningLine;
+        heldCleaningLine = null;
+        if (text.equals(INTERRUPTED)) {
+          dropping = true; // the held line, this one and the frames
+          line.reset();
+          return;
+        }
+        out.write(held);
+      }
       if (text.equals(LOGGING_STREAM_ENDED)) {
         dropping = true;
       } else if (dropping
           && !(text.startsWith("\tat ") || text.startsWith("\t... ") || text.equals(CAUSE))) {
         dropping = false;
       }
-      if (!dropping) {
+      if (!dropping && CLEANING_FAILED.matcher(text).matches()) {
+        heldCleaningLine = line.toByteArray();
+      } else if (!dropping) {
         line.writeTo(out);
       }
       line.reset();
