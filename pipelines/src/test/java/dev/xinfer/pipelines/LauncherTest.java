@@ -12,6 +12,42 @@ import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.junit.Test;
 
 public class LauncherTest {
+  /**
+   * The streaming loop prints the live metrics while it reads the predictions back: a read that
+   * takes long (the embedded Flink's REST API) must not hold it up.
+   */
+  @Test
+  public void theLatestOfASlowReadNeverWaitsForIt() throws Exception {
+    java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+    java.util.concurrent.atomic.AtomicInteger reads =
+        new java.util.concurrent.atomic.AtomicInteger();
+    try (Launcher.Latest<String> latest =
+        new Launcher.Latest<>(
+            () -> {
+              try {
+                release.await();
+              } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+              }
+              return "read " + reads.incrementAndGet();
+            },
+            1)) {
+      long start = System.nanoTime();
+      for (int i = 0; i < 100; i++) {
+        assertNull("nothing read yet", latest.get());
+      }
+      assertTrue(
+          "get() does not wait for the read under way",
+          System.nanoTime() - start < java.util.concurrent.TimeUnit.SECONDS.toNanos(1));
+      release.countDown();
+      long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(10);
+      while (latest.get() == null && System.nanoTime() < deadline) {
+        Thread.sleep(10);
+      }
+      assertEquals("read 1", latest.get());
+    }
+  }
+
   @Test
   public void moreRecordsThanTheInputRepeatItWithNewIds() {
     List<String> input = List.of("0,7,1.0", "1,3,2.0", "4,5,3.0");
