@@ -9,12 +9,9 @@ import static org.junit.Assert.assertTrue;
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.io.InputStream;
-import java.net.InetSocketAddress;
-import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import org.apache.beam.model.pipeline.v1.Endpoints;
 import org.apache.beam.sdk.fn.stream.OutboundObserverFactory;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.BindableService;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.CallOptions;
@@ -25,7 +22,6 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.MethodDescriptor;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.Server;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerServiceDefinition;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyChannelBuilder;
-import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.stub.ServerCalls;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.stub.StreamObserver;
 import org.junit.Test;
@@ -114,15 +110,9 @@ public class CancelledCallsUnblockTest {
     CompletableFuture<Throwable> ended = new CompletableFuture<>();
     CountDownLatch streaming = new CountDownLatch(1);
     BindableService service = writerService(ended, streaming);
-    Endpoints.ApiServiceDescriptor.Builder descriptor = Endpoints.ApiServiceDescriptor.newBuilder();
-    Server server =
-        xinferFactory
-            ? new LoopbackServerFactory().allocateAddressAndCreate(List.of(service), descriptor)
-            : NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0))
-                .addService(service)
-                .build()
-                .start();
-    String target = xinferFactory ? descriptor.getUrl() : "127.0.0.1:" + server.getPort();
+    TestServers.Served served = TestServers.serve(service, xinferFactory);
+    Server server = served.server();
+    String target = served.target();
     ManagedChannel channel = NettyChannelBuilder.forTarget(target).usePlaintext().build();
     try {
       ClientCall<byte[], byte[]> call = channel.newCall(SINK, CallOptions.DEFAULT);

@@ -5,7 +5,6 @@ import static org.hamcrest.Matchers.containsString;
 import static org.hamcrest.Matchers.empty;
 import static org.junit.Assert.assertTrue;
 
-import java.net.InetSocketAddress;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -18,7 +17,6 @@ import java.util.logging.Logger;
 import org.apache.beam.model.fnexecution.v1.BeamFnApi.StateRequest;
 import org.apache.beam.model.fnexecution.v1.BeamFnApi.StateResponse;
 import org.apache.beam.model.fnexecution.v1.BeamFnStateGrpc;
-import org.apache.beam.model.pipeline.v1.Endpoints;
 import org.apache.beam.runners.fnexecution.state.GrpcStateService;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ForwardingServerCallListener;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
@@ -30,7 +28,6 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerInterceptor;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerInterceptors;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ServerServiceDefinition;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyChannelBuilder;
-import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.netty.NettyServerBuilder;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.stub.StreamObserver;
 import org.junit.Test;
 import org.junit.runner.RunWith;
@@ -121,16 +118,9 @@ public class CloseOnceTest {
                 };
               }
             });
-    Endpoints.ApiServiceDescriptor.Builder descriptor = Endpoints.ApiServiceDescriptor.newBuilder();
-    Server server =
-        xinferFactory
-            ? new LoopbackServerFactory()
-                .allocateAddressAndCreate(List.of(() -> ordered), descriptor)
-            : NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0))
-                .addService(ordered)
-                .build()
-                .start();
-    String target = xinferFactory ? descriptor.getUrl() : "127.0.0.1:" + server.getPort();
+    TestServers.Served served = TestServers.serve(() -> ordered, xinferFactory);
+    Server server = served.server();
+    String target = served.target();
     ManagedChannel channel = NettyChannelBuilder.forTarget(target).usePlaintext().build();
     try {
       CountDownLatch answered = new CountDownLatch(1);

@@ -27,16 +27,24 @@ public class TeardownNoiseTest {
     return new RuntimeException(cause);
   }
 
-  private static String printed(Throwable... traces) {
+  /** What reaches the console of what {@code print} writes through the filter. */
+  private static String throughTheFilter(java.util.function.Consumer<PrintStream> print) {
     ByteArrayOutputStream bytes = new ByteArrayOutputStream();
     PrintStream err = TeardownNoise.filtering(new PrintStream(bytes, true));
-    err.println("before");
-    for (Throwable t : traces) {
-      t.printStackTrace(err);
-    }
-    err.println("after");
+    print.accept(err);
     err.flush();
     return bytes.toString(Charset.defaultCharset());
+  }
+
+  private static String printed(Throwable... traces) {
+    return throughTheFilter(
+        err -> {
+          err.println("before");
+          for (Throwable t : traces) {
+            t.printStackTrace(err);
+          }
+          err.println("after");
+        });
   }
 
   @Test
@@ -77,13 +85,7 @@ public class TeardownNoiseTest {
       "04:00:00.000 [Spark Context Cleaner] ERROR ContextCleaner - Error cleaning broadcast 3";
 
   private static String printedLines(String... lines) {
-    ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-    PrintStream err = TeardownNoise.filtering(new PrintStream(bytes, true));
-    for (String line : lines) {
-      err.println(line);
-    }
-    err.flush();
-    return bytes.toString(Charset.defaultCharset());
+    return throughTheFilter(err -> java.util.Arrays.stream(lines).forEach(err::println));
   }
 
   @Test
