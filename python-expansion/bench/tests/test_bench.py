@@ -113,18 +113,22 @@ def test_plot_draws_a_png_per_model(tmp_path):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
-def _latency_file(path, steady_ms, sent_step_ms=1.0, startup=1, warmup=2):
+def _latency_file(path, steady_ms, sent_step_ms=1.0, startup=1, warmup=2,
+                  read_ms=None):
   """A launcher latency file: ``startup`` and ``warmup`` records, then steady
-  records with the latencies given, sent ``sent_step_ms`` apart."""
-  lines = ['id,latency_ms,phase,sent_ms']
-  lines += [f'{i},9000.0,startup,0.0' for i in range(startup)]
+  records with the latencies given, sent ``sent_step_ms`` apart, each read by
+  the pipeline ``read_ms`` after its send (None: no read times, as written
+  exactly once)."""
+  read = '' if read_ms is None else f'{read_ms:.3f}'
+  lines = ['id,latency_ms,phase,sent_ms,read_ms']
+  lines += [f'{i},9000.0,startup,0.0,{read}' for i in range(startup)]
   lines += [
-      f'{startup + i},{700 - 200 * i}.0,warmup,{10 + i}.0'
+      f'{startup + i},{700 - 200 * i}.0,warmup,{10 + i}.0,{read}'
       for i in range(warmup)
   ]
   first = startup + warmup
   lines += [
-      f'{first + i},{ms},steady,{100 + i * sent_step_ms:.3f}'
+      f'{first + i},{ms},steady,{100 + i * sent_step_ms:.3f},{read}'
       for i, ms in enumerate(steady_ms)
   ]
   path.write_text('\n'.join(lines) + '\n')
@@ -141,14 +145,23 @@ def test_streaming_latency_summary_table_and_plot(tmp_path):
     f = _latency_file(tmp_path / f'run-{rate}.csv',
                       [float(i) for i in range(1, 101)])
     line = measure.latency_line(f, rate, 50, 10, records=103)
-    assert line == f'{rate},50,10,100,50.0,90.0,99.0,100.0,700.0,1000,0,yes'
+    assert line == f'{rate},50,10,100,50.0,90.0,99.0,100.0,700.0,1000,0,yes,,,,'
     with open(runs, 'a') as out:
       out.write(line + '\n')
+  # Read by the pipeline 10 ms after the send: the rest of each latency is
+  # after the read.
+  f = _latency_file(tmp_path / 'run-read.csv',
+                    [float(i) for i in range(11, 111)], read_ms=10.0)
+  line = measure.latency_line(f, 1000, 10, 10, records=103)
+  assert line.endswith(',yes,10.0,10.0,50.0,99.0')
+  with open(runs, 'a') as out:
+    out.write(line + '\n')
   results = tmp_path / 'results.csv'
   results.write_text(HEADER + PLAIN)
   table = measure.report(str(results), str(runs))
   assert ('| 1000 | 50 | 10 | 100 | 50.0 | 90.0 | 99.0 | 100.0 | 700.0 | 1000 '
-          '| 0 | yes |') in table
+          '| 0 | yes |  |  |  |  |') in table
+  assert '| 0 | yes | 10.0 | 10.0 | 50.0 | 99.0 |' in table
   path = measure.plot_latency(str(runs), str(tmp_path))
   with open(path, 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -160,7 +173,7 @@ def test_a_rate_is_sustained_only_when_sent_at_it_all_back_and_p99_under_1s(
 
   def sustained(steady, rate=1000, records=103, sent_step_ms=1.0):
     f = _latency_file(tmp_path / 'run.csv', steady, sent_step_ms)
-    return measure.latency_line(f, rate, 10, 10, records).split(',')[-3:]
+    return measure.latency_line(f, rate, 10, 10, records).split(',')[-7:-4]
 
   assert sustained(fine) == ['1000', '0', 'yes']
   assert sustained(fine, records=110) == ['1000', '7', 'no']  # 7 never back

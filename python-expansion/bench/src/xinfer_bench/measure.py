@@ -239,7 +239,8 @@ def _mb(value) -> str:
 
 LATENCY_COLUMNS = ('offered_per_second', 'max_bundle_ms', 'warmup_s', 'records',
                    'p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'warmup_p99_ms',
-                   'sent_per_second', 'missing', 'sustained')
+                   'sent_per_second', 'missing', 'sustained', 'read_p50_ms',
+                   'read_p99_ms', 'after_read_p50_ms', 'after_read_p99_ms')
 
 # A streaming run sustains its offered rate when the examples went out at the
 # rate (within 5 %), every one came back, and the p99 stayed under a second.
@@ -255,12 +256,15 @@ def percentile(sorted_values, q: float) -> float:
 
 def latency_line(latency_csv: str, rate: int, bundle_ms: int, warmup_s: int,
                  records: int) -> str:
-  """One streaming run's latency file (id, latency_ms, phase, sent_ms: one
-  line per example that came back) as a line of the latency CSV: percentiles
-  over the steady records (sent once the job was up and warmed up), the p99 of
-  the warm-up records on their own, the rate the steady records were sent at,
-  how many of the ``records`` sent never came back, and whether the run
-  sustained ``rate`` (``yes``/``no``)."""
+  """One streaming run's latency file (id, latency_ms, phase, sent_ms, read_ms:
+  one line per example that came back) as a line of the latency CSV:
+  percentiles over the steady records (sent once the job was up and warmed up),
+  the p99 of the warm-up records on their own, the rate the steady records were
+  sent at, how many of the ``records`` sent never came back, whether the run
+  sustained ``rate`` (``yes``/``no``), and where the steady records' time went:
+  p50 and p99 of ``read_ms`` (from the send to the pipeline's source reading
+  the example) and of the rest (from that read to the prediction back), empty
+  where the file has no read times (written exactly once)."""
   import csv
   with open(latency_csv) as f:
     rows = list(csv.DictReader(f))
@@ -278,10 +282,16 @@ def latency_line(latency_csv: str, rate: int, bundle_ms: int, warmup_s: int,
   p99 = percentile(values, 0.99)
   sustained = (missing <= 0 and p99 < SUSTAINED_P99_MS
                and sent_per_second >= SUSTAINED_SEND_SHARE * rate)
+  split = ',,,'
+  if all(r.get('read_ms') for r in steady):
+    read = sorted(float(r['read_ms']) for r in steady)
+    after = sorted(float(r['latency_ms']) - float(r['read_ms']) for r in steady)
+    split = ','.join(f'{percentile(v, q):.1f}' for v in (read, after)
+                     for q in (0.5, 0.99))
   return (f'{rate},{bundle_ms},{warmup_s},{len(values)},' +
           ','.join(f'{percentile(values, q):.1f}' for q in (0.5, 0.9, 0.99)) +
           f',{values[-1]:.1f},{warmup_p99},{sent_per_second:.0f},'
-          f"{max(missing, 0)},{'yes' if sustained else 'no'}")
+          f"{max(missing, 0)},{'yes' if sustained else 'no'},{split}")
 
 
 # The figures the project's targets are about (issue 16, items 1-3).
@@ -511,8 +521,11 @@ def report(csv_path: str, latency_csv: Optional[str] = None) -> str:
         '',
         '| offered records/s | max bundle (ms) | warm-up (s) | records | '
         'p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | p99 during warm-up (ms) '
-        '| sent/s | missing | sustained |',
-        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+        '| sent/s | missing | sustained | to the read p50 (ms) '
+        '| to the read p99 (ms) | after the read p50 (ms) '
+        '| after the read p99 (ms) |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:'
+        '|---:|---:|',
     ]
     for r in read_results(latency_csv):
       lines.append('| ' + ' | '.join(r.get(c) or ''

@@ -139,7 +139,10 @@ public final class DigitsPipeline {
                     // job resumes where the last one's output was committed.
                     "group.id",
                     "xinfer-digits-" + options.getInputTopic()))
-            .withReadCommitted();
+            .withReadCommitted()
+            // Each example's timestamp is when the source read it (KafkaIO's default, said
+            // here because the at-least-once sink publishes it: see write).
+            .withProcessingTime();
     if (exactlyOnce) {
       // Only with Flink's checkpoints: the offsets commit after the output has. Without them (at
       // least once, Spark) committing at finalization would skip records whose predictions were
@@ -245,11 +248,15 @@ public final class DigitsPipeline {
           .withValueSerializer(StringSerializer.class)
           .withSinkGroupId("xinfer-digits-" + topic);
     }
+    // Each output record carries its example's timestamp, the time the source read it, so a
+    // reader can tell the time before the pipeline from the time in it (the launcher's latency
+    // file: read_ms).
     return KafkaIO.<Long, String>write()
         .withBootstrapServers(options.getBootstrapServers())
         .withTopic(topic)
         .withKeySerializer(LongSerializer.class)
-        .withValueSerializer(StringSerializer.class);
+        .withValueSerializer(StringSerializer.class)
+        .withInputTimestamp();
   }
 
   /** The inference step alone, for tests that bring their own rows. */

@@ -603,6 +603,12 @@ public final class Launcher {
     List<String> latencyLines = new ArrayList<>();
     List<Double> latencies = new ArrayList<>();
     long warmupNanos = TimeUnit.SECONDS.toNanos(options.getWarmupSeconds());
+    // Written at least once, a prediction's Kafka timestamp is when the pipeline's source read its
+    // example (DigitsPipeline.write): read_ms, from the send, is the time before the pipeline, and
+    // latency_ms - read_ms the time in it and back. Exactly once, the timestamp is the
+    // transaction's, so read_ms stays empty.
+    boolean readTimes = Boolean.FALSE.equals(options.getExactlyOnce());
+    long epochMinusNanoTime = System.currentTimeMillis() * 1_000_000L - System.nanoTime();
     long start;
     long firstArrival = 0;
     long lastArrival;
@@ -664,7 +670,11 @@ public final class Launcher {
                         + ","
                         + phase
                         + ","
-                        + millis(sent - start));
+                        + millis(sent - start)
+                        + ","
+                        + (readTimes
+                            ? millis(record.timestamp() * 1_000_000L - sent - epochMinusNanoTime)
+                            : ""));
               }
             }
           }
@@ -703,7 +713,7 @@ public final class Launcher {
     }
     Map<Long, String> predictions = deliveries.predictions;
     writePredictions(options.getOutput(), predictions.values());
-    latencyLines.add(0, "id,latency_ms,phase,sent_ms");
+    latencyLines.add(0, "id,latency_ms,phase,sent_ms,read_ms");
     writeLines(Paths.get(options.getOutput() + "-latency.csv"), latencyLines);
     Summary summary =
         summarize(

@@ -2,12 +2,16 @@ package dev.xinfer.pipelines;
 
 import static org.hamcrest.MatcherAssert.assertThat;
 import static org.hamcrest.Matchers.containsString;
+import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertTrue;
 
 import dev.xinfer.testing.Digits;
 import dev.xinfer.testing.Stalls;
 import dev.xinfer.testing.TestRunners;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -24,7 +28,8 @@ import org.junit.runners.JUnit4;
  * the plain-Python reference. On Flink the output is written exactly once, which commits only when
  * a checkpoint completes; the test also sees the job's completed checkpoints in its checkpoint
  * folder. While each job runs, RunInference's metrics (with the model id) read through {@code
- * PipelineResult.metrics()}, and on Flink also in Flink's own metric system (its REST API).
+ * PipelineResult.metrics()}, and on Flink also in Flink's own metric system (its REST API). Spark
+ * writes at least once, and there each prediction also tells when the pipeline read its example.
  */
 @RunWith(JUnit4.class)
 public class DigitsStreamingIT {
@@ -37,17 +42,17 @@ public class DigitsStreamingIT {
     for (String[] runner : TestRunners.EMBEDDED) {
       List<String> flags = new ArrayList<>(List.of(runner).subList(1, runner.length));
       flags.add("--checkpointingInterval=1000");
+      boolean atLeastOnce = !runner[0].equals("FlinkRunner");
+      if (atLeastOnce) {
+        flags.add("--exactlyOnce=false"); // what Spark does anyway; the launcher then reads times
+      }
+      Path output = tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions");
       Launcher.Summary summary;
       java.util.Set<String> checkpoints;
       Map<String, Double> flinkMetrics;
       try (CompletedCheckpoints watch = new CompletedCheckpoints();
           FlinkRestWatch rest = new FlinkRestWatch()) {
-        summary =
-            DemoRuns.streaming(
-                tmp.getRoot().toPath().resolve(runner[0] + "-streaming").resolve("predictions"),
-                runner[0],
-                600,
-                flags.toArray(new String[0]));
+        summary = DemoRuns.streaming(output, runner[0], 600, flags.toArray(new String[0]));
         checkpoints = watch.seen();
         flinkMetrics = rest.seen();
       }
@@ -72,6 +77,31 @@ public class DigitsStreamingIT {
           summary.liveInference,
           containsString("models={" + Digits.MODEL_NAME + "=" + summary.records + "}"));
       assertThat(runner[0] + " when cancelled", summary.toString(), containsString(all));
+      if (atLeastOnce) {
+        assertReadTimes(runner[0], Path.of(output + "-latency.csv"), summary.records);
+      }
+    }
+  }
+
+  /**
+   * Written at least once, each prediction carries the time the pipeline's source read its example
+   * (DigitsPipeline publishes the input timestamp; KafkaIO's is the read's processing time), and
+   * the launcher's latency file has it as read_ms: after the send (to Kafka's millisecond) and
+   * before the prediction was back.
+   */
+  private static void assertReadTimes(String runner, Path latencyFile, long records)
+      throws IOException {
+    List<String> lines = Files.readAllLines(latencyFile);
+    assertEquals("id,latency_ms,phase,sent_ms,read_ms", lines.get(0));
+    assertEquals(records, lines.size() - 1);
+    for (String line : lines.subList(1, lines.size())) {
+      String[] fields = line.split(",", -1);
+      double latency = Double.parseDouble(fields[1]);
+      assertFalse(runner + ": no read time in " + line, fields[4].isEmpty());
+      double read = Double.parseDouble(fields[4]);
+      assertTrue(
+          runner + ": read_ms outside [-1, latency_ms + 1] in " + line,
+          read >= -1 && read <= latency + 1);
     }
   }
 }
