@@ -34,7 +34,12 @@ bench_streaming_run() {  # CSV WARMUP SECONDS RATE BUNDLE_MS
     return 1
   fi
   echo "$line" | tee -a "$csv" | sed -u 's/^/    /'
-  [ "${line##*,}" = yes ]  # the last column: sustained
+  [ "$(echo "$line" | cut -d, -f"$(latency_column sustained)")" = yes ]
+}
+
+# The position (from 1) of a column of the latency CSV: NAME.
+latency_column() {
+  "$PY" -c 'import sys; from xinfer_bench import measure; print(measure.LATENCY_COLUMNS.index(sys.argv[1]) + 1)' "$1"
 }
 
 # Streaming runs at fixed RATE:BUNDLE_MS, each reported whether or not it sustained its rate.
