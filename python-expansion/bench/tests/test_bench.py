@@ -113,7 +113,11 @@ def test_plot_draws_a_png_per_model(tmp_path):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
-def _latency_file(path, steady_ms, sent_step_ms=1.0, startup=1, warmup=2,
+def _latency_file(path,
+                  steady_ms,
+                  sent_step_ms=1.0,
+                  startup=1,
+                  warmup=2,
                   read_ms=None):
   """A launcher latency file: ``startup`` and ``warmup`` records, then steady
   records with the latencies given, sent ``sent_step_ms`` apart, each read by
@@ -151,7 +155,8 @@ def test_streaming_latency_summary_table_and_plot(tmp_path):
   # Read by the pipeline 10 ms after the send: the rest of each latency is
   # after the read.
   f = _latency_file(tmp_path / 'run-read.csv',
-                    [float(i) for i in range(11, 111)], read_ms=10.0)
+                    [float(i) for i in range(11, 111)],
+                    read_ms=10.0)
   line = measure.latency_line(f, 1000, 10, 10, records=103)
   assert line.endswith(',yes,10.0,10.0,50.0,99.0')
   with open(runs, 'a') as out:
