@@ -605,8 +605,8 @@ public final class Launcher {
     long warmupNanos = TimeUnit.SECONDS.toNanos(options.getWarmupSeconds());
     // Written at least once, a prediction's Kafka timestamp is when the pipeline's source read its
     // example (DigitsPipeline.write): read_ms, from the send, is the time before the pipeline, and
-    // latency_ms - read_ms the time in it and back. Exactly once, the timestamp is the
-    // transaction's, so read_ms stays empty.
+    // latency_ms - read_ms the time in it and back. Only with --exactlyOnce=false: exactly once,
+    // or left to the runner, the timestamp can be a transaction's, so read_ms stays empty.
     boolean readTimes = Boolean.FALSE.equals(options.getExactlyOnce());
     long epochMinusNanoTime = System.currentTimeMillis() * 1_000_000L - System.nanoTime();
     long start;
