@@ -91,6 +91,40 @@ public class RunInferenceIT {
     assertThat(e.getMessage(), containsString("record {id=2}: field 'features' is null"));
   }
 
+  /**
+   * When {@code waitUntilFinish} returns, the job's embedded Flink has shut down: a program that
+   * exits then (the launcher calls {@code System.exit}) must not run the JVM shutdown hooks of
+   * Flink's still-live Pekko actor systems while Flink closes the class loader they load from (a
+   * {@code NoClassDefFoundError} from "flink-shutdown-hook-1" on a clean run, seen in CI).
+   */
+  @Test
+  public void anEndedRunLeavesNoEmbeddedFlinkRunning() throws Exception {
+    Pipeline p = flinkPipeline();
+    p.apply(Create.of(examples(5)).withRowSchema(EXAMPLE))
+        .apply(RunInference.withModel(Digits.model().toString()));
+    assertEquals(PipelineResult.State.DONE, p.run().waitUntilFinish());
+    assertEquals(List.of(), actorSystemShutdownHooks());
+  }
+
+  /**
+   * The JVM shutdown hooks Pekko registers for each live actor system ("flink-shutdown-hook-1").
+   */
+  private static List<String> actorSystemShutdownHooks() throws ReflectiveOperationException {
+    Class<?> hooksClass = Class.forName("java.lang.ApplicationShutdownHooks");
+    java.lang.reflect.Field field = hooksClass.getDeclaredField("hooks");
+    field.setAccessible(true);
+    List<String> names = new ArrayList<>();
+    synchronized (hooksClass) {
+      for (Object hook : ((Map<?, ?>) field.get(null)).keySet()) {
+        String name = ((Thread) hook).getName();
+        if (name.contains("-shutdown-hook-")) {
+          names.add(name);
+        }
+      }
+    }
+    return names;
+  }
+
   @Test
   public void missingModelFailsAtConstructionWithItsPath() {
     Pipeline p = flinkPipeline();

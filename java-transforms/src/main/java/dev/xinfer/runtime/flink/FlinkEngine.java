@@ -80,6 +80,9 @@ public final class FlinkEngine implements Engine {
   /** How long {@link #liveMetrics} waits for each answer of Flink's REST API. */
   static final long REST_TIMEOUT_MILLIS = 5000;
 
+  /** How long {@link #release} waits for an ended job's embedded Flink to shut down. */
+  static final long EMBEDDED_CLOSE_SECONDS = 30;
+
   /**
    * The key, in the client configuration ({@code --flinkConfDir}), of the file that lists xinfer's
    * job runtime on the cluster's nodes (jar paths: xinfer, Beam's Flink runner, KafkaIO): a cluster
@@ -421,17 +424,43 @@ public final class FlinkEngine implements Engine {
    */
   static @Nullable URI embeddedRestAddress(JobClient client) {
     try {
-      java.lang.reflect.Field field = client.getClass().getDeclaredField("miniCluster");
-      field.setAccessible(true);
-      org.apache.flink.runtime.minicluster.MiniCluster cluster =
-          (org.apache.flink.runtime.minicluster.MiniCluster) field.get(client);
-      return cluster.getRestAddress().get(REST_TIMEOUT_MILLIS, TimeUnit.MILLISECONDS);
+      return miniCluster(client).getRestAddress().get(REST_TIMEOUT_MILLIS, TimeUnit.MILLISECONDS);
     } catch (Exception e) {
       LOG.warn(
           "xinfer: the embedded Flink's REST address is not known ({}): its job reports no "
               + "metrics while it runs",
           e.toString());
       return null;
+    }
+  }
+
+  /** The embedded Flink that runs the job of {@code client}: its job client holds it. */
+  private static org.apache.flink.runtime.minicluster.MiniCluster miniCluster(JobClient client)
+      throws ReflectiveOperationException {
+    java.lang.reflect.Field field = client.getClass().getDeclaredField("miniCluster");
+    field.setAccessible(true);
+    return (org.apache.flink.runtime.minicluster.MiniCluster) field.get(client);
+  }
+
+  /**
+   * Waits until the embedded Flink of an ended job has shut down, at most {@value
+   * #EMBEDDED_CLOSE_SECONDS} s. Flink closes a job's MiniCluster asynchronously once the job's
+   * result is known; a program that exits meanwhile (the launcher's {@code System.exit}) runs the
+   * shutdown hooks of its still-live Pekko actor systems while Flink closes the class loader they
+   * load from, and the JVM prints a {@code NoClassDefFoundError} from "flink-shutdown-hook-1".
+   */
+  static void awaitEmbeddedClusterClosed(JobClient client) {
+    try {
+      miniCluster(client).closeAsync().get(EMBEDDED_CLOSE_SECONDS, TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } catch (Exception e) {
+      LOG.warn(
+          "xinfer: the embedded Flink of job {} did not shut down within {} s ({}); the JVM may"
+              + " print Flink's shutdown errors when it exits",
+          client.getJobID(),
+          EMBEDDED_CLOSE_SECONDS,
+          e.toString());
     }
   }
 
@@ -465,6 +494,9 @@ public final class FlinkEngine implements Engine {
     JobClient client = jobClient.getNow(null);
     if (checkpoints != null && client != null) {
       removeIfEmpty(checkpoints.resolve(client.getJobID().toString()));
+    }
+    if (embedded() && client != null) {
+      awaitEmbeddedClusterClosed(client);
     }
     jobDirs.forEach(PrivateTempDirs::delete);
     jobDirs.clear();

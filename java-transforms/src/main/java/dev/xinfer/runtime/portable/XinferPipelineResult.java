@@ -22,6 +22,10 @@ import org.joda.time.Duration;
 public final class XinferPipelineResult implements PipelineResult {
   private final String runnerName;
   private final CompletableFuture<PortablePipelineResult> job;
+
+  /** Completes once the engine has let go of the ended job: what the waits wait for. */
+  private final CompletableFuture<?> released;
+
   private final BooleanSupplier stopJob;
   private final Supplier<@Nullable MetricResults> liveMetrics;
   private volatile boolean cancelled;
@@ -33,19 +37,25 @@ public final class XinferPipelineResult implements PipelineResult {
       CompletableFuture<PortablePipelineResult> job,
       BooleanSupplier stopJob,
       Supplier<@Nullable MetricResults> liveMetrics) {
-    this(runnerName, job, stopJob, liveMetrics, System.nanoTime());
+    this(runnerName, job, job, stopJob, liveMetrics, System.nanoTime());
   }
 
-  /** {@code startNanos}: when the job was started ({@link System#nanoTime}). */
+  /**
+   * {@code released}: completes after {@code job} once the engine has let go of it (an embedded
+   * engine shut down), so that a program that exits after {@link #waitUntilFinish} leaves nothing
+   * half-closed; {@code startNanos}: when the job was started ({@link System#nanoTime}).
+   */
   XinferPipelineResult(
       String runnerName,
       CompletableFuture<PortablePipelineResult> job,
+      CompletableFuture<?> released,
       BooleanSupplier stopJob,
       Supplier<@Nullable MetricResults> liveMetrics,
       long startNanos) {
     this.startNanos = startNanos;
     this.runnerName = runnerName;
     this.job = job;
+    this.released = released;
     this.stopJob = stopJob;
     this.liveMetrics = liveMetrics;
   }
@@ -92,13 +102,20 @@ public final class XinferPipelineResult implements PipelineResult {
     if (last != null) {
       metricsAtCancel = last;
     }
+    try {
+      released.get(60, TimeUnit.SECONDS);
+    } catch (ExecutionException | CancellationException | TimeoutException e) {
+      // Ended and cancelled: what is left of it is the engine's to report.
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
     return State.CANCELLED;
   }
 
   @Override
   public State waitUntilFinish(Duration duration) {
     try {
-      job.get(duration.getMillis(), TimeUnit.MILLISECONDS);
+      released.get(duration.getMillis(), TimeUnit.MILLISECONDS);
     } catch (TimeoutException e) {
       return null;
     } catch (InterruptedException e) {
@@ -116,7 +133,7 @@ public final class XinferPipelineResult implements PipelineResult {
   @Override
   public State waitUntilFinish() {
     try {
-      job.join();
+      released.join();
     } catch (CompletionException | CancellationException e) {
       if (cancelled) {
         return State.CANCELLED;

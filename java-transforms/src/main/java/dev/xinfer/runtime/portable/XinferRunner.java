@@ -129,13 +129,15 @@ public final class XinferRunner extends PipelineRunner<XinferPipelineResult> {
               }
             },
             executor);
-    job.whenComplete(
-        (r, e) -> {
-          executor.shutdown();
-          engine.release(jobInfo);
-        });
+    // The result's waits end once the engine has let go of the job (an embedded Flink shut down).
+    CompletableFuture<PortablePipelineResult> released =
+        job.whenComplete(
+            (r, e) -> {
+              executor.shutdown();
+              engine.release(jobInfo);
+            });
     return new XinferPipelineResult(
-        engine.runnerName(), job, engine::cancel, engine::liveMetrics, startNanos);
+        engine.runnerName(), job, released, engine::cancel, engine::liveMetrics, startNanos);
   }
 
   /**
