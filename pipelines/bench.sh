@@ -136,35 +136,43 @@ bench() {
   # (every Flink approach on the portable Flink runner, as xinfer); xinfer-flink-rows: rows
   # crossing one by one (--xinferRowBlocks=false), what blocks buy.
   # xinfer-flink-p2: two Flink slots, the compute the microservice's two requests in flight get.
-  approaches="java-floor-flink onnxruntime-java microservice xinfer-flink xinfer-flink-p2 xinfer-flink-rows"
-  approaches+=" java-floor-spark xinfer-spark java-floor-direct xinfer-direct"
+  # Approaches joined by commas are measured together, interleaved in one JVM (see Bench; plain
+  # Python in a process of its own each round): each target's ratio (xinfer to the floor on its
+  # runner and to the microservice; on the wide MLP to plain Python) then compares measurements
+  # taken in the same minutes, on a machine whose speed drifts.
+  local -A approaches=(
+    [identity]="java-floor-flink,xinfer-flink,microservice onnxruntime-java xinfer-flink-rows java-floor-spark,xinfer-spark java-floor-direct,xinfer-direct"
+    [wide-mlp]="plain-python,xinfer-flink,xinfer-spark microservice onnxruntime-java xinfer-flink-p2 xinfer-flink-rows xinfer-direct"
+  )
   local csv="$dir/results.csv"
   "$PY" -c 'import sys; from xinfer_bench import measure; print(",".join(measure.CSV_COLUMNS))' > "$csv"
   for model in identity wide-mlp; do
-    local file="$STATE/bench-models/$model.onnx" rows
+    local file="$STATE/bench-models/$model.onnx" group rows lines
     for batch in $batches; do
-      step "$model.onnx, batch size $batch: plain Python (the limit), then each approach"
-      "$PY" -m xinfer_bench plain --csv --model "$file" --rows "$(bench_rows plain-python "$model")" \
-        --batch-size "$batch" | tee -a "$csv" | sed -u 's/^/    /'
+      step "$model.onnx, batch size $batch: plain Python (the limit) and each approach"
+      # Plain Python alone, unless a group measures it with the approaches compared to it.
+      case " ${approaches[$model]//,/ } " in
+        *" plain-python "*) ;;
+        *) "$PY" -m xinfer_bench plain --csv --model "$file" --rows "$(bench_rows plain-python "$model")" \
+             --batch-size "$batch" | tee -a "$csv" | sed -u 's/^/    /' ;;
+      esac
       beam_runs+=("$file $(bench_rows beam-python-flink "$model") $batch")
-      for approach in $approaches; do
-        local line="" attempt
-        # The floors have no model: once is enough.
-        case "$approach" in java-floor-*) [ "$model" != identity ] && continue ;; esac
-        # Two slots matter where the model is the work.
-        [ "$approach" = xinfer-flink-p2 ] && [ "$model" != wide-mlp ] && continue
-        rows=$(bench_rows "$approach" "$model")
-        # Each approach in a JVM of its own (a warm-up, then 3 measurements: the line has their
-        # median, min and max); a stalled job (see CONTRIBUTING.md) gets one retry.
+      for group in ${approaches[$model]}; do
+        local members attempt approach
+        IFS=, read -r -a members <<< "$group"
+        rows=""
+        for approach in "${members[@]}"; do rows+="${rows:+,}$(bench_rows "$approach" "$model")"; done
+        # A JVM per group (a warm-up each, then 3 measurements each: a line per approach with
+        # their median, min and max); a stalled job (see CONTRIBUTING.md) gets one retry.
         for attempt in 1 2; do
-          line=$(XINFER_PYTHON="$PY" timeout 1800 java "@$ROOT/runners-config/java17.args" \
+          lines=$(XINFER_PYTHON="$PY" timeout $((1800 * ${#members[@]})) java "@$ROOT/runners-config/java17.args" \
             -cp "$ROOT/pipelines/target/classes:$(cat "$ROOT/pipelines/target/classpath.txt"):$(cat "$ROOT/pipelines/target/bench-classpath.txt")" \
-            dev.xinfer.pipelines.bench.Bench "$approach" "$file" "$batch" "$rows" "$PY" \
-            2>> "$STATE/bench.log" | tail -1) && [ -n "$line" ] && break
-          note "$approach failed or stalled (attempt $attempt; log: $STATE/bench.log)"
-          line=""
+            dev.xinfer.pipelines.bench.Bench "$group" "$file" "$batch" "$rows" "$PY" \
+            2>> "$STATE/bench.log" | tail -"${#members[@]}") && [ -n "$lines" ] && break
+          note "$group failed or stalled (attempt $attempt; log: $STATE/bench.log)"
+          lines=""
         done
-        [ -n "$line" ] && echo "$line" | tee -a "$csv" | sed -u 's/^/    /'
+        [ -n "$lines" ] && echo "$lines" | tee -a "$csv" | sed -u 's/^/    /'
       done
     done
   done

@@ -49,6 +49,28 @@ def test_plain_loop_reports_the_median_of_three_with_min_and_max(bench_dir):
           result['rows_per_second_max'])
 
 
+def test_plain_command_times_one_loop_as_the_java_bench_runs_it(bench_dir):
+  # Bench (Java) runs plain Python this way, a process a round, and reads the
+  # line's seconds_large, rows_per_second and python_peak_rss_mb.
+  out = subprocess.run([
+      sys.executable, '-m', 'xinfer_bench', 'plain', '--csv', '--repetitions=1',
+      '--model=' + os.path.join(bench_dir, 'wide-mlp.onnx'), '--rows=2000',
+      '--batch-size=100'
+  ],
+                       check=True,
+                       capture_output=True,
+                       text=True).stdout.strip().splitlines()[-1]
+  by_column = dict(zip(measure.CSV_COLUMNS, out.split(',')))
+  assert len(out.split(',')) == len(measure.CSV_COLUMNS)
+  assert by_column['approach'] == 'plain-python'
+  assert (by_column['rows_per_second'] == by_column['rows_per_second_min'] ==
+          by_column['rows_per_second_max'])
+  # seconds_large has three decimals: about 0.1 s here.
+  assert float(by_column['rows_per_second']) == pytest.approx(
+      2000 / float(by_column['seconds_large']), rel=0.05)
+  assert float(by_column['python_peak_rss_mb']) > 0
+
+
 def test_median_of_takes_the_middle_measurement_and_the_extremes():
   result = measure.median_of([{
       'rows_per_second': 30.0,

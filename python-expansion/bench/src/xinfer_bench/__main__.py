@@ -21,6 +21,11 @@ def main(argv=None):
   run.add_argument('--rows', type=int, required=True)
   run.add_argument('--batch-size', type=int, required=True)
   run.add_argument('--threads', type=int, default=1)
+  run.add_argument(
+      '--repetitions',
+      type=int,
+      default=measure.REPETITIONS,
+      help='timed loops after the warm-up (the median is reported)')
   run.add_argument('--csv',
                    action='store_true',
                    help='print a line of the benchmark CSV, not JSON')
@@ -112,7 +117,8 @@ def main(argv=None):
     for line in measure.write_checks(args.csv, args.latency_csv):
       print(line)
   else:
-    result = measure.plain(args.model, args.rows, args.batch_size, args.threads)
+    result = measure.plain(args.model, args.rows, args.batch_size, args.threads,
+                           args.repetitions)
     result['python_peak_rss_mb'] = measure.peak_rss_mb()
     print(measure.csv_line(result) if args.csv else json.dumps(result))
   return 0

@@ -194,7 +194,11 @@ def csv_line(result: dict) -> str:
 
 
 def peak_rss_mb() -> float:
-  """This process's peak resident memory, MB."""
+  """This process's peak resident memory, MB: Linux's ``VmHWM``, which starts
+  anew with the program; ``ru_maxrss`` (elsewhere) keeps across ``exec`` the
+  peak of the process that started it (a JVM's, when Bench runs plain Python)."""
+  if os.path.exists('/proc/self/status'):
+    return process_peak_rss_mb(os.getpid())
   import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -8,9 +8,11 @@ import dev.xinfer.RunInference;
 import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.RunnerBootstrap;
 import java.nio.FloatBuffer;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -38,14 +40,24 @@ import org.joda.time.Duration;
 import org.joda.time.Instant;
 
 /**
- * Benchmark (not a test): one approach, one model, one batch size; prints one CSV line.
+ * Benchmark (not a test): one or more approaches, one model, one batch size; prints a CSV line per
+ * approach.
  *
  * <pre>
- * Bench APPROACH MODEL.onnx BATCH_SIZE ROWS PYTHON
+ * Bench APPROACH[,APPROACH...] MODEL.onnx BATCH_SIZE ROWS[,ROWS...] PYTHON
  *   APPROACH: xinfer-flink | xinfer-flink-p2 | xinfer-flink-rows | xinfer-spark | xinfer-direct
  *             | onnxruntime-java | microservice
  *             | java-floor-flink | java-floor-spark | java-floor-direct
+ *             | plain-python (the model's own loop in Python, a process a round)
+ *   ROWS: one number for every approach, or one per approach
  * </pre>
+ *
+ * <p>Approaches named together are measured in one JVM, interleaved: each round measures each of
+ * them once, a round starting one approach later than the one before. The project's machine (a VM)
+ * drifts in speed by up to 2x within an hour and 1.5x within a run, so an approach and its baseline
+ * (xinfer and the Java floor on the same runner, the microservice) measured minutes apart, each in
+ * a JVM of its own, gave ratios that told the minute more than the approaches; interleaved, the
+ * drift falls on both alike. Their lines then share the JVM's peak memory: the peak of them all.
  *
  * <p>The pipeline generates {@code ROWS} rows of 64 float features (value {@code (31 i + 7 j) mod
  * 17}, as {@code xinfer_bench.measure.rows} in Python), runs the model on them and counts the
@@ -76,6 +88,14 @@ import org.joda.time.Instant;
 public final class Bench {
   static final int FEATURES = 64;
   static final int REPETITIONS = 3;
+
+  /**
+   * The model's own predict loop in Python, measured with the approaches it is named with (one
+   * {@code python -m xinfer_bench plain} process a round), so that their ratios to it compare the
+   * same minutes.
+   */
+  static final String PLAIN_PYTHON = "plain-python";
+
   static final Schema ROW =
       Schema.builder().addInt64Field("id").addArrayField("features", FieldType.FLOAT).build();
   private static final Duration STALL = Duration.standardMinutes(10);
@@ -84,62 +104,162 @@ public final class Bench {
   private Bench() {}
 
   public static void main(String[] args) throws Exception {
-    String approach = args[0];
+    List<String> approaches = List.of(args[0].split(","));
     String model = args[1];
     int batchSize = Integer.parseInt(args[2]);
-    long rows = Long.parseLong(args[3]);
+    List<Long> rows = rowsPerApproach(args[3], approaches.size());
     String python = args[4];
-    engine(approach); // an unknown approach fails here, before anything starts
-    long small = rows / 5;
-    PeakRss memory = new PeakRss();
-    server = approach.equals("microservice") ? ModelServer.start(python, model) : null;
-    // Warm-up: class loading, the Python services, the SDK worker's imports.
-    Set<String> runners = new TreeSet<>(); // one, unless a run went elsewhere
-    runners.add(run(approach, model, batchSize, Math.min(small, 1000), python).runner);
-    List<double[]> pairs = new ArrayList<>(); // {seconds small, seconds large, rows/s}
-    for (int i = 0; i < REPETITIONS; i++) {
-      Run smallRun = run(approach, model, batchSize, small, python);
-      Run largeRun = run(approach, model, batchSize, rows, python);
-      runners.add(smallRun.runner);
-      runners.add(largeRun.runner);
-      double tSmall = smallRun.seconds;
-      double tLarge = largeRun.seconds;
-      if (tLarge <= tSmall) {
-        throw new IllegalStateException(
-            String.format(
-                Locale.ROOT,
-                "%s: %d rows took no longer than %d (%.3f s, %.3f s): the rows cost less than the "
-                    + "run-to-run noise; use more rows",
-                approach,
-                rows,
-                small,
-                tLarge,
-                tSmall));
+    for (String approach : approaches) {
+      if (!approach.equals(PLAIN_PYTHON)) {
+        engine(approach); // an unknown approach fails here, before anything starts
       }
-      pairs.add(new double[] {tSmall, tLarge, (rows - small) / (tLarge - tSmall)});
     }
-    pairs.sort(Comparator.comparingDouble(pair -> pair[2]));
-    double[] median = pairs.get(pairs.size() / 2);
+    PeakRss memory = new PeakRss();
+    server = approaches.contains("microservice") ? ModelServer.start(python, model) : null;
+    Map<String, Set<String>> runners = new HashMap<>(); // one each, unless a run went elsewhere
+    Map<String, List<double[]>> pairs = new HashMap<>(); // {seconds small, large, rows/s}
+    double pythonPeakMb = 0; // plain Python's, measured in its own processes
+    for (int k = 0; k < approaches.size(); k++) {
+      String approach = approaches.get(k);
+      runners.put(approach, new TreeSet<>());
+      pairs.put(approach, new ArrayList<>());
+      if (approach.equals(PLAIN_PYTHON)) {
+        runners.get(approach).add("none"); // it warms up in each of its processes
+      } else {
+        // Warm-up: class loading, the Python services, the SDK worker's imports.
+        long warmUp = Math.min(rows.get(k) / 5, 1000);
+        runners.get(approach).add(run(approach, model, batchSize, warmUp, python).runner);
+      }
+    }
+    for (int i = 0; i < REPETITIONS; i++) {
+      for (int k : roundOrder(approaches.size(), i)) {
+        String approach = approaches.get(k);
+        long n = rows.get(k);
+        if (approach.equals(PLAIN_PYTHON)) {
+          double[] loop = plainPython(python, model, batchSize, n, memory);
+          pythonPeakMb = Math.max(pythonPeakMb, loop[2]);
+          pairs.get(approach).add(new double[] {Double.NaN, loop[0], loop[1]});
+          continue;
+        }
+        long small = n / 5;
+        Run smallRun = run(approach, model, batchSize, small, python);
+        Run largeRun = run(approach, model, batchSize, n, python);
+        runners.get(approach).add(smallRun.runner);
+        runners.get(approach).add(largeRun.runner);
+        double tSmall = smallRun.seconds;
+        double tLarge = largeRun.seconds;
+        if (tLarge <= tSmall) {
+          throw new IllegalStateException(
+              String.format(
+                  Locale.ROOT,
+                  "%s: %d rows took no longer than %d (%.3f s, %.3f s): the rows cost less than"
+                      + " the run-to-run noise; use more rows",
+                  approach,
+                  n,
+                  small,
+                  tLarge,
+                  tSmall));
+        }
+        pairs.get(approach).add(new double[] {tSmall, tLarge, (n - small) / (tLarge - tSmall)});
+      }
+    }
     memory.close();
-    System.out.printf(
-        Locale.ROOT,
-        "%s,%s,%s,%d,%d,%.3f,%.3f,%.1f,%.1f,%.1f,%.0f,%.0f%n",
-        approach,
-        String.join("+", runners),
-        Paths.get(model).getFileName(),
-        batchSize,
-        rows,
-        median[0],
-        median[1],
-        median[2],
-        pairs.get(0)[2],
-        pairs.get(pairs.size() - 1)[2],
-        memory.jvmMb(),
-        memory.pythonMb());
+    for (int k = 0; k < approaches.size(); k++) {
+      String approach = approaches.get(k);
+      List<double[]> measured = pairs.get(approach);
+      measured.sort(Comparator.comparingDouble(pair -> pair[2]));
+      double[] median = measured.get(measured.size() / 2);
+      boolean plain = approach.equals(PLAIN_PYTHON);
+      System.out.printf(
+          Locale.ROOT,
+          "%s,%s,%s,%d,%d,%s,%.3f,%.1f,%.1f,%.1f,%s,%.0f%n",
+          approach,
+          String.join("+", runners.get(approach)),
+          Paths.get(model).getFileName(),
+          batchSize,
+          rows.get(k),
+          plain ? "" : String.format(Locale.ROOT, "%.3f", median[0]),
+          median[1],
+          median[2],
+          measured.get(0)[2],
+          measured.get(measured.size() - 1)[2],
+          plain ? "" : String.format(Locale.ROOT, "%.0f", memory.jvmMb()),
+          plain ? pythonPeakMb : memory.pythonMb());
+    }
     if (server != null) {
       server.close();
     }
     System.exit(0);
+  }
+
+  /**
+   * One timed loop of {@code plain-python} ({@code python -m xinfer_bench plain}: the model's own
+   * predict loop over {@code n} rows after a warm-up, in a process of its own): {seconds, rows/s,
+   * the process's peak memory in MB}.
+   */
+  static double[] plainPython(String python, String model, int batchSize, long n, PeakRss memory)
+      throws Exception {
+    Process process =
+        new ProcessBuilder(
+                python,
+                "-m",
+                "xinfer_bench",
+                "plain",
+                "--csv",
+                "--repetitions=1",
+                "--model=" + model,
+                "--rows=" + n,
+                "--batch-size=" + batchSize)
+            .redirectError(ProcessBuilder.Redirect.INHERIT)
+            .start();
+    memory.exclude(process.pid()); // its own peak is in its line
+    String out = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    if (process.waitFor() != 0) {
+      throw new IllegalStateException(PLAIN_PYTHON + " failed (exit " + process.exitValue() + ")");
+    }
+    return plainPythonLine(out.strip().lines().reduce((a, b) -> b).orElse(""));
+  }
+
+  /** {seconds, rows/s, peak MB} of a {@code plain-python} CSV line ({@code CSV_COLUMNS}). */
+  static double[] plainPythonLine(String line) {
+    String[] cells = line.split(",", -1);
+    if (cells.length != 12 || !cells[0].equals(PLAIN_PYTHON)) {
+      throw new IllegalStateException("not a line of " + PLAIN_PYTHON + ": '" + line + "'");
+    }
+    return new double[] {
+      Double.parseDouble(cells[6]), Double.parseDouble(cells[7]), Double.parseDouble(cells[11])
+    };
+  }
+
+  /**
+   * The rows of each of {@code count} approaches: {@code spec} is one number for all, or one per
+   * approach, comma-separated.
+   */
+  static List<Long> rowsPerApproach(String spec, int count) {
+    List<Long> rows = new ArrayList<>();
+    for (String n : spec.split(",")) {
+      rows.add(Long.parseLong(n.trim()));
+    }
+    if (rows.size() == 1) {
+      return java.util.Collections.nCopies(count, rows.get(0));
+    }
+    if (rows.size() != count) {
+      throw new IllegalArgumentException(
+          "ROWS " + spec + ": give one number, or one per approach (" + count + ")");
+    }
+    return rows;
+  }
+
+  /**
+   * The order in which round {@code round} measures {@code count} approaches: each round starts one
+   * later, so that no approach is always measured first (after a pause) or last.
+   */
+  static List<Integer> roundOrder(int count, int round) {
+    List<Integer> order = new ArrayList<>();
+    for (int k = 0; k < count; k++) {
+      order.add((round + k) % count);
+    }
+    return order;
   }
 
   /** One run of the pipeline: seconds from start to finish, and the runner it ran on. */

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Paths;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
@@ -13,6 +14,7 @@ import java.util.concurrent.ConcurrentHashMap;
  */
 final class PeakRss implements AutoCloseable {
   private final Map<Long, Long> pythonPeakKb = new ConcurrentHashMap<>();
+  private final Set<Long> excluded = ConcurrentHashMap.newKeySet();
   private final Thread sampler;
   private volatile boolean running = true;
 
@@ -26,6 +28,7 @@ final class PeakRss implements AutoCloseable {
     while (running) {
       ProcessHandle.current()
           .descendants()
+          .filter(p -> !excluded.contains(p.pid()))
           .filter(p -> p.info().command().map(c -> c.contains("python")).orElse(false))
           .forEach(p -> pythonPeakKb.merge(p.pid(), highWaterKb(p.pid()), Math::max));
       try {
@@ -43,7 +46,16 @@ final class PeakRss implements AutoCloseable {
 
   /** The Python processes' peaks added up, MB: a bound on what they held at once. */
   double pythonMb() {
-    return pythonPeakKb.values().stream().mapToLong(Long::longValue).sum() / 1024.0;
+    return pythonPeakKb.entrySet().stream()
+            .filter(e -> !excluded.contains(e.getKey()))
+            .mapToLong(Map.Entry::getValue)
+            .sum()
+        / 1024.0;
+  }
+
+  /** Leaves out a process this JVM started that is not part of the approach (plain Python's). */
+  void exclude(long pid) {
+    excluded.add(pid);
   }
 
   private static long highWaterKb(long pid) {
