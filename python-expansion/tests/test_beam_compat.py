@@ -32,3 +32,88 @@ def test_the_exact_allowlist_refuses_a_name_a_glob_would_match():
       raise AssertionError('a wildcard name was allowed')
   finally:
     cls._check_allowed = original
+
+
+def _run_in_a_fresh_worker_process(code):
+  """Runs ``code`` after ``prepare_sdk_worker``, as an SDK worker of xinfer's
+  pool does, in a process of its own (the hooks patch Beam for the process)."""
+  import subprocess
+  import sys
+  import textwrap
+  prelude = 'from xinfer import beam_compat\nbeam_compat.prepare_sdk_worker()\n'
+  done = subprocess.run([sys.executable, '-c', prelude + textwrap.dedent(code)],
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                        check=False)
+  assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_sdk_worker_command_prepares_the_worker():
+  assert 'beam_compat.prepare_sdk_worker();' in beam_compat.SDK_WORKER_COMMAND
+
+
+def test_a_bundle_sends_its_outputs_when_it_runs_out_of_input():
+  _run_in_a_fresh_worker_process('''
+      import queue, threading
+      from apache_beam.portability.api import beam_fn_api_pb2
+      from apache_beam.runners.worker import data_plane
+
+      channel = data_plane._GrpcDataChannel()
+      out = channel.output_stream('bundle', 'out')
+      received = channel._receiving_queue('bundle')
+      received.put(beam_fn_api_pb2.Elements.Data(
+          instruction_id='bundle', transform_id='in', data=b'in-1'))
+      inputs = channel.input_elements('bundle', ['in'])
+      assert next(inputs).data == b'in-1'
+      out.write(b'out-1')
+      out.maybe_flush()
+      assert channel._to_send.empty(), 'sent before the input ran out'
+
+      # The bundle's thread now waits for more input: it sends what it has.
+      waiting = threading.Thread(target=lambda: list(inputs))
+      waiting.start()
+      sent = channel._to_send.get(timeout=10)
+      assert sent.data == b'out-1', sent
+      received.put(beam_fn_api_pb2.Elements.Data(
+          instruction_id='bundle', transform_id='in', is_last=True))
+      waiting.join(10)
+      assert not waiting.is_alive()
+      # The bundle is forgotten once its input has ended.
+      assert 'bundle' not in channel._received.outputs
+  ''')
+
+
+def test_a_busy_bundle_sends_its_outputs_at_least_every_flush_period():
+  _run_in_a_fresh_worker_process('''
+      import time
+      from apache_beam.runners.worker import data_plane
+
+      channel = data_plane._GrpcDataChannel()
+      out = channel.output_stream('bundle', 'out')
+      out.write(b'a')
+      out.maybe_flush()
+      assert channel._to_send.empty()
+      time.sleep(beam_compat.OUTPUT_FLUSH_MS / 1000 + 0.01)
+      out.write(b'b')
+      out.maybe_flush()
+      assert channel._to_send.get_nowait().data == b'ab'
+  ''')
+
+
+def test_a_bundles_end_waits_briefly_for_the_state_sampler():
+  _run_in_a_fresh_worker_process('''
+      import time
+      from apache_beam.runners.worker import statesampler
+      from apache_beam.utils import counters
+
+      slowest = 0
+      for _ in range(3):
+        sampler = statesampler.StateSampler('stage', counters.CounterFactory())
+        sampler.start()
+        time.sleep(0.5)  # Beam's sampler sleeps up to 200 ms by then
+        started = time.monotonic()
+        sampler.stop()
+        slowest = max(slowest, time.monotonic() - started)
+      assert slowest < 0.05, f'a bundle end waited {slowest:.3f} s for the sampler'
+  ''')

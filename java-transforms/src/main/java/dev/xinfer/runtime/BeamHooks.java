@@ -10,6 +10,7 @@ import java.util.concurrent.Executors;
 import org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
 import org.apache.beam.runners.fnexecution.control.JobBundleFactory;
+import org.apache.beam.runners.fnexecution.control.SdkHarnessClient;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
@@ -57,7 +58,10 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       {@code @RequiresStableInput}), whose Beam version deadlocks a portable job at its first
  *       checkpoint when the buffered DoFn reads state, as KafkaIO's exactly-once writer does;
  *       {@code ReaderInvocationUtil} (how Flink's sources call a Beam reader), whose Beam version
- *       pushes the reader's metrics to Flink after every record, 11% of a streaming job's CPU.
+ *       pushes the reader's metrics to Flink after every record, 11% of a streaming job's CPU;
+ *       {@code SdkHarnessClient} (the runner's end of a bundle), whose Beam version takes a
+ *       bundle's outputs off the data plane only once the bundle has ended, so that no output of a
+ *       streaming stage reaches Flink before its bundle's end.
  * </ul>
  *
  * <p>{@link #problems()} lists the hooks whose target is gone; {@code BeamHooksTest} fails on any,
@@ -79,7 +83,8 @@ public final class BeamHooks {
       List.of(
           "org.apache.beam.runners.flink.translation.wrappers.streaming.stableinput"
               + ".BufferingDoFnRunner",
-          "org.apache.beam.runners.flink.metrics.ReaderInvocationUtil");
+          "org.apache.beam.runners.flink.metrics.ReaderInvocationUtil",
+          "org.apache.beam.runners.fnexecution.control.SdkHarnessClient");
 
   private BeamHooks() {}
 
@@ -117,6 +122,15 @@ public final class BeamHooks {
               + BEAM_VERSION
               + "'s runners.",
           e);
+    }
+  }
+
+  private static boolean loadable(String className) {
+    try {
+      Class.forName(className, false, BeamHooks.class.getClassLoader());
+      return true;
+    } catch (ClassNotFoundException e) {
+      return false;
     }
   }
 
@@ -313,6 +327,13 @@ public final class BeamHooks {
       // No Spark here: nothing to check.
     } catch (NoSuchFieldException e) {
       found.add("Spark's DStreamGraph has no inputStreams field (SparkStreamingRunner)");
+    }
+    String operator = SdkHarnessClient.FLINK_STREAMING_OPERATOR;
+    if (loadable(CLASSIC_RUNNERS.get("FlinkRunner")) && !loadable(operator)) {
+      found.add(
+          operator
+              + " is gone: xinfer's SdkHarnessClient no longer recognizes Flink's streaming"
+              + " receivers, so streaming outputs wait for their bundle's end again");
     }
     for (String runner : CLASSIC_RUNNERS.keySet()) {
       try {

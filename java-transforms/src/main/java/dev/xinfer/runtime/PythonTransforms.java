@@ -157,7 +157,12 @@ public final class PythonTransforms {
                   "PackRows",
                   ParDo.of(
                       new RowBlocks.PackFn(
-                          packed.rowSchema, packed.tensorFields, packed.maxBlockSize)))
+                          packed.rowSchema,
+                          packed.tensorFields,
+                          packed.maxBlockSize,
+                          RunnerBootstrap.movesDataWithinBundles(options)
+                              ? RowBlocks.STREAMING_BLOCK_WAIT_MILLIS
+                              : 0)))
               .setRowSchema(RowBlocks.IN);
     }
     PTransform<PCollection<?>, PCollectionTuple> python =

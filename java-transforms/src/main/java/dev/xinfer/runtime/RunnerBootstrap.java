@@ -9,6 +9,7 @@ import java.util.TreeSet;
 import org.apache.beam.sdk.PipelineRunner;
 import org.apache.beam.sdk.annotations.Internal;
 import org.apache.beam.sdk.options.PipelineOptions;
+import org.apache.beam.sdk.options.StreamingOptions;
 
 /**
  * Makes the runner the user chose able to run xinfer's Python transforms.
@@ -71,6 +72,16 @@ public final class RunnerBootstrap {
    */
   public static boolean runsPythonStageInDoFn(PipelineOptions options) {
     return IN_DOFN_RUNNERS.contains(options.getRunner().getSimpleName());
+  }
+
+  /**
+   * Whether data moves between the engine and the SDK harnesses within a bundle, so that a stage's
+   * outputs leave before its bundle ends: streaming on Flink (see {@code FlinkEngine}). Call after
+   * {@link #prepare}.
+   */
+  public static boolean movesDataWithinBundles(PipelineOptions options) {
+    return "FlinkRunner".equals(options.as(XinferOptions.class).getXinferRequestedRunner())
+        && options.as(StreamingOptions.class).isStreaming();
   }
 
   private static String simpleName(String runnerName) {

@@ -9,6 +9,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.runners.fnexecution.provisioning.JobInfo;
+import org.apache.beam.sdk.options.ExperimentalOptions;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.util.construction.PipelineOptionsTranslation;
@@ -35,6 +36,23 @@ public class FlinkEngineTest {
         (long) flinkOptions("--streaming", "--maxBundleTimeMills=1000").getMaxBundleTimeMills());
     // Batch keeps Beam's default.
     assertEquals(10_000L, (long) flinkOptions().getMaxBundleTimeMills());
+  }
+
+  @Test
+  public void streamingDataMovesWithinABundleUnlessTheUserSaysOtherwise() {
+    assertEquals(
+        String.valueOf(FlinkEngine.STREAMING_DATA_FLUSH_MILLIS),
+        ExperimentalOptions.getExperimentValue(
+            flinkOptions("--streaming"), FlinkEngine.DATA_FLUSH_EXPERIMENT));
+    assertEquals(
+        "20",
+        ExperimentalOptions.getExperimentValue(
+            flinkOptions("--streaming", "--experiments=data_buffer_time_limit_ms=20"),
+            FlinkEngine.DATA_FLUSH_EXPERIMENT));
+    // Batch sends data at 1 MB or at a bundle's end, as Beam does.
+    assertEquals(
+        null,
+        ExperimentalOptions.getExperimentValue(flinkOptions(), FlinkEngine.DATA_FLUSH_EXPERIMENT));
   }
 
   @Test

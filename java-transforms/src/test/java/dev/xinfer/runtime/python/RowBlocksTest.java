@@ -120,6 +120,35 @@ public class RowBlocksTest {
   }
 
   @Test
+  public void aStreamingBlockClosesWhenARowComesAfterItsWait() throws Exception {
+    RowBlocks.PackFn pack = new RowBlocks.PackFn(DIGIT, TENSORS, 100, 20);
+    List<Row> blocks = new ArrayList<>();
+    DoFn.OutputReceiver<Row> out =
+        new DoFn.OutputReceiver<Row>() {
+          @Override
+          public void output(Row block) {
+            blocks.add(block);
+          }
+
+          @Override
+          public void outputWithTimestamp(Row block, Instant timestamp) {
+            blocks.add(block);
+          }
+        };
+    pack.startBundle();
+    pack.process(digit(0), new Instant(0), GlobalWindow.INSTANCE, out);
+    pack.process(digit(1), new Instant(1), GlobalWindow.INSTANCE, out);
+    assertEquals("a block younger than its wait stays open", 0, blocks.size());
+    Thread.sleep(40);
+    pack.process(digit(2), new Instant(2), GlobalWindow.INSTANCE, out);
+    assertEquals(1, blocks.size());
+    assertEquals(3L, (long) blocks.get(0).getInt64(RowBlocks.COUNT));
+    // The next row opens a new block, which waits again.
+    pack.process(digit(3), new Instant(3), GlobalWindow.INSTANCE, out);
+    assertEquals(1, blocks.size());
+  }
+
+  @Test
   public void eachTensorFieldCrossesAsOneLittleEndianTensorWithItsRowShape() throws Exception {
     List<Row> blocks =
         pack(
