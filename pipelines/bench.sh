@@ -50,7 +50,7 @@ bench_streaming() {  # CSV WARMUP SECONDS RATE:BUNDLE_MS...
   done
 }
 
-# The highest rate the pipeline sustains, with xinfer's default 10 ms bundles: RATEs in increasing
+# The highest rate the pipeline sustains, with xinfer's default 100 ms bundles: RATEs in increasing
 # order, up to the first one not sustained.
 # Warm-up of the sweep's runs: at 20,000 records/s a fresh JVM falls 2-6 s behind while the JIT
 # compiles (C2 took half a core), and drains that backlog in 15-25 s; measured sooner, the run
@@ -59,7 +59,7 @@ SWEEP_WARMUP_QUICK=20
 bench_streaming_sweep() {  # CSV WARMUP SECONDS RATE...
   local csv=$1 warmup=$2 seconds=$3 rate; shift 3
   for rate in "$@"; do
-    bench_streaming_run "$csv" "$warmup" "$seconds" "$rate" 10 || break
+    bench_streaming_run "$csv" "$warmup" "$seconds" "$rate" 100 || break
   done
 }
 
@@ -104,7 +104,7 @@ print(*[x.getsockname()[1] for x in s])')
   note "job server up: $BEAM_JOB_ENDPOINT"
 }
 
-# The streaming part alone: the sweep at RATEs (records/s, 10 ms bundles), up to the first not
+# The streaming part alone: the sweep at RATEs (records/s, 100 ms bundles), up to the first not
 # sustained; the latency CSV in bench/results/DATE/latency-streaming.csv.
 bench_streaming_only() {  # RATE...
   setup
@@ -200,10 +200,10 @@ bench() {
   "$PY" -c 'from xinfer_bench import measure; print(",".join(measure.LATENCY_COLUMNS))' > "$latency"
   if [ -n "$quick" ]; then
     # Beam's default bundles first: the first runs after Kafka starts measured the worst tails.
-    bench_streaming "$latency" 10 15 1000:1000 1000:10 1000:5 2000:10
+    bench_streaming "$latency" 10 15 1000:1000 1000:100 1000:10 2000:100
     bench_streaming_sweep "$latency" "$SWEEP_WARMUP_QUICK" 15 5000 10000 20000 25000 30000 40000
   else
-    bench_streaming "$latency" 15 30 1000:1000 250:10 500:10 1000:5 1000:10 2000:10 1000:50
+    bench_streaming "$latency" 15 30 1000:1000 250:100 500:100 1000:10 1000:100 2000:100 1000:50
     bench_streaming_sweep "$latency" 30 30 5000 10000 15000 20000 25000 30000 40000 60000
   fi
   step "The figures the targets are about (issue 16; also in results.csv, its second section)"

@@ -273,22 +273,22 @@ def _runs(*runs):
 
 def test_streaming_checks_p99_targets_and_the_highest_rate_sustained():
   checks = measure.streaming_checks(
-      _runs((1000, 1000, 3000.0, 'no'), (1000, 10, 45.0, 'yes'),
-            (5000, 10, 80.0, 'yes'), (20000, 10, 240.0, 'yes'),
-            (40000, 10, 5000.0, 'no')))
+      _runs((1000, 1000, 3000.0, 'no'), (1000, 100, 45.0, 'yes'),
+            (5000, 100, 80.0, 'yes'), (20000, 100, 240.0, 'yes'),
+            (40000, 100, 5000.0, 'no')))
   lines = [measure.check_line(c) for c in checks]
   assert lines == [
-      'streaming p99_ms@1000 45 (bundles 10 ms; kept up; target <= 50: met)',
-      'streaming p99_ms@20000 240 (bundles 10 ms; kept up; target < 250: met)',
-      'streaming max_sustained_per_s 20000 (bundles 10 ms; p99 < 1000 ms; '
+      'streaming p99_ms@1000 45 (bundles 100 ms; kept up; target <= 50: met)',
+      'streaming p99_ms@20000 240 (bundles 100 ms; kept up; target < 250: met)',
+      'streaming max_sustained_per_s 20000 (bundles 100 ms; p99 < 1000 ms; '
       'every record back; not sustained: 40000)',
   ]
   # The 20,000/s run fell behind: its p99 is under the target, not met.
   checks = measure.streaming_checks(
-      _runs((1000, 10, 50.0, 'yes'), (20000, 10, 200.0, 'no')))
+      _runs((1000, 100, 50.0, 'yes'), (20000, 100, 200.0, 'no')))
   assert [c['met'] for c in checks] == ['met', 'not met', '']
   assert checks[2]['value'] == 1000.0
-  # Nothing at 10 ms bundles: no figures.
+  # Nothing at 100 ms bundles: no figures.
   checks = measure.streaming_checks(_runs((1000, 1000, 3000.0, 'yes')))
   assert [c['met'] for c in checks] == ['no figure'] * 3
 
@@ -301,14 +301,14 @@ def test_write_checks_appends_a_second_section_that_report_reads(tmp_path):
   latency = tmp_path / 'latency.csv'
   latency.write_text(
       ','.join(measure.LATENCY_COLUMNS) + '\n' +
-      '1000,10,10,15000,30.0,40.0,45.0,60.0,900.0,1000,0,yes\n' +
-      '20000,10,10,300000,90.0,150.0,300.0,900.0,1200.0,19990,0,yes\n')
+      '1000,100,10,15000,30.0,40.0,45.0,60.0,900.0,1000,0,yes\n' +
+      '20000,100,10,300000,90.0,150.0,300.0,900.0,1200.0,19990,0,yes\n')
   lines = measure.write_checks(csv, str(latency))
   assert lines[0].startswith(
       'ratio xinfer-flink/java-floor-flink identity 0.83 ')
-  assert ('streaming p99_ms@20000 300 (bundles 10 ms; kept up; target < 250: '
+  assert ('streaming p99_ms@20000 300 (bundles 100 ms; kept up; target < 250: '
           'not met)') in lines
-  assert ('streaming max_sustained_per_s 20000 (bundles 10 ms; p99 < 1000 ms; '
+  assert ('streaming max_sustained_per_s 20000 (bundles 100 ms; p99 < 1000 ms; '
           'every record back)') in lines
   # Again: the section is replaced, not added to.
   assert measure.write_checks(csv, str(latency)) == lines

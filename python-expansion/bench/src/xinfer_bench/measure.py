@@ -313,7 +313,7 @@ RATIO_CHECKS = (
 # Streaming, xinfer's default bundles: (offered rate, p99 target in ms, whether
 # the target is "below" (<) rather than "at most" (<=)); the run must also have
 # sustained the rate.
-STREAMING_BUNDLE_MS = 10
+STREAMING_BUNDLE_MS = 100
 STREAMING_P99_CHECKS = ((1000, 50.0, False), (20000, 250.0, True))
 CHECK_COLUMNS = ('check', 'name', 'model', 'batch_size', 'value', 'low', 'high',
                  'target', 'met', 'note')
