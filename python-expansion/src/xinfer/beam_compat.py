@@ -186,7 +186,13 @@ def install_short_state_sampling():
   ``BundleProcessor`` leaves to it.
   """
   init = statesampler.StateSampler.__init__
-  init.__defaults__ = (STATE_SAMPLING_PERIOD_MS, )
+  defaulted = [
+      p.name for p in inspect.signature(init).parameters.values()
+      if p.default is not inspect.Parameter.empty
+  ]
+  defaults = list(init.__defaults__)
+  defaults[defaulted.index('sampling_period_ms')] = STATE_SAMPLING_PERIOD_MS
+  init.__defaults__ = tuple(defaults)
 
 
 def beam_run_inference_metric_names() -> List[str]:
@@ -224,4 +230,21 @@ def problems() -> List[str]:
       found.append(f'SdkHarness takes no {arg}: SDK_WORKER_COMMAND fails')
   if not callable(getattr(worker_pool_main, 'kill_process_gracefully', None)):
     found.append('worker_pool_main.kill_process_gracefully is gone')
+  channel = data_plane._GrpcDataChannel  # pylint: disable=protected-access
+  for name in ('_receiving_queue', '_clean_receiving_queue', 'output_stream',
+               'input_elements'):
+    if not callable(getattr(channel, name, None)):
+      found.append(f'_GrpcDataChannel.{name} is gone: install_flush_when_idle '
+                   'patches nothing')
+  if not hasattr(channel(), '_received'):
+    found.append('_GrpcDataChannel has no _received queues: '
+                 'install_flush_when_idle patches nothing')
+  stream = data_plane.SizeBasedBufferingClosableOutputStream()
+  if not hasattr(stream, '_size_flush_threshold'):
+    found.append('SizeBasedBufferingClosableOutputStream has no '
+                 '_size_flush_threshold: install_flush_when_idle fails')
+  sampler = inspect.signature(statesampler.StateSampler.__init__)
+  if 'sampling_period_ms' not in sampler.parameters:
+    found.append('StateSampler takes no sampling_period_ms: '
+                 'install_short_state_sampling patches nothing')
   return found
