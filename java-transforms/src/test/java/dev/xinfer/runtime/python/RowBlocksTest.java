@@ -88,22 +88,26 @@ public class RowBlocksTest {
         IllegalArgumentException.class, () -> new RowBlocks.PackFn(DIGIT, List.of("note"), 4));
   }
 
+  /** A receiver that adds each block PackFn outputs to {@code blocks}. */
+  static DoFn.OutputReceiver<Row> into(List<Row> blocks) {
+    return new DoFn.OutputReceiver<Row>() {
+      @Override
+      public void output(Row block) {
+        blocks.add(block);
+      }
+
+      @Override
+      public void outputWithTimestamp(Row block, Instant timestamp) {
+        blocks.add(block);
+      }
+    };
+  }
+
   /** The full blocks of {@code maxRows} that PackFn makes of {@code rows}, one bundle. */
   static List<Row> pack(int maxRows, List<TimestampedValue<Row>> rows) throws Exception {
     RowBlocks.PackFn pack = new RowBlocks.PackFn(DIGIT, TENSORS, maxRows);
     List<Row> blocks = new ArrayList<>();
-    DoFn.OutputReceiver<Row> out =
-        new DoFn.OutputReceiver<Row>() {
-          @Override
-          public void output(Row block) {
-            blocks.add(block);
-          }
-
-          @Override
-          public void outputWithTimestamp(Row block, Instant timestamp) {
-            blocks.add(block);
-          }
-        };
+    DoFn.OutputReceiver<Row> out = into(blocks);
     pack.startBundle();
     for (TimestampedValue<Row> row : rows) {
       pack.process(row.getValue(), row.getTimestamp(), GlobalWindow.INSTANCE, out);
@@ -123,18 +127,7 @@ public class RowBlocksTest {
   public void aStreamingBlockClosesWhenARowComesAfterItsWait() throws Exception {
     RowBlocks.PackFn pack = new RowBlocks.PackFn(DIGIT, TENSORS, 100, 20);
     List<Row> blocks = new ArrayList<>();
-    DoFn.OutputReceiver<Row> out =
-        new DoFn.OutputReceiver<Row>() {
-          @Override
-          public void output(Row block) {
-            blocks.add(block);
-          }
-
-          @Override
-          public void outputWithTimestamp(Row block, Instant timestamp) {
-            blocks.add(block);
-          }
-        };
+    DoFn.OutputReceiver<Row> out = into(blocks);
     pack.startBundle();
     pack.process(digit(0), new Instant(0), GlobalWindow.INSTANCE, out);
     pack.process(digit(1), new Instant(1), GlobalWindow.INSTANCE, out);
