@@ -182,6 +182,31 @@ public class RowBlocksTest {
     assertEquals(0, rows.available());
   }
 
+  @Test
+  public void aBlockGrowsPastTheRowsItMadeRoomForAndTheNextStartsAsLarge() throws Exception {
+    int rows = 3 * RowBlocks.FIRST_BLOCK_ROWS;
+    List<TimestampedValue<Row>> values = new ArrayList<>();
+    for (int i = 0; i < 2 * rows; i++) {
+      values.add(TimestampedValue.of(digit(i), new Instant(1000 + i)));
+    }
+    List<Row> blocks = pack(rows, values);
+    assertEquals(2, blocks.size());
+    for (int b = 0; b < 2; b++) {
+      Row block = blocks.get(b);
+      assertEquals(rows, (long) block.getInt64(RowBlocks.COUNT));
+      ByteBuffer pixels = le(list(block.<byte[]>getArray(RowBlocks.TENSORS)).get(0));
+      List<Long> timestamps = longs(le(block.getBytes(RowBlocks.TIMESTAMPS)));
+      assertEquals(3 * 4 * rows, pixels.remaining());
+      assertEquals(rows, timestamps.size());
+      for (int row = 0; row < rows; row++) {
+        assertEquals(b * rows + row, pixels.getFloat(), 0);
+        assertEquals(0.5f, pixels.getFloat(), 0);
+        assertEquals(-1f, pixels.getFloat(), 0);
+        assertEquals(1000L + b * rows + row, (long) timestamps.get(row));
+      }
+    }
+  }
+
   private static List<Long> longs(ByteBuffer buffer) {
     List<Long> values = new ArrayList<>();
     while (buffer.remaining() >= 8) {
