@@ -5,11 +5,11 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicLongArray;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -25,7 +25,6 @@ import org.apache.kafka.common.serialization.LongDeserializer;
 import org.apache.kafka.common.serialization.LongSerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
-import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * The streaming demo's side of Kafka: creates the topics, produces labelled examples at a fixed
@@ -36,10 +35,22 @@ final class KafkaDriver implements AutoCloseable {
   private final KafkaConsumer<Long, String> consumer;
   private final AtomicLong produced = new AtomicLong();
   private final AtomicLong sendFailures = new AtomicLong();
-  private final Map<Long, Long> sentNanos = new ConcurrentHashMap<>();
+  private final RecordIds ids;
 
-  KafkaDriver(String bootstrapServers) {
+  /** When each example was handed to the producer ({@code nanoTime}), by its position in ids. */
+  private final AtomicLongArray sentNanos;
+
+  /** What {@link #sentAt} gives for an example not sent (yet), or without an id of the run's. */
+  static final long NOT_SENT = Long.MIN_VALUE;
+
+  /** A driver for a run whose examples have {@code ids}. */
+  KafkaDriver(String bootstrapServers, RecordIds ids) {
     this.bootstrapServers = bootstrapServers;
+    this.ids = ids;
+    this.sentNanos = new AtomicLongArray(ids.size());
+    for (int i = 0; i < ids.size(); i++) {
+      sentNanos.set(i, NOT_SENT);
+    }
     Properties props = new Properties();
     props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
     props.put(ConsumerConfig.GROUP_ID_CONFIG, "xinfer-launcher-" + System.nanoTime());
@@ -124,9 +135,10 @@ final class KafkaDriver implements AutoCloseable {
                   String line = lines.get(i);
                   // A line without a numeric id (a bad record, for the dead-letter topic) goes
                   // without a key.
-                  Long id = idOf(line);
-                  if (id != null) {
-                    sentNanos.put(id, System.nanoTime());
+                  Long id = RecordIds.idOf(line);
+                  int index = id == null ? RecordIds.UNKNOWN : ids.indexOf(id);
+                  if (index != RecordIds.UNKNOWN) {
+                    sentNanos.set(index, System.nanoTime());
                   }
                   producer.send(
                       new ProducerRecord<>(topic, id, line),
@@ -152,18 +164,13 @@ final class KafkaDriver implements AutoCloseable {
     return thread;
   }
 
-  private static @Nullable Long idOf(String line) {
-    int comma = line.indexOf(',');
-    try {
-      return Long.parseLong(comma < 0 ? line : line.substring(0, comma));
-    } catch (NumberFormatException e) {
-      return null;
-    }
-  }
-
-  /** When the example with key {@code id} was handed to the producer ({@code nanoTime}). */
-  @Nullable Long sentAt(long id) {
-    return sentNanos.get(id);
+  /**
+   * When the example with key {@code id} was handed to the producer ({@code nanoTime}), or {@link
+   * #NOT_SENT}.
+   */
+  long sentAt(long id) {
+    int index = ids.indexOf(id);
+    return index == RecordIds.UNKNOWN ? NOT_SENT : sentNanos.get(index);
   }
 
   long produced() {

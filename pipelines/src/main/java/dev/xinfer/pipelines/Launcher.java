@@ -3,6 +3,7 @@ package dev.xinfer.pipelines;
 import dev.xinfer.InferenceMetrics;
 import dev.xinfer.XinferOptions;
 import dev.xinfer.runtime.RunnerBootstrap;
+import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -11,12 +12,13 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.Comparator;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
-import java.util.Map;
 import java.util.Set;
-import java.util.TreeMap;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BiFunction;
@@ -361,11 +363,12 @@ public final class Launcher {
     }
 
     /** The percentiles of {@code millis} (nearest rank), or null when there are none. */
-    static @Nullable Latency of(List<Double> millis) {
-      if (millis.isEmpty()) {
+    static @Nullable Latency of(double... millis) {
+      if (millis.length == 0) {
         return null;
       }
-      double[] sorted = millis.stream().mapToDouble(Double::doubleValue).sorted().toArray();
+      double[] sorted = millis.clone();
+      Arrays.sort(sorted);
       return new Latency(
           rank(sorted, 0.50), rank(sorted, 0.90), rank(sorted, 0.99), sorted[sorted.length - 1]);
     }
@@ -599,9 +602,14 @@ public final class Launcher {
       examples = repeated(examples, options.getRecords());
     }
     String runner = runnerName(options);
-    Deliveries deliveries = new Deliveries();
-    List<String> latencyLines = new ArrayList<>();
-    List<Double> latencies = new ArrayList<>();
+    RecordIds ids = RecordIds.of(examples);
+    Deliveries deliveries = new Deliveries(ids);
+    // Steady records' latencies, at most one per example. The predictions and the latency file's
+    // lines go to files as they come: nothing per record stays on the heap the job shares.
+    double[] latencies = new double[examples.size()];
+    int steady = 0;
+    Path arrivedFile = Paths.get(options.getOutput() + "-arrived.tmp").toAbsolutePath();
+    Path latencyFile = Paths.get(options.getOutput() + "-latency.csv").toAbsolutePath();
     long warmupNanos = TimeUnit.SECONDS.toNanos(options.getWarmupSeconds());
     // Written at least once, a prediction's Kafka timestamp is when the pipeline's source read its
     // example (DigitsPipeline.write): read_ms, from the send, is the time before the pipeline, and
@@ -614,7 +622,12 @@ public final class Launcher {
     long lastArrival;
     @Nullable String inference;
     @Nullable String liveInference = null;
-    try (KafkaDriver kafka = new KafkaDriver(options.getBootstrapServers())) {
+    createParent(latencyFile);
+    try (KafkaDriver kafka = new KafkaDriver(options.getBootstrapServers(), ids);
+        BufferedWriter arrived = Files.newBufferedWriter(arrivedFile, StandardCharsets.UTF_8);
+        BufferedWriter latencyLines =
+            Files.newBufferedWriter(latencyFile, StandardCharsets.UTF_8)) {
+      latencyLines.write("id,latency_ms,phase,sent_ms,read_ms\n");
       kafka.createTopics(
           1, options.getInputTopic(), options.getOutputTopic(), options.getDeadLetterTopic());
       kafka.subscribe(options.getOutputTopic(), options.getDeadLetterTopic());
@@ -636,8 +649,8 @@ public final class Launcher {
         long deadline = start + TimeUnit.SECONDS.toNanos(options.getResultTimeoutSeconds());
         long nextProgress = start + TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
         while (deliveries.accountedFor() < examples.size() && System.nanoTime() < deadline) {
-          List<ConsumerRecord<Long, String>> arrived = kafka.poll(java.time.Duration.ofMillis(200));
-          if (!arrived.isEmpty()) {
+          List<ConsumerRecord<Long, String>> polled = kafka.poll(java.time.Duration.ofMillis(200));
+          if (!polled.isEmpty()) {
             lastArrival = System.nanoTime();
             if (firstArrival == 0) {
               firstArrival = lastArrival;
@@ -647,24 +660,26 @@ public final class Launcher {
                   options.getInputTopic(), examples.subList(1, examples.size()), options.getRate());
               restSent = true;
             }
-            for (ConsumerRecord<Long, String> record : arrived) {
+            for (ConsumerRecord<Long, String> record : polled) {
               boolean prediction = record.topic().equals(options.getOutputTopic());
-              if (!deliveries.add(prediction, record.key(), record.value()) || !prediction) {
+              Long id = record.key();
+              if (!deliveries.add(prediction, id, record.value()) || !prediction || id == null) {
                 continue;
               }
-              Long sent = kafka.sentAt(record.key());
-              if (sent != null) {
+              arrived.write(id + "," + record.value() + "\n");
+              long sent = kafka.sentAt(id);
+              if (sent != KafkaDriver.NOT_SENT) {
                 double millis = (lastArrival - sent) / 1e6;
                 String phase = phase(sent, firstArrival, warmupNanos);
                 if (phase.equals(STEADY)) {
-                  latencies.add(millis);
+                  latencies[steady++] = millis;
                 }
                 // sent_ms, from the job's start: the rate the examples really went out at.
                 // Microseconds as integers, not String.format: this thread reads every prediction
                 // and shares the machine with the job (String.format was 8% of the CPU at 20,000
                 // records/s).
-                latencyLines.add(
-                    record.key()
+                latencyLines.write(
+                    id
                         + ","
                         + millis(lastArrival - sent)
                         + ","
@@ -674,7 +689,8 @@ public final class Launcher {
                         + ","
                         + (readTimes
                             ? millis(record.timestamp() * 1_000_000L - sent - epochMinusNanoTime)
-                            : ""));
+                            : "")
+                        + "\n");
               }
             }
           }
@@ -691,10 +707,10 @@ public final class Launcher {
                     + "%s",
                 runner,
                 kafka.produced(),
-                deliveries.predictions.size(),
+                deliveries.predictions,
                 deliveries.deadLetters(),
                 deliveries.duplicates,
-                deliveries.predictions.size() / elapsed,
+                deliveries.predictions / elapsed,
                 elapsed,
                 latest == null ? "" : " | " + latest);
             nextProgress += TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
@@ -710,11 +726,10 @@ public final class Launcher {
         stop(result);
       }
       inference = inferenceMetrics(result);
+    } catch (IOException e) {
+      throw new UncheckedIOException("cannot write " + arrivedFile + " or " + latencyFile, e);
     }
-    Map<Long, String> predictions = deliveries.predictions;
-    writePredictions(options.getOutput(), predictions.values());
-    latencyLines.add(0, "id,latency_ms,phase,sent_ms,read_ms");
-    writeLines(Paths.get(options.getOutput() + "-latency.csv"), latencyLines);
+    writePredictions(options.getOutput(), byId(arrivedFile));
     Summary summary =
         summarize(
                 examples.size(),
@@ -726,9 +741,9 @@ public final class Launcher {
                 model(options))
             .withInference(inference)
             .withLiveInference(liveInference)
-            .withLatency(Latency.of(latencies))
+            .withLatency(Latency.of(Arrays.copyOf(latencies, steady)))
             .withDeliveries(deliveries.deadLetters(), deliveries.duplicates);
-    if (latencies.isEmpty() && options.getWarmupSeconds() > 0) {
+    if (steady == 0 && options.getWarmupSeconds() > 0) {
       progress(
           "no example was sent after the %d s warm-up, so no latency is reported: produce more "
               + "(--records) or shorten --warmupSeconds",
@@ -749,15 +764,25 @@ public final class Launcher {
   }
 
   /**
-   * What a streaming run's output and dead-letter topics held: the first prediction per id, the ids
-   * that came back as dead letters, and every output beyond the first for a record.
+   * What a streaming run's output and dead-letter topics held: which records got a prediction and
+   * which a dead letter (the first output per record counts; a record has one or the other), and
+   * every output beyond the first for a record. Bits by the record's position among the run's ids
+   * (see {@link RecordIds}); a set for ids the run did not send.
    */
   static final class Deliveries {
-    final Map<Long, String> predictions = new TreeMap<>();
-    final Set<Long> deadLetterIds = new HashSet<>();
+    private final RecordIds ids;
+    private final BitSet predicted = new BitSet();
+    private final BitSet dead = new BitSet();
+    private final Set<Long> otherIds = new HashSet<>();
+    long predictions;
+    long deadLettersWithId;
     long deadLettersWithoutId;
     long duplicates;
     @Nullable String firstDeadLetter;
+
+    Deliveries(RecordIds ids) {
+      this.ids = ids;
+    }
 
     /** Records one output; returns whether it was the first for its record. */
     boolean add(boolean prediction, @Nullable Long id, String value) {
@@ -770,23 +795,31 @@ public final class Launcher {
         }
         return true;
       }
-      boolean first =
-          !predictions.containsKey(id)
-              && !deadLetterIds.contains(id)
-              && (prediction ? predictions.put(id, value) == null : deadLetterIds.add(id));
+      int index = ids.indexOf(id);
+      boolean first;
+      if (index == RecordIds.UNKNOWN) {
+        first = otherIds.add(id);
+      } else {
+        first = !predicted.get(index) && !dead.get(index);
+        (prediction ? predicted : dead).set(index);
+      }
       if (!first) {
         duplicates++;
+      } else if (prediction) {
+        predictions++;
+      } else {
+        deadLettersWithId++;
       }
       return first;
     }
 
     long deadLetters() {
-      return deadLetterIds.size() + deadLettersWithoutId;
+      return deadLettersWithId + deadLettersWithoutId;
     }
 
     /** Records with an output of either kind. */
     long accountedFor() {
-      return predictions.size() + deadLetters();
+      return predictions + deadLetters();
     }
   }
 
@@ -896,6 +929,31 @@ public final class Launcher {
       return lines.filter(l -> !l.startsWith("id,") && !l.isBlank()).collect(Collectors.toList());
     } catch (IOException e) {
       throw new UncheckedIOException("cannot read " + input, e);
+    }
+  }
+
+  /**
+   * The lines of {@code arrived} ({@code id,prediction}, as they came back), each without its id,
+   * in the order of their ids; deletes the file.
+   */
+  static List<String> byId(Path arrived) {
+    try {
+      List<String> lines = Files.readAllLines(arrived, StandardCharsets.UTF_8);
+      lines.sort(
+          Comparator.comparingLong(line -> Long.parseLong(line.substring(0, line.indexOf(',')))));
+      lines.replaceAll(line -> line.substring(line.indexOf(',') + 1));
+      Files.delete(arrived);
+      return lines;
+    } catch (IOException e) {
+      throw new UncheckedIOException("cannot read " + arrived, e);
+    }
+  }
+
+  private static void createParent(Path file) {
+    try {
+      Files.createDirectories(file.toAbsolutePath().getParent());
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
     }
   }
 

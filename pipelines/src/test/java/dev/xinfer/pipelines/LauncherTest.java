@@ -6,12 +6,15 @@ import static org.junit.Assert.assertThrows;
 import static org.junit.Assert.assertTrue;
 
 import java.util.List;
-import java.util.stream.Collectors;
 import java.util.stream.IntStream;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.junit.Rule;
 import org.junit.Test;
+import org.junit.rules.TemporaryFolder;
 
 public class LauncherTest {
+  @Rule public final TemporaryFolder tmp = new TemporaryFolder();
+
   /**
    * The streaming loop prints the live metrics while it reads the predictions back: a read that
    * takes long (the embedded Flink's REST API) must not hold it up.
@@ -59,15 +62,14 @@ public class LauncherTest {
 
   @Test
   public void latencyPercentilesAreNearestRank() {
-    List<Double> millis =
-        IntStream.rangeClosed(1, 200).mapToObj(i -> (double) i).collect(Collectors.toList());
+    double[] millis = IntStream.rangeClosed(1, 200).mapToDouble(i -> 201 - i).toArray();
     Launcher.Latency latency = Launcher.Latency.of(millis);
     assertEquals(100.0, latency.p50, 0);
     assertEquals(180.0, latency.p90, 0);
     assertEquals(198.0, latency.p99, 0);
     assertEquals(200.0, latency.max, 0);
     assertEquals("latency_ms(p50=100.0 p90=180.0 p99=198.0 max=200.0)", latency.toString());
-    assertNull(Launcher.Latency.of(List.of()));
+    assertNull(Launcher.Latency.of());
   }
 
   @Test
@@ -108,18 +110,39 @@ public class LauncherTest {
 
   @Test
   public void deliveriesCountDuplicatesAndDeadLettersOncePerRecord() {
-    Launcher.Deliveries d = new Launcher.Deliveries();
+    Launcher.Deliveries d = new Launcher.Deliveries(RecordIds.of(List.of("1,x", "2,y", "oops")));
     assertTrue(d.add(true, 1L, "1,a"));
     assertTrue(!d.add(true, 1L, "1,a")); // a replay's second prediction
     assertTrue(d.add(false, 2L, "{dead}"));
     assertTrue(!d.add(false, 2L, "{dead}"));
     assertTrue(!d.add(true, 2L, "2,b")); // a record is a prediction or a dead letter, once
     assertTrue(d.add(false, null, "{no id}"));
-    assertEquals(1, d.predictions.size());
+    // An id the run never sent counts once too.
+    assertTrue(d.add(true, 99L, "99,c"));
+    assertTrue(!d.add(false, 99L, "{dead}"));
+    assertEquals(2, d.predictions);
     assertEquals(2, d.deadLetters());
-    assertEquals(3, d.duplicates);
-    assertEquals(3, d.accountedFor());
+    assertEquals(4, d.duplicates);
+    assertEquals(4, d.accountedFor());
     assertEquals("{dead}", d.firstDeadLetter);
+  }
+
+  @Test
+  public void recordIdsArePositionsAmongTheDistinctNumericIds() {
+    RecordIds ids = RecordIds.of(List.of("30,a", "10,b", "bad,c", "20,d", "10,e", "40"));
+    assertEquals(4, ids.size());
+    assertEquals(0, ids.indexOf(10));
+    assertEquals(1, ids.indexOf(20));
+    assertEquals(3, ids.indexOf(40));
+    assertEquals(RecordIds.UNKNOWN, ids.indexOf(25));
+  }
+
+  @Test
+  public void predictionsAsTheyArrivedAreWrittenInTheOrderOfTheirIds() throws Exception {
+    java.nio.file.Path arrived = tmp.newFile("arrived.tmp").toPath();
+    java.nio.file.Files.write(arrived, List.of("10,10,7,a", "2,2,3,b", "7,7,1,c"));
+    assertEquals(List.of("2,3,b", "7,1,c", "10,7,a"), Launcher.byId(arrived));
+    assertTrue("the file of arrivals is gone", !java.nio.file.Files.exists(arrived));
   }
 
   @Test(timeout = 10_000)
