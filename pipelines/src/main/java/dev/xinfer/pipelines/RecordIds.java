@@ -10,7 +10,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * in arrays indexed by position. The launcher shares its JVM with the job it measures: maps of
  * boxed ids and their values put a few hundred bytes per record on the heap for the whole run,
  * which every young collection copied again (at 1,000 records/s ~16 MB of survivors and 20-40 ms
- * pauses on 2 cores; 8-15 ms once they were promoted at once).
+ * pauses on 2 cores; 8-15 ms without them).
  */
 final class RecordIds {
   /** What {@link #indexOf} gives for an id that no example has. */
