@@ -84,7 +84,8 @@ public final class BeamHooks {
           "org.apache.beam.runners.flink.translation.wrappers.streaming.stableinput"
               + ".BufferingDoFnRunner",
           "org.apache.beam.runners.flink.metrics.ReaderInvocationUtil",
-          "org.apache.beam.runners.fnexecution.control.SdkHarnessClient");
+          "org.apache.beam.runners.fnexecution.control.SdkHarnessClient",
+          "org.apache.beam.runners.flink.translation.wrappers.streaming.ExecutableStageDoFnOperator");
 
   private BeamHooks() {}
 

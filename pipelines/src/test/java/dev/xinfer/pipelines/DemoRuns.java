@@ -80,8 +80,10 @@ final class DemoRuns {
             "--inputTopic=" + run + "-in",
             "--outputTopic=" + run + "-out",
             "--records=" + records,
-            "--rate=400",
             "--resultTimeoutSeconds=240"));
+    if (all.stream().noneMatch(flag -> flag.startsWith("--rate="))) {
+      all.add("--rate=400");
+    }
     Launcher.Summary summary =
         Launcher.run(
             args(Digits.dataset(), output, all.toArray(new String[0])),

@@ -84,6 +84,33 @@ public class DigitsStreamingIT {
   }
 
   /**
+   * On Flink a sparse stream's record goes on as its outputs come back from each stage's SDK
+   * harness, not when its bundle ends or the stage's next input comes: with bundles and checkpoints
+   * of 10 minutes (none ends within the run) every record of a stream of 20 a second comes back.
+   * The launcher sends the first record alone and the rest once its prediction is back, so a record
+   * with none behind it is on the way from the start. (Rows that come within {@code
+   * RowBlocks.STREAMING_BLOCK_WAIT_MILLIS} of each other share a block, which waits for the next
+   * row or the bundle's end.)
+   */
+  @Test
+  public void onFlinkARecordDoesNotWaitForItsBundlesEnd() throws Exception {
+    Path output = tmp.getRoot().toPath().resolve("long-bundles").resolve("predictions");
+    Launcher.Summary summary =
+        DemoRuns.streaming(
+            output,
+            "FlinkRunner",
+            40,
+            "--flinkMaster=[local]",
+            "--parallelism=1",
+            "--rate=20",
+            "--maxBundleTimeMills=600000",
+            "--maxBundleSize=1000000",
+            "--checkpointingInterval=600000",
+            "--exactlyOnce=false");
+    assertEquals(0, summary.missing());
+  }
+
+  /**
    * Written at least once, each prediction carries the time the pipeline's source read its example
    * (DigitsPipeline publishes the input timestamp; KafkaIO's is the read's processing time), and
    * the launcher's latency file has it as read_ms: after the send (to Kafka's millisecond) and

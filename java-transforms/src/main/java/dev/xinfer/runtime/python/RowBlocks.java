@@ -281,13 +281,16 @@ public final class RowBlocks {
    * How long, in ms, a streaming block waits for more rows once its first row is in, where data
    * moves within bundles ({@code RunnerBootstrap.movesDataWithinBundles}): a block closes when a
    * row comes after this (or it is full, or the bundle ends). At 20,000 rows/s that makes blocks of
-   * about 40 rows; at 1,000/s of two or three.
+   * about 40 rows; at 1,000/s of two or three. A row that comes this long or longer after the row
+   * before it goes at once, in a block of its own: in a sparse stream no row follows soon to close
+   * its block, which would wait for its bundle's end.
    */
   public static final long STREAMING_BLOCK_WAIT_MILLIS = 2;
 
   /**
    * Packs Rows into blocks of at most {@code maxRows}, per bundle and window; with a {@code
-   * maxWaitMillis}, a block also closes once a row comes that long after its first.
+   * maxWaitMillis}, a block also closes once a row comes that long after its first, and a row that
+   * comes that long after the row before it goes at once, alone.
    */
   public static final class PackFn extends DoFn<Row, Row> {
     private final RowSplit split;
@@ -302,6 +305,9 @@ public final class RowBlocks {
      * allocation at 1,000 rows/s.
      */
     private transient int lastRows;
+
+    /** When the last row came ({@code nanoTime}); 0 before the first. */
+    private transient long lastRowNanos;
 
     /** Blocks of {@code schema} rows whose {@code tensorFields}, in order, become tensors. */
     public PackFn(Schema schema, List<String> tensorFields, int maxRows) {
@@ -328,6 +334,10 @@ public final class RowBlocks {
         OutputReceiver<Row> out)
         throws IOException {
       Map<BoundedWindow, Block> blocks = openBlocks();
+      long now = System.nanoTime();
+      // A row long after the one before it: no row may follow soon to close its block.
+      boolean alone = maxWaitNanos > 0 && (lastRowNanos == 0 || now - lastRowNanos >= maxWaitNanos);
+      lastRowNanos = now;
       Block block = blocks.get(window);
       if (block == null) {
         block = new Block(split, Math.min(maxRows, Math.max(lastRows, FIRST_BLOCK_ROWS)));
@@ -335,7 +345,7 @@ public final class RowBlocks {
       }
       block.add(row, timestamp);
       if (block.count == maxRows
-          || (maxWaitNanos > 0 && System.nanoTime() - block.opened >= maxWaitNanos)) {
+          || (maxWaitNanos > 0 && (alone || now - block.opened >= maxWaitNanos))) {
         blocks.remove(window);
         lastRows = block.count;
         // A block's timestamp is its earliest row's, at most this row's: hence the skew.
