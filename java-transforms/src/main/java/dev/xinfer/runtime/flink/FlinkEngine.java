@@ -52,11 +52,12 @@ public final class FlinkEngine implements Engine {
 
   /**
    * {@code --maxBundleTimeMills} of a streaming job unless the user sets it. Records do not wait
-   * for their bundle's end (see {@link #STREAMING_DATA_FLUSH_MILLIS}) while others follow them; a
-   * record with none behind it leaves a stage when its bundle ends, so a sparse stream's latency is
-   * up to about three bundles (Java, Python, Java stages). Each bundle's end costs every stage a
-   * round trip to its SDK harness on the operator's thread, under the lock the source needs: 100 ms
-   * bundles end 10 times a second; 10 ms bundles, xinfer's default until 2026-12-07, ended 100
+   * for their bundle's end (see {@link #STREAMING_DATA_FLUSH_MILLIS}), nor, with xinfer's copy of
+   * Beam's {@code ExecutableStageDoFnOperator}, for a record behind them; only rows that came
+   * within {@code RowBlocks.STREAMING_BLOCK_WAIT_MILLIS} of each other, the last of a burst, wait
+   * for the next row or their bundle's end in the first stage. Each bundle's end costs every stage
+   * a round trip to its SDK harness on the operator's thread, under the lock the source needs: 100
+   * ms bundles end 10 times a second; 10 ms bundles, xinfer's default until 2026-12-07, ended 100
    * times and held a 20,000 records/s job below its rate.
    */
   static final long STREAMING_BUNDLE_MILLIS = 100;
