@@ -126,43 +126,52 @@ public class RowBlocksTest {
   /** A streaming block's wait in these tests: long beside a cold JVM's first rows. */
   private static final long WAIT_MILLIS = 300;
 
-  @Test
-  public void aStreamingBlockClosesWhenARowComesAfterItsWait() throws Exception {
-    RowBlocks.PackFn pack = new RowBlocks.PackFn(DIGIT, TENSORS, 100, WAIT_MILLIS);
-    List<Row> blocks = new ArrayList<>();
+  /**
+   * Rows into a PackFn's bundle: {@code row(id)} processes {@code digit(id)} at time {@code id}.
+   */
+  private interface Rows {
+    void row(long id) throws Exception;
+  }
+
+  /** Starts a bundle of {@code pack}, whose blocks go to {@code blocks}. */
+  private static Rows bundle(RowBlocks.PackFn pack, List<Row> blocks) {
     DoFn.OutputReceiver<Row> out = into(blocks);
     pack.startBundle();
-    pack.process(digit(0), new Instant(0), GlobalWindow.INSTANCE, out);
+    return id -> pack.process(digit(id), new Instant(id), GlobalWindow.INSTANCE, out);
+  }
+
+  @Test
+  public void aStreamingBlockClosesWhenARowComesAfterItsWait() throws Exception {
+    List<Row> blocks = new ArrayList<>();
+    Rows pack = bundle(new RowBlocks.PackFn(DIGIT, TENSORS, 100, WAIT_MILLIS), blocks);
+    pack.row(0);
     assertEquals("the first row has none before it: it goes alone", 1, blocks.size());
-    pack.process(digit(1), new Instant(1), GlobalWindow.INSTANCE, out);
-    pack.process(digit(2), new Instant(2), GlobalWindow.INSTANCE, out);
+    pack.row(1);
+    pack.row(2);
     assertEquals("a block younger than its wait stays open", 1, blocks.size());
     Thread.sleep(2 * WAIT_MILLIS);
-    pack.process(digit(3), new Instant(3), GlobalWindow.INSTANCE, out);
+    pack.row(3);
     assertEquals(2, blocks.size());
     assertEquals(3L, (long) blocks.get(1).getInt64(RowBlocks.COUNT));
     // A row right after: a new block, which waits again.
-    pack.process(digit(4), new Instant(4), GlobalWindow.INSTANCE, out);
+    pack.row(4);
     assertEquals(2, blocks.size());
   }
 
   @Test
   public void aStreamingRowLongAfterTheOneBeforeGoesAloneAtOnce() throws Exception {
-    RowBlocks.PackFn pack = new RowBlocks.PackFn(DIGIT, TENSORS, 100, WAIT_MILLIS);
     List<Row> blocks = new ArrayList<>();
-    DoFn.OutputReceiver<Row> out = into(blocks);
-    pack.startBundle();
+    Rows pack = bundle(new RowBlocks.PackFn(DIGIT, TENSORS, 100, WAIT_MILLIS), blocks);
     for (int i = 0; i < 3; i++) {
       Thread.sleep(2 * WAIT_MILLIS);
-      pack.process(digit(i), new Instant(i), GlobalWindow.INSTANCE, out);
+      pack.row(i);
       assertEquals("a sparse row does not wait for the next", i + 1, blocks.size());
       assertEquals(1L, (long) blocks.get(i).getInt64(RowBlocks.COUNT));
     }
     // Without a wait (a batch job) rows wait for a full block or the bundle's end.
-    RowBlocks.PackFn batch = new RowBlocks.PackFn(DIGIT, TENSORS, 100);
-    batch.startBundle();
+    Rows batch = bundle(new RowBlocks.PackFn(DIGIT, TENSORS, 100), blocks);
     Thread.sleep(2 * WAIT_MILLIS);
-    batch.process(digit(9), new Instant(9), GlobalWindow.INSTANCE, out);
+    batch.row(9);
     assertEquals(3, blocks.size());
   }
 
