@@ -963,8 +963,8 @@ public final class Launcher {
 
   private static void writeLines(Path path, Iterable<String> lines) {
     Path file = path.toAbsolutePath();
+    createParent(file);
     try {
-      Files.createDirectories(file.getParent());
       Files.write(file, lines, StandardCharsets.UTF_8);
     } catch (IOException e) {
       throw new UncheckedIOException(e);
