@@ -49,6 +49,8 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       EmbeddedEnvironments} drops the readiness requests whose answer Beam's harness dropped.
  *   <li>{@link #withDaemonThreads}: the thread pool of a {@code DefaultJobBundleFactory}, whose
  *       threads would keep a DirectRunner JVM alive for a minute after its last pipeline.
+ *   <li>{@code GrpcDataService.options} (private), from which {@link
+ *       dev.xinfer.runtime.portable.BundleInputs} reads the time limit of a bundle's inputs.
  *   <li>Workarounds of Beam's Fn API servers, each with a test that fails once Beam no longer needs
  *       it: {@link CancelledCallsUnblock} (a writer waits forever on a stream whose peer died) and
  *       {@link CloseOnce} ({@code GrpcStateService} closes a state stream a second time at a job's
@@ -289,6 +291,18 @@ public final class BeamHooks {
       }
     } catch (NoSuchFieldException e) {
       found.add("DefaultJobBundleFactory has no executor field (withDaemonThreads)");
+    }
+    try {
+      if (!org.apache.beam.sdk.options.PipelineOptions.class.isAssignableFrom(
+          org.apache.beam.runners.fnexecution.data.GrpcDataService.class
+              .getDeclaredField(dev.xinfer.runtime.portable.BundleInputs.Limits.OPTIONS_FIELD)
+              .getType())) {
+        found.add("GrpcDataService.options is no longer PipelineOptions (BundleInputs)");
+      }
+    } catch (NoSuchFieldException e) {
+      found.add(
+          "GrpcDataService has no options field: BundleInputs cannot read the inputs' time limit,"
+              + " and Beam's aggregator flushes them again, leaving a thread behind per bundle");
     }
     try {
       if (!Map.class.isAssignableFrom(

@@ -19,15 +19,18 @@ package org.apache.beam.runners.fnexecution.control;
 
 /*
  * xinfer: a copy of Beam 2.62.0's class of this name (runners/java-fn-execution, same license) with
- * one change, marked "xinfer:": a bundle whose outputs all go to receivers that take them from any
+ * two changes, marked "xinfer:": a bundle whose outputs all go to receivers that take them from any
  * thread (Flink's streaming operator's) has its outputs taken off the data plane from the bundle's
- * start, on a thread of its own, instead of only in close(). It takes the place of Beam's on
+ * start, on a thread of its own, instead of only in close(); a bundle's inputs go through
+ * dev.xinfer.runtime.portable.BundleInputs, whose flushes on time run on threads shared by all
+ * bundles (Beam's aggregator started a thread for each bundle and never stopped it). It takes the place of Beam's on
  * xinfer's classpath (see dev.xinfer.runtime.BeamHooks, which checks that it does).
  */
 
 import static org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.base.Preconditions.checkArgument;
 import static org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.base.Preconditions.checkState;
 
+import dev.xinfer.runtime.portable.BundleInputs;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
@@ -63,7 +66,6 @@ import org.apache.beam.sdk.coders.Coder;
 import org.apache.beam.sdk.fn.IdGenerator;
 import org.apache.beam.sdk.fn.IdGenerators;
 import org.apache.beam.sdk.fn.data.BeamFnDataInboundObserver;
-import org.apache.beam.sdk.fn.data.BeamFnDataOutboundAggregator;
 import org.apache.beam.sdk.fn.data.CloseableFnDataReceiver;
 import org.apache.beam.sdk.fn.data.DataEndpoint;
 import org.apache.beam.sdk.fn.data.FnDataReceiver;
@@ -364,14 +366,19 @@ public class SdkHarnessClient implements AutoCloseable {
 
       ImmutableMap.Builder<LogicalEndpoint, FnDataReceiver<?>> receiverBuilder =
           ImmutableMap.builder();
-      BeamFnDataOutboundAggregator beamFnDataOutboundAggregator =
-          fnApiDataService.createOutboundAggregator(() -> bundleId, false);
+      // xinfer: the inputs go through BundleInputs, which flushes them on time from threads
+      // shared by all bundles (Beam's aggregator started a thread per bundle and left it behind).
+      BundleInputs beamFnDataOutboundAggregator =
+          BundleInputs.of(
+              bundleId,
+              fnApiDataService.createOutboundAggregator(() -> bundleId, false),
+              inputLimits);
       for (RemoteInputDestination remoteInput : remoteInputs) {
         LogicalEndpoint endpoint = LogicalEndpoint.data(bundleId, remoteInput.getPTransformId());
         receiverBuilder.put(
             endpoint,
             new CountingFnDataReceiver(
-                beamFnDataOutboundAggregator.registerOutputDataLocation(
+                beamFnDataOutboundAggregator.data(
                     remoteInput.getPTransformId(), remoteInput.getCoder())));
       }
 
@@ -381,7 +388,7 @@ public class SdkHarnessClient implements AutoCloseable {
               LogicalEndpoint.timer(bundleId, timerSpec.transformId(), timerSpec.timerId());
           receiverBuilder.put(
               endpoint,
-              beamFnDataOutboundAggregator.registerOutputTimersLocation(
+              beamFnDataOutboundAggregator.timers(
                   timerSpec.transformId(), timerSpec.timerId(), timerSpec.coder()));
         }
       }
@@ -405,7 +412,7 @@ public class SdkHarnessClient implements AutoCloseable {
     public class ActiveBundle implements RemoteBundle {
       private final String bundleId;
       private final CompletionStage<BeamFnApi.ProcessBundleResponse> response;
-      private final BeamFnDataOutboundAggregator beamFnDataOutboundAggregator;
+      private final BundleInputs beamFnDataOutboundAggregator; // xinfer: was Beam's aggregator
       private final Map<LogicalEndpoint, FnDataReceiver<?>> inputReceivers;
       private final Optional<BeamFnDataInboundObserver> beamFnDataInboundObserver;
       // xinfer: completes once a drainer has taken every output of the bundle; null: close() does.
@@ -422,7 +429,7 @@ public class SdkHarnessClient implements AutoCloseable {
       private ActiveBundle(
           String bundleId,
           CompletionStage<ProcessBundleResponse> response,
-          BeamFnDataOutboundAggregator beamFnDataOutboundAggregator,
+          BundleInputs beamFnDataOutboundAggregator, // xinfer: was Beam's aggregator
           Map<LogicalEndpoint, FnDataReceiver<?>> inputReceivers,
           Optional<BeamFnDataInboundObserver> beamFnDataInboundObserver,
           StateDelegator.Registration stateRegistration,
@@ -582,7 +589,7 @@ public class SdkHarnessClient implements AutoCloseable {
 
         Exception exception = null;
         try {
-          beamFnDataOutboundAggregator.sendOrCollectBufferedDataAndFinishOutboundStreams();
+          beamFnDataOutboundAggregator.finish(); // xinfer: BundleInputs
         } catch (Exception e) {
           exception = e;
         } finally {
@@ -673,6 +680,8 @@ public class SdkHarnessClient implements AutoCloseable {
   private final FnDataService fnApiDataService;
 
   private final ConcurrentHashMap<String, BundleProcessor> clientProcessors;
+  // xinfer: the data service's limits on a bundle's buffered inputs.
+  private final BundleInputs.Limits inputLimits;
 
   private SdkHarnessClient(
       InstructionRequestHandler fnApiControlClient,
@@ -682,6 +691,7 @@ public class SdkHarnessClient implements AutoCloseable {
     this.idGenerator = idGenerator;
     this.fnApiControlClient = fnApiControlClient;
     this.clientProcessors = new ConcurrentHashMap<>();
+    this.inputLimits = BundleInputs.Limits.of(fnApiDataService); // xinfer
   }
 
   public InstructionRequestHandler getInstructionRequestHandler() {
