@@ -10,6 +10,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicLongArray;
+import org.apache.kafka.clients.CommonClientConfigs;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -63,6 +64,7 @@ final class KafkaDriver implements AutoCloseable {
     // 11,500 records/s, while the job wrote them to the topic at 15,000/s and a reader of the same
     // topic in another JVM kept up: the benchmark measured its own reader as the job's capacity.
     props.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 10_000);
+    props.put(CommonClientConfigs.ENABLE_METRICS_PUSH_CONFIG, false);
     this.consumer = new KafkaConsumer<>(props, new LongDeserializer(), new StringDeserializer());
   }
 
@@ -114,6 +116,10 @@ final class KafkaDriver implements AutoCloseable {
               // Each example is sent as it is due: no lingering for a fuller batch, which would
               // add to the latency measured.
               props.put(ProducerConfig.LINGER_MS_CONFIG, 0);
+              // Nothing reads the client's metrics: none pushed to the broker either (Kafka 3.7
+              // checks whether to on every round of its network thread: 1% of the JVM's samples
+              // at 10,000 records/s).
+              props.put(CommonClientConfigs.ENABLE_METRICS_PUSH_CONFIG, false);
               // The driver's examples are the run's input: they wait out a broker outage (up to
               // 10 min) rather than expire, so that what the summary counts as missing is the
               // job's, not the driver's.
