@@ -5,7 +5,8 @@
 # step, note and die, and the clusters' with_kafka, start_daemon, wait_for_port, cluster_stop.
 
 # Streaming latency: the Kafka digits pipeline on embedded Flink at an offered rate, WARMUP seconds
-# (the JVM compiling; reported apart) then SECONDS measured; every record's end-to-end latency,
+# (the JVM compiling; the launcher ramps the rate from a tenth of it to all of it; reported apart)
+# then SECONDS measured at the rate; every record's end-to-end latency,
 # summarized into a line of the latency CSV. Succeeds when the run sustained the rate: the examples
 # went out at it, every one came back, p99 under 1 s (xinfer_bench.measure.latency_line).
 # Parallelism 1: the input topic has one partition, so a second slot would only hold idle operators.
@@ -14,7 +15,8 @@
 # then), so the latency would be the checkpoint interval's (1 s), not the pipeline's.
 bench_streaming_run() {  # CSV WARMUP SECONDS RATE BUNDLE_MS
   local csv=$1 warmup=$2 seconds=$3 rate=$4 bundle=$5
-  local records=$((rate * (warmup + seconds))) line
+  # The ramp sends (1/10 + 1) / 2 of the rate over the warm-up.
+  local records=$((rate * (warmup * 11 / 20 + seconds))) line
   local out="$STATE/bench-streaming/rate-$rate-bundle-$bundle/predictions"
   note "offered $rate records/s for ${warmup} s of warm-up and ${seconds} s measured, --maxBundleTimeMills=$bundle"
   # The launcher gives up on predictions --resultTimeoutSeconds after the job's start (start-up
@@ -52,10 +54,12 @@ bench_streaming() {  # CSV WARMUP SECONDS RATE:BUNDLE_MS...
 
 # The highest rate the pipeline sustains, with xinfer's default 100 ms bundles: RATEs in increasing
 # order, up to the first one not sustained.
-# Warm-up of the sweep's runs: at 20,000 records/s a fresh JVM falls 2-6 s behind while the JIT
-# compiles (C2 took half a core), and drains that backlog in 15-25 s; measured sooner, the run
-# reports the warm-up's backlog, not what the warm job sustains. Their warm-up p99 is reported too.
-SWEEP_WARMUP_QUICK=20
+# Warm-up of the sweep's runs: a fresh JVM runs the job's code slowly until the JIT has compiled it
+# (C2 took half a core), and on 2 cores the job's capacity kept rising for about a minute (at
+# 20,000 records/s from the start it fell 10 s or more behind and never drained that). The
+# launcher ramps the rate up over the warm-up, so that the measured records go out at the rate to
+# a warm job rather than behind the warm-up's backlog. Their warm-up p99 is reported too.
+SWEEP_WARMUP=60
 bench_streaming_sweep() {  # CSV WARMUP SECONDS RATE...
   local csv=$1 warmup=$2 seconds=$3 rate; shift 3
   for rate in "$@"; do
@@ -115,7 +119,7 @@ bench_streaming_only() {  # RATE...
   with_kafka
   step "Streaming: the Kafka digits pipeline on embedded Flink at ${*:-1000 5000 10000 20000 25000 30000} records/s"
   # shellcheck disable=SC2046
-  bench_streaming_sweep "$csv" "$SWEEP_WARMUP_QUICK" 15 ${*:-1000 5000 10000 20000 25000 30000} || true
+  bench_streaming_sweep "$csv" "$SWEEP_WARMUP" 15 ${*:-1000 5000 10000 20000 25000 30000} || true
 }
 
 bench() {
@@ -200,11 +204,11 @@ bench() {
   "$PY" -c 'from xinfer_bench import measure; print(",".join(measure.LATENCY_COLUMNS))' > "$latency"
   if [ -n "$quick" ]; then
     # Beam's default bundles first: the first runs after Kafka starts measured the worst tails.
-    bench_streaming "$latency" 10 15 1000:1000 1000:100 1000:10 2000:100
-    bench_streaming_sweep "$latency" "$SWEEP_WARMUP_QUICK" 15 5000 10000 20000 25000 30000 40000
+    bench_streaming "$latency" 30 15 1000:1000 1000:100 1000:10 2000:100
+    bench_streaming_sweep "$latency" "$SWEEP_WARMUP" 15 5000 10000 20000 25000 30000 40000
   else
-    bench_streaming "$latency" 15 30 1000:1000 250:100 500:100 1000:10 1000:100 2000:100 1000:50
-    bench_streaming_sweep "$latency" 30 30 5000 10000 15000 20000 25000 30000 40000 60000
+    bench_streaming "$latency" 30 30 1000:1000 250:100 500:100 1000:10 1000:100 2000:100 1000:50
+    bench_streaming_sweep "$latency" "$SWEEP_WARMUP" 30 5000 10000 15000 20000 25000 30000 40000 60000
   fi
   step "The figures the targets are about (issue 16; also in results.csv, its second section)"
   "$PY" -m xinfer_bench checks "$csv" "$latency"

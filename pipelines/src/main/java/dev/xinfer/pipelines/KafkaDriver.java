@@ -104,10 +104,11 @@ final class KafkaDriver implements AutoCloseable {
   }
 
   /**
-   * Sends {@code lines} to {@code topic} keyed by their first field, at {@code ratePerSecond}, on a
-   * background thread.
+   * Sends {@code lines} to {@code topic} keyed by their first field on a background thread: at
+   * {@code ratePerSecond}, after a ramp of {@code rampSeconds} from a tenth of it (see {@link
+   * #dueNanos}).
    */
-  Thread produceAtRate(String topic, List<String> lines, int ratePerSecond) {
+  Thread produceAtRate(String topic, List<String> lines, int ratePerSecond, int rampSeconds) {
     Thread thread =
         new Thread(
             () -> {
@@ -133,7 +134,7 @@ final class KafkaDriver implements AutoCloseable {
                 // next ones going out at once: above 1,000/s examples go out in bursts of those
                 // due, at the rate on average. The latency file's sent_ms shows the rate reached.
                 for (int i = 0; i < lines.size(); i++) {
-                  long due = start + (long) (i * 1e9 / ratePerSecond);
+                  long due = start + dueNanos(i, ratePerSecond, rampSeconds);
                   long wait = due - System.nanoTime();
                   if (wait > 0) {
                     TimeUnit.NANOSECONDS.sleep(wait);
@@ -168,6 +169,32 @@ final class KafkaDriver implements AutoCloseable {
     thread.setDaemon(true);
     thread.start();
     return thread;
+  }
+
+  /**
+   * When example {@code i} is due, in ns from the first: the rate rises in a straight line from a
+   * tenth of {@code ratePerSecond} to all of it over {@code rampSeconds}, then stays. A fresh JVM
+   * runs the job's code slowly until the JIT has compiled it (10-30 s on 2 cores): at 20,000
+   * records/s from the start the job fell 10 s behind in that time, and a job that then keeps up at
+   * the rate never drains such a backlog, so the measured records waited behind the warm-up's.
+   */
+  static long dueNanos(long i, int ratePerSecond, int rampSeconds) {
+    double rate = ratePerSecond;
+    if (rampSeconds <= 0) {
+      return (long) (i * 1e9 / rate);
+    }
+    double from = rate / 10;
+    double ramp = rampSeconds;
+    double slope = (rate - from) / ramp; // records/s per s
+    double inRamp = (from + rate) / 2 * ramp; // records sent during the ramp
+    double seconds;
+    if (i < inRamp) {
+      // i = from * t + slope * t^2 / 2, for t
+      seconds = (-from + Math.sqrt(from * from + 2 * slope * i)) / slope;
+    } else {
+      seconds = ramp + (i - inRamp) / rate;
+    }
+    return (long) (seconds * 1e9);
   }
 
   /**

@@ -135,8 +135,9 @@ public final class Launcher {
 
     @Description(
         "Streaming: seconds, from the first prediction back, whose examples are left out of the "
-            + "latency percentiles (the JVM is still compiling the pipeline's code; 5-15 s on a "
-            + "small machine). They are still counted and written to the latency file.")
+            + "latency percentiles (the JVM is still compiling the pipeline's code; 10-30 s on a "
+            + "small machine), during which the rate rises from a tenth of --rate to all of it. "
+            + "They are still counted and written to the latency file.")
     @Default.Integer(0)
     int getWarmupSeconds();
 
@@ -647,7 +648,7 @@ public final class Launcher {
         lastArrival = start;
         // The first example alone, the rest at the rate once its prediction is back: the job's
         // start-up does not pile a backlog in front of the measured examples.
-        kafka.produceAtRate(options.getInputTopic(), examples.subList(0, 1), options.getRate());
+        kafka.produceAtRate(options.getInputTopic(), examples.subList(0, 1), options.getRate(), 0);
         boolean restSent = examples.size() == 1;
         long deadline = start + TimeUnit.SECONDS.toNanos(options.getResultTimeoutSeconds());
         long nextProgress = start + TimeUnit.SECONDS.toNanos(options.getProgressSeconds());
@@ -659,8 +660,13 @@ public final class Launcher {
               firstArrival = lastArrival;
             }
             if (!restSent) {
+              // The warm-up ramps the rate up (KafkaDriver.dueNanos): the measured records go
+              // out at the full rate, not behind a backlog the JIT's start left.
               kafka.produceAtRate(
-                  options.getInputTopic(), examples.subList(1, examples.size()), options.getRate());
+                  options.getInputTopic(),
+                  examples.subList(1, examples.size()),
+                  options.getRate(),
+                  options.getWarmupSeconds());
               restSent = true;
             }
             for (ConsumerRecord<Long, String> record : polled) {
