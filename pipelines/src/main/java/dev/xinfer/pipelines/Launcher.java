@@ -589,14 +589,19 @@ public final class Launcher {
       T options, BiFunction<Pipeline, T, Pipeline> build) {
     checkStreamingFlags(options);
     String runName = "xinfer-" + UUID.randomUUID().toString().substring(0, 8);
+    // The topics the run names itself, deleted at its end (those given are left as they are).
+    List<String> ownTopics = new ArrayList<>();
     if (options.getInputTopic() == null) {
       options.setInputTopic(runName + "-in");
+      ownTopics.add(options.getInputTopic());
     }
     if (options.getOutputTopic() == null) {
       options.setOutputTopic(runName + "-out");
+      ownTopics.add(options.getOutputTopic());
     }
     if (options.getDeadLetterTopic() == null) {
       options.setDeadLetterTopic(runName + "-dead");
+      ownTopics.add(options.getDeadLetterTopic());
     }
     List<String> examples = dataLines(Paths.get(options.getInput()));
     if (options.getRecords() != null) {
@@ -735,6 +740,13 @@ public final class Launcher {
         stop(result);
       }
       inference = inferenceMetrics(result);
+      if (deliveries.deadLetters() > 0) {
+        ownTopics.remove(options.getDeadLetterTopic()); // kept for the reasons, named below
+      }
+      String notDeleted = kafka.deleteTopics(ownTopics);
+      if (notDeleted != null) {
+        progress("could not delete this run's topics %s: %s", ownTopics, notDeleted);
+      }
     } catch (IOException e) {
       throw new UncheckedIOException("cannot write " + arrivedFile + " or " + latencyFile, e);
     }
