@@ -23,8 +23,9 @@ package org.apache.beam.runners.fnexecution.control;
  * thread (Flink's streaming operator's) has its outputs taken off the data plane from the bundle's
  * start, on a thread of its own, instead of only in close(); a bundle's inputs go through
  * dev.xinfer.runtime.portable.BundleInputs, whose flushes on time run on threads shared by all
- * bundles (Beam's aggregator started a thread for each bundle and never stopped it). It takes the place of Beam's on
- * xinfer's classpath (see dev.xinfer.runtime.BeamHooks, which checks that it does).
+ * bundles (Beam's aggregator started a thread for each bundle and never stopped it). It takes the
+ * place of Beam's on xinfer's classpath (see dev.xinfer.runtime.BeamHooks, which checks that it
+ * does).
  */
 
 import static org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.base.Preconditions.checkArgument;
