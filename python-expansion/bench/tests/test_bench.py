@@ -272,23 +272,24 @@ def _runs(*runs):
 
 
 def test_streaming_checks_p99_targets_and_the_highest_rate_sustained():
+  b = measure.STREAMING_BUNDLE_MS  # xinfer's default bundles: the runs checked
   checks = measure.streaming_checks(
-      _runs((1000, 1000, 3000.0, 'no'), (1000, 100, 45.0, 'yes'),
-            (5000, 100, 80.0, 'yes'), (20000, 100, 240.0, 'yes'),
-            (40000, 100, 5000.0, 'no')))
+      _runs((1000, 1000, 3000.0, 'no'), (1000, b, 45.0, 'yes'),
+            (5000, b, 80.0, 'yes'), (20000, b, 240.0, 'yes'),
+            (40000, b, 5000.0, 'no')))
   lines = [measure.check_line(c) for c in checks]
   assert lines == [
-      'streaming p99_ms@1000 45 (bundles 100 ms; kept up; target <= 50: met)',
-      'streaming p99_ms@20000 240 (bundles 100 ms; kept up; target < 250: met)',
-      'streaming max_sustained_per_s 20000 (bundles 100 ms; p99 < 1000 ms; '
+      f'streaming p99_ms@1000 45 (bundles {b} ms; kept up; target <= 50: met)',
+      f'streaming p99_ms@20000 240 (bundles {b} ms; kept up; target < 250: met)',
+      f'streaming max_sustained_per_s 20000 (bundles {b} ms; p99 < 1000 ms; '
       'every record back; not sustained: 40000)',
   ]
   # The 20,000/s run fell behind: its p99 is under the target, not met.
   checks = measure.streaming_checks(
-      _runs((1000, 100, 50.0, 'yes'), (20000, 100, 200.0, 'no')))
+      _runs((1000, b, 50.0, 'yes'), (20000, b, 200.0, 'no')))
   assert [c['met'] for c in checks] == ['met', 'not met', '']
   assert checks[2]['value'] == 1000.0
-  # Nothing at 100 ms bundles: no figures.
+  # Nothing at the default bundles: no figures.
   checks = measure.streaming_checks(_runs((1000, 1000, 3000.0, 'yes')))
   assert [c['met'] for c in checks] == ['no figure'] * 3
 

@@ -312,7 +312,7 @@ RATIO_CHECKS = (
 )
 # Streaming, xinfer's default bundles: (offered rate, p99 target in ms, whether
 # the target is "below" (<) rather than "at most" (<=)); the run must also have
-# sustained the rate.
+# sustained the rate. The default is Java's FlinkEngine.STREAMING_BUNDLE_MILLIS.
 STREAMING_BUNDLE_MS = 100
 STREAMING_P99_CHECKS = ((1000, 50.0, False), (20000, 250.0, True))
 CHECK_COLUMNS = ('check', 'name', 'model', 'batch_size', 'value', 'low', 'high',

@@ -199,7 +199,7 @@ final class KafkaDriver implements AutoCloseable {
   /**
    * When example {@code i} is due, in ns from the first: the rate rises in a straight line from a
    * tenth of {@code ratePerSecond} to all of it over {@code rampSeconds}, then stays. A fresh JVM
-   * runs the job's code slowly until the JIT has compiled it (10-30 s on 2 cores): at 20,000
+   * runs the job's code slowly until the JIT has compiled it (about a minute on 2 cores): at 20,000
    * records/s from the start the job fell 10 s behind in that time, and a job that then keeps up at
    * the rate never drains such a backlog, so the measured records waited behind the warm-up's.
    */

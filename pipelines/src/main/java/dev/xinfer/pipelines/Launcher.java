@@ -135,7 +135,7 @@ public final class Launcher {
 
     @Description(
         "Streaming: seconds, from the first prediction back, whose examples are left out of the "
-            + "latency percentiles (the JVM is still compiling the pipeline's code; 10-30 s on a "
+            + "latency percentiles (the JVM is still compiling the pipeline's code; about a minute on a "
             + "small machine), during which the rate rises from a tenth of --rate to all of it. "
             + "They are still counted and written to the latency file.")
     @Default.Integer(0)
