@@ -63,9 +63,8 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       pushes the reader's metrics to Flink after every record, 11% of a streaming job's CPU;
  *       {@code SdkHarnessClient} (the runner's end of a bundle), whose Beam version takes a
  *       bundle's outputs off the data plane only once the bundle has ended, so that no output of a
- *       streaming stage reaches Flink before its bundle's end; {@code UnboundedSourceWrapper} (the
- *       portable runner's Flink source), whose Beam version sleeps 50 ms when its readers have no
- *       record and lets KafkaIO's reader wait for records holding the checkpoint lock.
+ *       streaming stage reaches Flink before its bundle's end; {@code UnboundedSourceWrapper}
+ *       (Flink's Beam source), whose Beam version sleeps 50 ms when its readers have no record.
  *   <li>{@code KafkaUnboundedReader.recordsDequeuePollTimeout} (private), which {@link
  *       dev.xinfer.runtime.flink.KafkaReaderWait} sets to zero so that KafkaIO's reader does not
  *       wait for records holding Flink's checkpoint lock (checked where KafkaIO is on the

@@ -15,10 +15,9 @@ import org.slf4j.LoggerFactory;
  * recordsDequeuePollTimeout} (1-20 ms, growing while records come) for its consumer thread's next
  * records. Meanwhile the task's mailbox, which hands the stages' outputs on and ends their bundles,
  * waits for the lock: at 1,000 records/s, 2,485 waits and 25 s of an 80 s run (JFR). xinfer's copy
- * of {@code UnboundedSourceWrapper} (the portable runner's Flink source) sets that timeout to zero
- * before each {@code advance()} ({@link #noWait}) and sleeps 1 ms, without the lock, when its
- * readers have no record (Beam's sleeps 50). Beam's other Flink sources keep KafkaIO's wait: they
- * sleep 50 ms whenever a reader has nothing.
+ * of Beam's {@code ReaderInvocationUtil} sets that timeout to zero before each {@code advance()}
+ * ({@link #noWait}), and xinfer's copy of {@code UnboundedSourceWrapper} sleeps 1 ms, without the
+ * lock, when its readers have no record (Beam's sleeps 50).
  */
 @Internal
 public final class KafkaReaderWait {

@@ -18,16 +18,13 @@
 package org.apache.beam.runners.flink.translation.wrappers.streaming.io;
 
 /*
- * xinfer: a copy of Beam 2.62.0's class of this name (runners/flink/1.19, same license) with two
- * changes, marked "xinfer:": KafkaIO's reader does not wait for records in advance(), which this
- * source calls holding the checkpoint lock (dev.xinfer.runtime.flink.KafkaReaderWait); and when no
- * reader has a record, the source sleeps 1 ms, not 50, without the lock, before it asks again. It
- * takes the place of Beam's on xinfer's classpath (see dev.xinfer.runtime.BeamHooks, which checks
- * that it does). Beam's other sources (the FLIP-27 reader of the classic runner, batch's
- * SourceInputFormat) keep KafkaIO's wait: they sleep 50 ms when a reader has nothing.
+ * xinfer: a copy of Beam 2.62.0's class of this name (runners/flink/1.19, same license) with one
+ * change, marked "xinfer:": when no reader has a record, the source sleeps 1 ms, not 50, before it
+ * asks again (it sleeps without the checkpoint lock; KafkaIO's reader no longer waits for records
+ * under it, see dev.xinfer.runtime.flink.KafkaReaderWait). It takes the place of Beam's on xinfer's
+ * classpath (see dev.xinfer.runtime.BeamHooks, which checks that it does).
  */
 
-import dev.xinfer.runtime.flink.KafkaReaderWait;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -308,7 +305,6 @@ public class UnboundedSourceWrapper<OutputT, CheckpointMarkT extends UnboundedSo
         UnboundedSource.UnboundedReader<OutputT> reader = localReaders.get(currentReader);
 
         synchronized (ctx.getCheckpointLock()) {
-          KafkaReaderWait.noWait(reader); // xinfer: the lock is held here
           if (readerInvoker.invokeAdvance(reader)) {
             emitElement(ctx, reader);
             hadData = true;
