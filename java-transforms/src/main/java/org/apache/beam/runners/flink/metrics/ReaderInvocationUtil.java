@@ -16,16 +16,13 @@
  * limitations under the License.
  */
 /*
- * xinfer: a copy of Beam 2.62.0's class of this name (runners/flink, same license) with two
- * changes, marked "xinfer:": the reader's metrics go to Flink's metric system at most once a second
- * while records keep coming, not after every record; and KafkaIO's reader does not wait for records
- * in advance(), which Flink's source calls holding its checkpoint lock
- * (dev.xinfer.runtime.flink.KafkaReaderWait). It takes the place of Beam's on xinfer's classpath
+ * xinfer: a copy of Beam 2.62.0's class of this name (runners/flink, same license) with one change,
+ * marked "xinfer:": the reader's metrics go to Flink's metric system at most once a second while
+ * records keep coming, not after every record. It takes the place of Beam's on xinfer's classpath
  * (see dev.xinfer.runtime.BeamHooks, which checks that it does).
  */
 package org.apache.beam.runners.flink.metrics;
 
-import dev.xinfer.runtime.flink.KafkaReaderWait;
 import java.io.Closeable;
 import java.io.IOException;
 import java.util.concurrent.TimeUnit;
@@ -82,7 +79,6 @@ public class ReaderInvocationUtil<OutputT, ReaderT extends Source.Reader<OutputT
   }
 
   public boolean invokeAdvance(ReaderT reader) throws IOException {
-    KafkaReaderWait.noWait(reader); // xinfer: Flink's source holds its checkpoint lock here
     if (enableMetrics) {
       try (Closeable ignored =
           MetricsEnvironment.scopedMetricsContainer(container.getMetricsContainer(stepName))) {
