@@ -2,6 +2,7 @@ package dev.xinfer;
 
 import static org.junit.Assert.assertEquals;
 
+import java.lang.reflect.Proxy;
 import java.util.List;
 import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.metrics.DistributionResult;
@@ -11,7 +12,6 @@ import org.apache.beam.sdk.metrics.MetricQueryResults;
 import org.apache.beam.sdk.metrics.MetricResult;
 import org.apache.beam.sdk.metrics.MetricResults;
 import org.apache.beam.sdk.metrics.MetricsFilter;
-import org.joda.time.Duration;
 import org.junit.Test;
 
 /** Which of a runner's values {@link InferenceMetrics} reads. */
@@ -69,31 +69,12 @@ public class InferenceMetricsTest {
             return MetricQueryResults.create(counters, distributions, List.of(), List.of());
           }
         };
-    return new PipelineResult() {
-      @Override
-      public State getState() {
-        return State.DONE;
-      }
-
-      @Override
-      public State cancel() {
-        return State.DONE;
-      }
-
-      @Override
-      public State waitUntilFinish(Duration duration) {
-        return State.DONE;
-      }
-
-      @Override
-      public State waitUntilFinish() {
-        return State.DONE;
-      }
-
-      @Override
-      public MetricResults metrics() {
-        return results;
-      }
-    };
+    // A finished run whose metrics are these.
+    return (PipelineResult)
+        Proxy.newProxyInstance(
+            PipelineResult.class.getClassLoader(),
+            new Class<?>[] {PipelineResult.class},
+            (proxy, method, args) ->
+                method.getName().equals("metrics") ? results : PipelineResult.State.DONE);
   }
 }
