@@ -63,7 +63,13 @@ import org.apache.beam.vendor.grpc.v1p60p1.io.grpc.ManagedChannel;
  *       pushes the reader's metrics to Flink after every record, 11% of a streaming job's CPU;
  *       {@code SdkHarnessClient} (the runner's end of a bundle), whose Beam version takes a
  *       bundle's outputs off the data plane only once the bundle has ended, so that no output of a
- *       streaming stage reaches Flink before its bundle's end.
+ *       streaming stage reaches Flink before its bundle's end; {@code UnboundedSourceWrapper} (the
+ *       portable runner's Flink source), whose Beam version sleeps 50 ms when its readers have no
+ *       record and lets KafkaIO's reader wait for records holding the checkpoint lock.
+ *   <li>{@code KafkaUnboundedReader.recordsDequeuePollTimeout} (private), which {@link
+ *       dev.xinfer.runtime.flink.KafkaReaderWait} sets to zero so that KafkaIO's reader does not
+ *       wait for records holding Flink's checkpoint lock (checked where KafkaIO is on the
+ *       classpath).
  * </ul>
  *
  * <p>{@link #problems()} lists the hooks whose target is gone; {@code BeamHooksTest} fails on any,
@@ -87,7 +93,8 @@ public final class BeamHooks {
               + ".BufferingDoFnRunner",
           "org.apache.beam.runners.flink.metrics.ReaderInvocationUtil",
           "org.apache.beam.runners.fnexecution.control.SdkHarnessClient",
-          "org.apache.beam.runners.flink.translation.wrappers.streaming.ExecutableStageDoFnOperator");
+          "org.apache.beam.runners.flink.translation.wrappers.streaming.ExecutableStageDoFnOperator",
+          "org.apache.beam.runners.flink.translation.wrappers.streaming.io.UnboundedSourceWrapper");
 
   private BeamHooks() {}
 
@@ -313,6 +320,11 @@ public final class BeamHooks {
       }
     } catch (NoSuchFieldException e) {
       found.add("FnApiControlClient has no outstandingRequests field (forgetRequests)");
+    }
+    String kafka =
+        dev.xinfer.runtime.flink.KafkaReaderWait.problem(BeamHooks.class.getClassLoader());
+    if (kafka != null) {
+      found.add(kafka);
     }
     for (Map.Entry<String, String> hook : CHANNEL_FIELDS.entrySet()) {
       try {
